@@ -1,0 +1,64 @@
+"""The math of RLHF as pure functions on tensors: no I/O, no configuration, only torch.
+
+Shapes: B batch, T response tokens, V vocabulary, K responses per prompt, k samples per prompt.
+Per-token tensors are right-padded (B, T) with a 0/1 ``mask`` that is 1 on real tokens.
+
+- ``masked``: masked_sum, masked_mean, masked_var, whiten
+- ``logprobs``: token_logprobs (memory-lean), sequence_logprobs, entropy_from_logits
+- ``sft``: masked_cross_entropy, shift_for_next_token
+- ``advantages``: gae, discounted_returns, rloo_baseline, rloo_advantages, grpo_advantages
+- ``kl``: kl_k1, kl_k2, kl_k3, KL_ESTIMATORS, kl_estimate, AdaptiveKLController,
+  FixedKLController
+- ``ppo``: ppo_policy_loss, ppo_value_loss, explained_variance, reinforce_loss
+- ``preference``: bradley_terry, bradley_terry_with_ties, plackett_luce; dpo, cdpo, ipo, simpo,
+  orpo (PAIRWISE_LOSSES), kto and kto_reference_point; LOSSES names all six alignment losses
+"""
+
+from rlhf.algos.advantages import (
+    discounted_returns,
+    gae,
+    grpo_advantages,
+    rloo_advantages,
+    rloo_baseline,
+)
+from rlhf.algos.kl import (
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    kl_estimate,
+    kl_k1,
+    kl_k2,
+    kl_k3,
+)
+from rlhf.algos.logprobs import entropy_from_logits, sequence_logprobs, token_logprobs
+from rlhf.algos.masked import masked_mean, masked_sum, masked_var, whiten
+from rlhf.algos.ppo import explained_variance, ppo_policy_loss, ppo_value_loss, reinforce_loss
+from rlhf.algos.preference import (
+    LOSSES,
+    PAIRWISE_LOSSES,
+    bradley_terry,
+    bradley_terry_with_ties,
+    cdpo,
+    dpo,
+    ipo,
+    kto,
+    kto_reference_point,
+    log_odds,
+    orpo,
+    plackett_luce,
+    simpo,
+)
+from rlhf.algos.sft import masked_cross_entropy, shift_for_next_token
+
+__all__ = [
+    "masked_sum", "masked_mean", "masked_var", "whiten",
+    "token_logprobs", "sequence_logprobs", "entropy_from_logits",
+    "masked_cross_entropy", "shift_for_next_token",
+    "gae", "discounted_returns", "rloo_baseline", "rloo_advantages", "grpo_advantages",
+    "kl_k1", "kl_k2", "kl_k3", "KL_ESTIMATORS", "kl_estimate",
+    "AdaptiveKLController", "FixedKLController",
+    "ppo_policy_loss", "ppo_value_loss", "explained_variance", "reinforce_loss",
+    "bradley_terry", "bradley_terry_with_ties", "plackett_luce",
+    "dpo", "cdpo", "ipo", "simpo", "orpo", "log_odds", "kto", "kto_reference_point",
+    "PAIRWISE_LOSSES", "LOSSES",
+]

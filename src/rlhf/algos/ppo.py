@@ -1,0 +1,102 @@
+"""Policy-gradient losses: PPO's clipped surrogate and clipped value loss, and plain REINFORCE.
+
+All per-token inputs are (B, T) over response tokens with ``mask`` 1 on real tokens. Losses are
+token-level means over the whole batch (every real token weighs the same), as in InstructGPT's
+PPO-ptx and OpenRLHF; a trainer wanting a per-sequence mean can pass its own weighting in mask.
+"""
+
+import torch
+from torch import Tensor
+
+from rlhf.algos.masked import masked_mean, masked_var
+
+
+def ppo_policy_loss(
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, clip: float
+) -> tuple[Tensor, dict]:
+    """Clipped surrogate objective of PPO (Schulman et al. 2017, eq. 7), as a loss to minimise.
+
+    logp: (B, T) log pi_theta of the sampled tokens (with grad); old_logp: (B, T) log pi_old from
+    the rollout; advantages: (B, T), or (B,) broadcast over tokens; mask: (B, T).
+        ratio = exp(logp - old_logp)
+        loss  = -masked_mean(min(ratio * A, clip(ratio, 1 - clip, 1 + clip) * A))
+    Returns (loss, stats), stats detached:
+        clipfrac   share of tokens where the clipped branch is the minimum and the gradient is 0
+                   (ratio > 1 + clip with A > 0, or ratio < 1 - clip with A < 0);
+        approx_kl  masked mean of k3 = (ratio - 1) - log ratio, an unbiased, non-negative estimate
+                   of KL(pi_old || pi_theta) from tokens sampled by pi_old (Schulman 2020);
+        ratio_mean masked mean of the ratio.
+    """
+    advantages = _per_token(advantages, logp).detach()
+    log_ratio = logp - old_logp.detach()
+    ratio = log_ratio.exp()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1 - clip, 1 + clip) * advantages
+    loss = -masked_mean(torch.min(unclipped, clipped), mask)
+
+    with torch.no_grad():
+        above = (ratio > 1 + clip) & (advantages > 0)
+        below = (ratio < 1 - clip) & (advantages < 0)
+        clipped_active = above | below
+        stats = {
+            "clipfrac": masked_mean(clipped_active.to(ratio.dtype), mask),
+            "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask),
+            "ratio_mean": masked_mean(ratio, mask),
+        }
+    return loss, stats
+
+
+def ppo_value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip: float
+) -> tuple[Tensor, dict]:
+    """Clipped value loss of PPO2 (OpenAI baselines; Schulman et al. 2017).
+
+    values: (B, T) V_theta (with grad); old_values: (B, T) V from the rollout; returns: (B, T)
+    targets (e.g. from ``gae``); mask: (B, T).
+        V_clip = old_values + clip(values - old_values, -clip, clip)
+        loss   = 0.5 * masked_mean(max((values - returns)**2, (V_clip - returns)**2))
+    Returns (loss, stats) with stats["vf_clipfrac"]: share of tokens where the clipped term is
+    strictly larger (its gradient is then 0), detached.
+    """
+    old_values = old_values.detach()
+    returns = returns.detach()
+    values_clipped = old_values + (values - old_values).clamp(-clip, clip)
+    error = (values - returns) ** 2
+    error_clipped = (values_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.max(error, error_clipped), mask)
+    with torch.no_grad():
+        stats = {"vf_clipfrac": masked_mean((error_clipped > error).to(values.dtype), mask)}
+    return loss, stats
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
+    """1 - Var[returns - values] / Var[returns] over masked tokens (a scalar, detached).
+
+    values, returns, mask: (B, T). 1 is a perfect critic, 0 no better than a constant, negative
+    worse. NaN when the returns have zero variance (undefined), as in OpenAI baselines.
+    """
+    with torch.no_grad():
+        var_returns = masked_var(returns, mask)
+        var_residual = masked_var(returns - values, mask)
+        undefined = torch.full_like(var_returns, float("nan"))
+        return torch.where(var_returns > 0, 1 - var_residual / var_returns, undefined)
+
+
+def reinforce_loss(logp: Tensor, advantages: Tensor, mask: Tensor) -> tuple[Tensor, dict]:
+    """Vanilla policy gradient (Williams 1992): loss = -masked_mean(A * logp).
+
+    logp: (B, T) log pi_theta of the sampled tokens (with grad); advantages: (B, T) per token, or
+    (B,) per sequence (e.g. from ``rloo_advantages`` / ``grpo_advantages``), broadcast over T;
+    mask: (B, T). Advantages are treated as constants. Returns (loss, stats) with
+    stats["advantage_mean"], the masked mean advantage.
+    """
+    advantages = _per_token(advantages, logp).detach()
+    loss = -masked_mean(advantages * logp, mask)
+    with torch.no_grad():
+        stats = {"advantage_mean": masked_mean(advantages.expand_as(logp), mask)}
+    return loss, stats
+
+
+def _per_token(advantages: Tensor, like: Tensor) -> Tensor:
+    # A per-sequence advantage (B,) applies to every token of its sequence.
+    return advantages.unsqueeze(-1) if advantages.dim() == like.dim() - 1 else advantages

@@ -1,0 +1,95 @@
+"""Load and save Hugging Face models and tokenizers from local directories; LoRA through peft.
+
+Everything here works offline: a model is a directory in Hugging Face format (config.json,
+safetensors weights, tokenizer files). A name that would need the Hub fails with a message
+that says so instead of hanging on the network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+
+class ModelNotFound(FileNotFoundError):
+    pass
+
+
+def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:
+    """The local directory for `name_or_dir`, or a clear error if it is not one."""
+    path = Path(name_or_dir).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotFound(f"{path} is a directory but holds no config.json: not a Hugging Face model directory")
+        return path
+    text = str(name_or_dir)
+    looks_like_hub_id = text.count("/") <= 1 and not text.startswith((".", "/", "~"))
+    if looks_like_hub_id:
+        raise ModelNotFound(
+            f"model {text!r} is not a local directory. It looks like a Hugging Face Hub name, which would need "
+            "a download: rlhf runs offline. Download it on a machine with network access "
+            "(e.g. `huggingface-cli download NAME --local-dir DIR`) and pass --model DIR, "
+            "or build the embedded default with `rlhf pretrain`."
+        )
+    raise ModelNotFound(f"model directory {text!r} does not exist")
+
+
+def load_tokenizer(model_dir: str | os.PathLike, trust_remote_code: bool = False):
+    path = resolve_model_dir(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked out of attention and loss, so any id is safe; EOS is the common choice.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    model_dir: str | os.PathLike,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = "sdpa",
+) -> PreTrainedModel:
+    """A causal LM from a local directory; safetensors weights only (no pickle)."""
+    path = resolve_model_dir(model_dir)
+    if not any(path.glob("*.safetensors")):
+        raise ModelNotFound(f"{path} holds no .safetensors weights (pickled .bin weights are refused for safety)")
+    return AutoModelForCausalLM.from_pretrained(
+        path,
+        local_files_only=True,
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+    )
+
+
+def add_lora(model: PreTrainedModel, r: int, alpha: float, dropout: float, target_modules: str | list[str] = "all-linear"):
+    """Wrap `model` with a LoRA adapter of rank `r`; only the adapter trains."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+    """Save a plain `transformers` directory (LoRA adapters merged in) loadable without rlhf."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def load_policy(cfg, device: torch.device):
+    """The trainable causal LM of a stage and its tokenizer: loaded from `cfg.model`, wrapped in
+    LoRA when `cfg.lora_r > 0`, moved to `device`. `cfg` is any TrainConfig."""
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    model = load_causal_lm(cfg.model, cfg.trust_remote_code)
+    if cfg.lora_r > 0:
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    return model.to(device), tokenizer

@@ -1,0 +1,357 @@
+"""The pieces every training stage shares: seeding, device and precision, the run directory,
+a deterministic batch plan, AdamW with warm-up and cosine decay, gradient accumulation and
+clipping, metrics, progress, atomic checkpoints and exact resume.
+
+`fit` runs the common supervised loop (pretrain, SFT, reward model, DPO); stages with their
+own loop (PPO) reuse the smaller pieces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig, to_yaml
+
+CHECKPOINT_PREFIX = "step-"
+
+
+# ---------------------------------------------------------------- environment
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()) and _cpu_has_bf16()
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast where asked and supported; fp32 master weights and optimiser state either way."""
+    if precision == "bf16" and bf16_supported(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# ---------------------------------------------------------------- run directory
+
+
+class RunDir:
+    """The run directory contract: config.yaml, metrics.jsonl, summary.json, model/, checkpoints/."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.path = Path(cfg.out)
+        self.checkpoints = self.path / "checkpoints"
+        self.model_dir = self.path / "model"
+        if not cfg.resume and self.checkpoints.exists() and any(self.checkpoints.iterdir()):
+            raise FileExistsError(
+                f"{self.path} already holds checkpoints: pass --resume to continue that run, or choose another --out"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        self.metrics_path = self.path / "metrics.jsonl"
+        if not cfg.resume and self.metrics_path.exists():
+            self.metrics_path.unlink()
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """On resume, drop lines logged after the checkpoint so the log reads as one run."""
+        if not self.metrics_path.exists():
+            return
+        kept = [
+            line
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= after_step
+        ]
+        self.metrics_path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+
+    def log(self, record: dict) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(_plain(record)) + "\n")
+
+    def write_summary(self, summary: dict) -> None:
+        _atomic_write_text(self.path / "summary.json", json.dumps(_plain(summary), indent=2) + "\n")
+
+
+def _plain(record: dict) -> dict:
+    return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- data order
+
+
+class BatchPlan:
+    """Which examples form micro-batch i, as a pure function of (seed, i).
+
+    Each epoch is a fresh seeded permutation, cut into full micro-batches (the remainder of an
+    epoch is dropped, so every optimiser step sees the same number of examples). Because the
+    plan is a function of the micro-batch index, the data position of a checkpoint is just the
+    step counter, and resuming replays exactly the batches an uninterrupted run would see.
+    """
+
+    def __init__(self, n_examples: int, batch_size: int, seed: int, shuffle: bool = True):
+        if n_examples < batch_size:
+            raise ValueError(f"only {n_examples} training examples for a batch size of {batch_size}")
+        self.n, self.batch_size, self.seed, self.shuffle = n_examples, batch_size, seed, shuffle
+        self.per_epoch = n_examples // batch_size
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+                self._perms = {epoch: torch.randperm(self.n, generator=g)}
+            else:
+                self._perms = {epoch: torch.arange(self.n)}
+        return self._perms[epoch]
+
+    def micro_batch(self, i: int) -> list[int]:
+        epoch, j = divmod(i, self.per_epoch)
+        return self._perm(epoch)[j * self.batch_size : (j + 1) * self.batch_size].tolist()
+
+    def total_steps(self, cfg: TrainConfig) -> int:
+        if cfg.max_steps > 0:
+            return cfg.max_steps
+        return max(1, math.ceil(cfg.epochs * self.per_epoch / cfg.grad_accum))
+
+
+# ---------------------------------------------------------------- optimisation
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay only on matrices (not on norms, biases or gains)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def make_scheduler(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float):
+    """Linear warm-up to the peak, then cosine decay to `min_lr_ratio` of it."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run: RunDir, step: int, state: dict, keep: int) -> Path:
+    """Write `state` (a dict of state_dicts and plain values) as checkpoints/step-N, atomically.
+
+    Everything goes to a temporary directory first and is renamed into place, so a run killed
+    mid-write leaves either the previous checkpoint or the new one, never half of one.
+    """
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    final = run.checkpoints / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = run.checkpoints / f".tmp-{CHECKPOINT_PREFIX}{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save({**state, "step": step, "rng": rng_state()}, tmp / "state.pt")
+    with open(tmp / "state.pt", "rb") as f:
+        os.fsync(f.fileno())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in list_checkpoints(run)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run: RunDir) -> list[Path]:
+    if not run.checkpoints.exists():
+        return []
+    found = [p for p in run.checkpoints.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "state.pt").exists()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def load_latest_checkpoint(run: RunDir) -> dict | None:
+    found = list_checkpoints(run)
+    if not found:
+        return None
+    return torch.load(found[-1] / "state.pt", map_location="cpu", weights_only=False)
+
+
+# ---------------------------------------------------------------- the supervised loop
+
+
+@dataclasses.dataclass
+class FitResult:
+    steps: int
+    tokens: int
+    wall_s: float
+    tokens_per_s: float
+    last_metrics: dict
+
+
+LossFn = Callable[[torch.nn.Module, dict], "tuple[torch.Tensor, dict]"]
+
+
+def fit(
+    model: torch.nn.Module,
+    batch_at: Callable[[int], dict],
+    plan: BatchPlan,
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    run: RunDir,
+    device: torch.device,
+    evaluate: Callable[[], dict] | None = None,
+    forward_model: torch.nn.Module | None = None,
+    desc: str = "train",
+) -> FitResult:
+    """Train `model` on micro-batches `batch_at(i)` (i from `plan`) until the planned step count.
+
+    Each batch carries `n_units` (the tokens or examples its loss sums over) and `n_tokens`
+    (tokens processed, for throughput). `loss_fn(model, batch) -> (loss_sum, stats)` returns
+    the loss summed over the batch's units; the loop divides by the units of the whole
+    accumulation group, so G accumulated micro-batches give exactly the gradient of one batch
+    G times larger, whatever the padding.
+    `forward_model` (e.g. a torch.compile'd wrapper) is what `loss_fn` receives; parameters,
+    optimiser and checkpoints always belong to `model`.
+    """
+    from tqdm.auto import tqdm
+
+    forward_model = model if forward_model is None else forward_model
+    total_steps = plan.total_steps(cfg)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    start_step, tokens_seen, wall_before = 0, 0, 0.0
+
+    if cfg.resume:
+        state = load_latest_checkpoint(run)
+        if state is not None:
+            model.load_state_dict(state["model"], strict=False)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            start_step, tokens_seen, wall_before = state["step"], state["tokens"], state["wall_s"]
+            run.truncate_metrics(start_step)
+
+    def checkpoint(step: int, wall: float) -> None:
+        trainable_state = {k: v for k, v in model.state_dict().items()}
+        save_checkpoint(
+            run,
+            step,
+            {"model": trainable_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "tokens": tokens_seen, "wall_s": wall},
+            cfg.keep_checkpoints,
+        )
+
+    model.train()
+    t0 = time.perf_counter() - wall_before
+    window_t, window_tokens = time.perf_counter(), 0
+    last: dict = {}
+    bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not cfg.progress, dynamic_ncols=True)
+    for step in range(start_step, total_steps):
+        batches = [batch_at(step * cfg.grad_accum + k) for k in range(cfg.grad_accum)]
+        group_count = sum(b["n_units"] for b in batches)
+        loss_total, stats_total = 0.0, {}
+        for batch in batches:
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with autocast(cfg.precision, device):
+                loss_sum, stats = loss_fn(forward_model, batch)
+            (loss_sum / group_count).backward()
+            loss_total += loss_sum.item()
+            for key, value in stats.items():
+                stats_total[key] = stats_total.get(key, 0.0) + float(value) / len(batches)
+        step_tokens = sum(b["n_tokens"] for b in batches)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_seen += step_tokens
+        window_tokens += step_tokens
+        done = step + 1
+        bar.update(1)
+
+        is_eval = evaluate is not None and cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < total_steps
+        if done % cfg.log_every == 0 or done == total_steps or is_eval:
+            now = time.perf_counter()
+            last = {
+                "step": done,
+                "loss": loss_total / group_count,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                "tokens_per_s": window_tokens / max(now - window_t, 1e-9),
+                "elapsed_s": now - t0,
+                "tokens": tokens_seen,
+            }
+            last.update(stats_total)
+            if is_eval:
+                model.eval()
+                last.update(evaluate())
+                model.train()
+            run.log(last)
+            bar.set_postfix(loss=f"{last['loss']:.3f}")
+            window_t, window_tokens = time.perf_counter(), 0
+        if cfg.save_every > 0 and done % cfg.save_every == 0 and done < total_steps:
+            checkpoint(done, time.perf_counter() - t0)
+    bar.close()
+    wall = time.perf_counter() - t0
+    model.eval()
+    return FitResult(steps=total_steps, tokens=tokens_seen, wall_s=wall, tokens_per_s=tokens_seen / max(wall, 1e-9), last_metrics=last)

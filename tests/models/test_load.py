@@ -1,0 +1,25 @@
+import pytest
+
+from rlhf.models.load import ModelNotFound, load_causal_lm, resolve_model_dir
+
+
+def test_hub_name_fails_offline_with_a_clear_message():
+    with pytest.raises(ModelNotFound, match="Hub"):
+        resolve_model_dir("meta-llama/Llama-3.2-1B")
+
+
+def test_missing_directory_and_non_model_directory(tmp_path):
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        resolve_model_dir(tmp_path / "nope")
+    with pytest.raises(ModelNotFound, match="config.json"):
+        resolve_model_dir(tmp_path)
+
+
+def test_saved_default_loads_with_transformers_alone(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert model.config.model_type == "llama"
+    assert tokenizer.chat_template and tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert load_causal_lm(tiny_model_dir).num_parameters() == model.num_parameters()
