@@ -162,25 +162,46 @@ def reset_peak_rss() -> bool:
 
 
 class PhasePeak:
-    """Peak RSS of the process overall and of one phase (e.g. the training loop).
+    """Peak RSS of the process overall and of one phase (the training call).
 
-    `start()` remembers the peak so far and resets the high-water mark; `stop()` reads the peak
-    of the phase. Overall peak = max(before, phase). Where the mark cannot be reset the phase
-    peak is the process peak (an upper bound).
+    `start()` notes the peak so far and the current RSS, then resets the high-water mark;
+    `stop()` reads the peak of the phase. Overall peak = max(before, phase); the phase's growth =
+    its peak minus the RSS it started from: the memory training itself added (gradients,
+    optimiser state, activations), whatever each framework's imports cost. Where the mark cannot
+    be reset, the phase peak is the process peak (an upper bound).
     """
 
     def __init__(self):
-        self.before = self.phase = None
+        self.before = self.start_rss = self.phase = None
 
     def start(self) -> None:
-        self.before = peak_rss_mb()
+        self.before, self.start_rss = peak_rss_mb(), _status_mb("VmRSS") or 0.0
         reset_peak_rss()
 
     def stop(self) -> None:
         self.phase = peak_rss_mb()
 
     def as_dict(self) -> dict:
-        return {"peak_mb": max(self.before, self.phase), "train_peak_mb": self.phase, "pre_train_peak_mb": self.before}
+        return {"peak_mb": max(self.before, self.phase), "train_peak_mb": self.phase, "pre_train_peak_mb": self.before,
+                "train_start_rss_mb": self.start_rss, "train_growth_mb": self.phase - self.start_rss}
+
+
+class DtypeProbe:
+    """What precision a model really trains in: the dtype of its weights, and of the output of
+    its first Linear/Conv1D layer in the first forward pass (bfloat16 under bf16 autocast or a
+    bf16 model, float32 otherwise). The hook removes itself after that first call."""
+
+    def __init__(self, model):
+        self.weights, self.matmul = str(next(model.parameters()).dtype).replace("torch.", ""), "not seen"
+        layer = next((m for m in model.modules() if type(m).__name__ in ("Linear", "Conv1D")), None)
+        self.handle = layer.register_forward_hook(self._hook) if layer is not None else None
+
+    def _hook(self, module, inputs, output):
+        self.matmul = str(getattr(output, "dtype", "?")).replace("torch.", "")
+        self.handle.remove()
+
+    def describe(self) -> str:
+        return f"matmuls {self.matmul}, weights {self.weights}"
 
 
 # ---------------------------------------------------------------- throughput

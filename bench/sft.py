@@ -17,7 +17,7 @@ completion-only loss. bf16 = autocast to bfloat16 with fp32 weights on ours, `bf
 tokens/s = non-padding tokens (attention-mask sum) of the batches trained in steps
 W+1..N, divided by the wall time from the end of step W to the end of step N (W = --warmup-steps,
 default 2). Peak MB = the worker process's peak resident memory (VmHWM), imports and model load
-included; train-peak MB = the peak during the training call alone.
+included; train +MB = the peak during the training call minus the resident memory it started from.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PhasePeak, build_model_dir, format_table, make_demonstrations, run_worker, throughput  # noqa: E402
+from common import DtypeProbe, PhasePeak, build_model_dir, format_table, make_demonstrations, run_worker, throughput  # noqa: E402
 
 SPEED_TARGET, MEMORY_TARGET = 1.5, 1.0
 
@@ -75,14 +75,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def worker_ours(spec: dict) -> dict:
     """Train with `rlhf.train.sft.run` and read per-step times and tokens from its metrics.jsonl.
 
-    The stage is untouched; `loop.fit` is wrapped only to mark the training phase for memory,
-    and `sft.make_batch` only to count padded tokens.
+    The stage is untouched: `loop.fit` is wrapped only to mark the training phase for memory,
+    `sft.make_batch` only to count padded tokens, `sft.load_policy` only to attach a DtypeProbe.
     """
+    import torch
+
     from rlhf.config import SFTConfig
     from rlhf.train import loop, sft
 
-    peak, padded = PhasePeak(), [0]
-    fit, make_batch = loop.fit, sft.make_batch
+    peak, padded, probes = PhasePeak(), [0], []
+    fit, make_batch, load_policy = loop.fit, sft.make_batch, sft.load_policy
 
     def marked_fit(*args, **kwargs):
         peak.start()
@@ -96,7 +98,12 @@ def worker_ours(spec: dict) -> dict:
         padded[0] += batch["input_ids"].numel()
         return batch
 
-    loop.fit, sft.make_batch = marked_fit, counted_batch
+    def probed_policy(*args, **kwargs):
+        model, tokenizer = load_policy(*args, **kwargs)
+        probes.append(DtypeProbe(model))
+        return model, tokenizer
+
+    loop.fit, sft.make_batch, sft.load_policy = marked_fit, counted_batch, probed_policy
     out = Path(spec["out"])
     shutil.rmtree(out, ignore_errors=True)
     cfg = SFTConfig(model=spec["model"], data=spec["data"], out=str(out), seed=spec["seed"], max_steps=spec["steps"],
@@ -109,9 +116,8 @@ def worker_ours(spec: dict) -> dict:
     records = [{"step": 0, "t": 0.0, "tokens": 0}]
     records += [{"step": m["step"], "t": m["elapsed_s"], "tokens": m["tokens"]} for m in metrics]
     return {"records": records, "losses": [m["loss"] for m in metrics], "padded_tokens": padded[0], **peak.as_dict(),
-            "bf16_mode": ("autocast, fp32 weights" if loop.bf16_supported(loop.pick_device("cpu"))
-                          else "none: CPU lacks bf16, ran fp32") if spec["precision"] == "bf16" else "-",
-            "summary_tokens_per_s": summary["tokens_per_s"], "threads": __import__("torch").get_num_threads()}
+            "dtypes": probes[0].describe(), "summary_tokens_per_s": summary["tokens_per_s"],
+            "threads": torch.get_num_threads()}
 
 
 def trl_rows(data: str) -> list[dict]:
@@ -172,19 +178,19 @@ def worker_trl(spec: dict) -> dict:
     trainer = CountingSFTTrainer(model=spec["model"], args=args, train_dataset=Dataset.from_list(trl_rows(spec["data"])),
                                  callbacks=[clock])
     clock.trainer = trainer
-    assert trainer.completion_only_loss and not trainer.padding_free, "TRL is not on the completion-only padded path"
-    peak = PhasePeak()
+    if not trainer.completion_only_loss or trainer.padding_free or args.packing:
+        raise RuntimeError("TRL is not on the completion-only, padded, unpacked path this benchmark assumes")
+    peak, probe = PhasePeak(), DtypeProbe(trainer.model)
     peak.start()
     trainer.train()
     peak.stop()
-    dtype = next(trainer.model.parameters()).dtype
     mixed = trainer.accelerator.mixed_precision
     return {"records": clock.records, "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
             "padded_tokens": trainer.padded_tokens, **peak.as_dict(),
-            "bf16_mode": f"{'autocast' if mixed == 'bf16' and trainer.accelerator.native_amp else mixed}, "
-                         f"{str(dtype).replace('torch.', '')} weights" if bf16 else "-",
-            "optimizer": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer")
-                              else trainer.optimizer).__name__ + f" (optim={args.optim})",
+            "dtypes": f"{probe.describe()} (accelerate mixed_precision={mixed}, "
+                      f"autocast={'yes' if trainer.accelerator.native_amp else 'no'})",
+            "optimizer": f"optim={getattr(args.optim, 'value', args.optim)}, "
+                         f"fused={bool(trainer.optimizer.defaults.get('fused'))}",
             "threads": torch.get_num_threads()}
 
 
@@ -219,20 +225,20 @@ def summarise(raw: dict, args) -> tuple[str, dict]:
     """The printed report and the per-precision medians for results.json."""
     med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
     headers = ["precision", "ours tok/s", "TRL tok/s", "speed x", "ours peak MB", "TRL peak MB", "memory x",
-               "ours train-peak MB", "TRL train-peak MB"]
+               "ours train +MB", "TRL train +MB"]
     rows, summary, notes = [], {}, []
     for precision, sides in raw.items():
-        s = {side: {k: med(runs, k) for k in ("tokens_per_s", "peak_mb", "train_peak_mb")} for side, runs in sides.items()}
+        s = {side: {k: med(runs, k) for k in ("tokens_per_s", "peak_mb", "train_growth_mb")} for side, runs in sides.items()}
         s["speed_ratio"] = s["ours"]["tokens_per_s"] / s["trl"]["tokens_per_s"]
         s["memory_ratio"] = s["ours"]["peak_mb"] / s["trl"]["peak_mb"]
         s["target_met"] = s["speed_ratio"] >= SPEED_TARGET and s["memory_ratio"] <= MEMORY_TARGET
         summary[precision] = s
         rows.append([precision, s["ours"]["tokens_per_s"], s["trl"]["tokens_per_s"], s["speed_ratio"], s["ours"]["peak_mb"],
-                     s["trl"]["peak_mb"], s["memory_ratio"], s["ours"]["train_peak_mb"], s["trl"]["train_peak_mb"]])
+                     s["trl"]["peak_mb"], s["memory_ratio"], s["ours"]["train_growth_mb"], s["trl"]["train_growth_mb"]])
         for side, runs in sides.items():
             r = runs[0]
             per_example = r["timed_tokens"] / (r["timed_steps"] * args.batch_size)
-            notes.append(f"  {precision} {side:>4}: bf16 = {r['bf16_mode']}; {r['threads']} threads; "
+            notes.append(f"  {precision} {side:>4}: {r['dtypes']}; {r['threads']} threads; "
                          f"{per_example:.1f} tokens/example, "
                          f"padding {r['padded_tokens'] / r['records'][-1]['tokens'] - 1:+.1%}; loss "
                          f"{r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}"
@@ -244,7 +250,7 @@ def summarise(raw: dict, args) -> tuple[str, dict]:
         f"tok/s: non-padding (attention-mask) tokens of steps {args.warmup_steps + 1}..{args.steps} / wall time from the "
         f"end of step {args.warmup_steps} to the end of step {args.steps}; medians of {args.repeats} run(s).",
         "peak MB: peak RSS (VmHWM) of the worker process, imports and model load included; "
-        "train-peak MB: peak RSS during the training call only.",
+        "train +MB: peak RSS during the training call minus the RSS when it started (what training itself adds).",
         *notes,
     ])
     return text, summary

@@ -47,8 +47,16 @@ def test_invalid_values_and_unknown_commands(capsys):
     assert main(["fly"]) == 2
 
 
-def test_console_script_reports_missing_model_cleanly(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rlhf.cli", "sft", "--model", "gpt2", "--data", "x.jsonl",
+def test_console_script_reports_missing_model_cleanly(tmp_path, demonstrations_file):
+    result = subprocess.run([sys.executable, "-m", "rlhf.cli", "sft", "--model", "gpt2", "--data", str(demonstrations_file),
                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 1
     assert "Hub" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_console_script_reports_bad_data_with_file_and_line(tmp_path, tiny_model_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a"\n')
+    result = subprocess.run([sys.executable, "-m", "rlhf.cli", "sft", "--model", str(tiny_model_dir), "--data", str(bad),
+                             "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 1 and "bad.jsonl:2" in result.stderr and "Traceback" not in result.stderr

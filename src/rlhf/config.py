@@ -41,7 +41,6 @@ class TrainConfig:
     lora_r: int = 0  # LoRA rank; 0 = full fine-tuning
     lora_alpha: float = 16.0  # LoRA scaling numerator
     lora_dropout: float = 0.0  # dropout on the LoRA branch
-    compile: bool = False  # torch.compile the model (faster steps after a one-off compile; fixed shapes work best)
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
     trust_remote_code: bool = False  # allow model code shipped inside the model directory
     skip_bad_rows: bool = False  # drop malformed data rows (counted in summary.json) instead of stopping
@@ -95,6 +94,7 @@ class SFTConfig(TrainConfig):
     warmup_steps: int = 10  # linear warm-up steps before the cosine decay
     max_length: int = 256  # tokens per example (prompt truncated from the left, completion from the right)
     packing: bool = False  # pack several examples per row (attention kept within each example)
+    group_by_length: bool = True  # batch examples of similar length together (less padding; order still random)
     save_every: int = 100  # checkpoint every N optimiser steps (0 = only at the end)
 
 

@@ -128,30 +128,40 @@ class BatchPlan:
     """Which examples form micro-batch i, as a pure function of (seed, i).
 
     Each epoch is a fresh seeded permutation, cut into full micro-batches (the remainder of an
-    epoch is dropped, so every optimiser step sees the same number of examples). Because the
-    plan is a function of the micro-batch index, the data position of a checkpoint is just the
-    step counter, and resuming replays exactly the batches an uninterrupted run would see.
+    epoch is dropped, so every optimiser step sees the same number of examples). With `lengths`,
+    the permutation is cut into windows of `GROUP_WINDOW` batches, each window is sorted by
+    length and cut into batches, and the batches are shuffled: batches of similar lengths waste
+    little padding while the order stays random (like `group_by_length` in transformers).
+    Because the plan is a function of the micro-batch index, the data position of a checkpoint
+    is just the step counter, and resuming replays exactly the batches an uninterrupted run sees.
     """
 
-    def __init__(self, n_examples: int, batch_size: int, seed: int, shuffle: bool = True):
+    GROUP_WINDOW = 32
+
+    def __init__(self, n_examples: int, batch_size: int, seed: int, lengths: list[int] | None = None):
         if n_examples < batch_size:
             raise ValueError(f"only {n_examples} training examples for a batch size of {batch_size}")
-        self.n, self.batch_size, self.seed, self.shuffle = n_examples, batch_size, seed, shuffle
+        self.n, self.batch_size, self.seed, self.lengths = n_examples, batch_size, seed, lengths
         self.per_epoch = n_examples // batch_size
-        self._perms: dict[int, torch.Tensor] = {}
+        self._epoch: tuple[int, list[list[int]]] | None = None
 
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            if self.shuffle:
-                g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-                self._perms = {epoch: torch.randperm(self.n, generator=g)}
-            else:
-                self._perms = {epoch: torch.arange(self.n)}
-        return self._perms[epoch]
+    def _batches(self, epoch: int) -> list[list[int]]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(self.n, generator=g).tolist()[: self.per_epoch * self.batch_size]
+            if self.lengths is not None:
+                window = self.GROUP_WINDOW * self.batch_size
+                order = [i for w in range(0, len(order), window)
+                         for i in sorted(order[w : w + window], key=lambda j: -self.lengths[j])]
+            batches = [order[j : j + self.batch_size] for j in range(0, len(order), self.batch_size)]
+            if self.lengths is not None:
+                batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+            self._epoch = (epoch, batches)
+        return self._epoch[1]
 
     def micro_batch(self, i: int) -> list[int]:
         epoch, j = divmod(i, self.per_epoch)
-        return self._perm(epoch)[j * self.batch_size : (j + 1) * self.batch_size].tolist()
+        return self._batches(epoch)[j]
 
     def total_steps(self, cfg: TrainConfig) -> int:
         if cfg.max_steps > 0:
@@ -168,7 +178,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+    # The fused kernel updates all tensors in one pass: on CPU about twice as fast as the loop.
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
 
 
 def make_scheduler(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float):

@@ -20,7 +20,7 @@ from ..models.load import load_causal_lm, load_tokenizer, save_pretrained
 from ..models.tiny import build_model, train_tokenizer
 from ..resources import TINYSTORIES_TRAIN, TINYSTORIES_VALIDATION
 from . import loop
-from .lm import lm_loss_sum, score_nll
+from .lm import dense_lm_loss_sum, score_nll
 
 
 def _blocks_to_batch(blocks: list[list[int]]) -> dict:
@@ -68,7 +68,7 @@ def run(cfg: PretrainConfig) -> Path:
         model,
         lambda i: _blocks_to_batch([blocks[j] for j in plan.micro_batch(i)]),
         plan,
-        lm_loss_sum,
+        dense_lm_loss_sum,
         cfg,
         run_dir,
         device,

@@ -61,7 +61,8 @@ def run(cfg: SFTConfig) -> Path:
     else:
         units = examples
         batch_of = lambda idx: make_batch([units[j] for j in idx], pad_id)  # noqa: E731
-    plan = loop.BatchPlan(len(units), cfg.batch_size, cfg.seed)
+    lengths = [len(u.input_ids) if not cfg.packing else len(u["input_ids"]) for u in units]
+    plan = loop.BatchPlan(len(units), cfg.batch_size, cfg.seed, lengths=lengths if cfg.group_by_length else None)
 
     eval_examples = []
     if cfg.eval_data:
@@ -74,9 +75,8 @@ def run(cfg: SFTConfig) -> Path:
         nll, n = score_nll(model, batches, device, lambda: loop.autocast(cfg.precision, device))
         return {"eval_loss": nll / n, "eval_perplexity": float(torch.tensor(nll / n).exp())}
 
-    forward_model = torch.compile(model) if cfg.compile else model
     result = loop.fit(model, lambda i: batch_of(plan.micro_batch(i)), plan, lm_loss_sum, cfg, run_dir, device,
-                      evaluate=evaluate, forward_model=forward_model, desc="sft")
+                      evaluate=evaluate, desc="sft")
     final_eval = evaluate()
     model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
     run_dir.write_summary({
