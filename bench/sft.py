@@ -109,7 +109,7 @@ def worker_ours(spec: dict) -> dict:
     cfg = SFTConfig(model=spec["model"], data=spec["data"], out=str(out), seed=spec["seed"], max_steps=spec["steps"],
                     batch_size=spec["batch_size"], grad_accum=1, lr=spec["lr"], warmup_steps=spec["lr_warmup"],
                     weight_decay=0.0, max_grad_norm=1.0, max_length=spec["max_length"], precision=spec["precision"],
-                    packing=False, compile=False, save_every=0, log_every=1, progress=False, device="cpu")
+                    packing=False, save_every=0, log_every=1, progress=False, device="cpu")
     sft.run(cfg)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     summary = json.loads((out / "summary.json").read_text())

@@ -10,7 +10,9 @@ from safetensors.torch import load_file
 from rlhf.config import PretrainConfig, SFTConfig
 from rlhf.train import pretrain, sft
 
-SHARED_HH = __import__("tests.conftest", fromlist=["SHARED_DATA"]).SHARED_DATA / "hh-rlhf" / "harmless-train.jsonl.gz"
+from pathlib import Path
+
+SHARED_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-rlhf" / "harmless-train.jsonl.gz"
 
 
 def weights(model_dir):
