@@ -60,3 +60,15 @@ def test_console_script_reports_bad_data_with_file_and_line(tmp_path, tiny_model
     result = subprocess.run([sys.executable, "-m", "rlhf.cli", "sft", "--model", str(tiny_model_dir), "--data", str(bad),
                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 1 and "bad.jsonl:2" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command,cls_name", [("ppo", "PPOConfig"), ("generate", "GenerateConfig"),
+                                              ("eval policy", "EvalPolicyConfig")])
+def test_rl_commands_list_every_field(command, cls_name, capsys):
+    from rlhf import config
+
+    with pytest.raises(SystemExit):
+        parse(command, ["--help"])
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(getattr(config, cls_name)):
+        assert "--" + field.name.replace("_", "-") in text

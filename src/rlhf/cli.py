@@ -13,6 +13,12 @@ import sys
 COMMANDS = {
     "pretrain": ("PretrainConfig", "rlhf.train.pretrain", "pretrain or continue pretraining a causal LM on a corpus"),
     "sft": ("SFTConfig", "rlhf.train.sft", "supervised fine-tuning on demonstrations (loss on completions only)"),
+    "dpo": ("DPOConfig", "rlhf.train.dpo", "direct alignment: --loss dpo|cdpo|ipo|simpo|orpo|kto on preferences; --online"),
+    "rm": ("RewardConfig", "rlhf.train.reward", "reward model on comparisons (Bradley-Terry, optional margin) and rankings (Plackett-Luce)"),
+    "eval rm": ("EvalRMConfig", "rlhf.eval.reward", "reward-model accuracy, margin, calibration and accuracy by prompt length on comparisons"),
+    "ppo": ("PPOConfig", "rlhf.train.ppo", "online RL from a reward model or scorer: --algo ppo|rloo|grpo|reinforce"),
+    "generate": ("GenerateConfig", "rlhf.train.generate", "sample candidate responses to label; --label oracle|SCORER writes comparisons"),
+    "eval policy": ("EvalPolicyConfig", "rlhf.eval.policy", "win rate of a policy against a reference (judged by a scorer) and KL to it"),
 }
 
 
@@ -56,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     command, rest = argv[0], argv[1:]
+    if " ".join(argv[:2]) in COMMANDS:  # two-word commands: `rlhf eval rm ...`
+        command, rest = " ".join(argv[:2]), argv[2:]
     if command not in COMMANDS:
         print(f"rlhf: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2

@@ -152,3 +152,32 @@ def test_loss_tables():
         losses, chosen_r, rejected_r = loss_fn(*logps, 0.1, **lengths)
         assert losses.shape == chosen_r.shape == rejected_r.shape == (4,), name
         assert torch.isfinite(losses).all(), name
+
+
+def test_dpo_gradient_raises_chosen_lowers_rejected_and_stays_finite():
+    pol_c, pol_r = t(-5.0).requires_grad_(), t(-5.0).requires_grad_()
+    losses, _, _ = dpo(pol_c, pol_r, t(-5.0), t(-5.0), beta=0.1)
+    losses.sum().backward()
+    # at h = 0: d/dh -log sigmoid(beta h) = -beta / 2 = -0.05
+    assert_close(pol_c.grad, t(-0.05))
+    assert_close(pol_r.grad, t(0.05))
+    # log-sigmoid, not log(sigmoid): huge margins give 0 and |h| beta, never inf or nan
+    far = dpo(t(0.0, -1e4), t(-1e4, 0.0), t(0.0, 0.0), t(0.0, 0.0), beta=1.0)[0]
+    assert_close(far, t(0.0, 1e4))
+
+
+def test_simpo_gamma_is_the_margin_to_beat():
+    # equal average log-probs: logit -gamma -> log(1 + e^gamma); avg gap gamma / beta: logit 0 -> log 2
+    ten = t(10.0)
+    at_zero = simpo(t(-10.0), t(-10.0), t(0.0), t(0.0), 2.0, chosen_lengths=ten, rejected_lengths=ten, gamma=1.0)[0]
+    assert_close(at_zero, t(math.log1p(math.e)))
+    # chosen avg -0.5, rejected avg -1: beta * 0.5 = gamma
+    at_margin = simpo(t(-5.0), t(-10.0), t(0.0), t(0.0), 2.0, chosen_lengths=ten, rejected_lengths=ten, gamma=1.0)[0]
+    assert_close(at_margin, t(math.log(2)))
+
+
+def test_kto_undesirable_hand_with_positive_reference_point():
+    # beta 1, z0 0.5, r = -1 (policy below reference): undesirable 1 - sigmoid(0.5 - (-1)) = 1 - sigmoid(1.5)
+    losses, rewards = kto(t(-3.0), t(-2.0), torch.tensor([False]), t(0.5), 1.0)
+    assert_close(losses, t(1 - 1 / (1 + math.exp(-1.5))))
+    assert_close(rewards, t(-1.0))

@@ -98,3 +98,138 @@ def tokenize_documents(tokenizer, texts: Iterable[str], block_size: int) -> list
 def count_bytes(texts: Sequence[str]) -> int:
     """UTF-8 bytes of the documents plus one per separator, for tokenizer-independent bits per byte."""
     return sum(len(t.encode("utf-8")) + 1 for t in texts)
+
+
+# ---------------------------------------------------------------- preference pairs and binary feedback (DPO family)
+
+
+@dataclass(frozen=True)
+class TokenizedPair:
+    """Both sides of a comparison, each `prompt + response + EOS`, with the same prompt tokens."""
+
+    chosen: TokenizedExample
+    rejected: TokenizedExample
+
+
+def tokenize_pair(tokenizer, prompt: PromptText, chosen: str, rejected: str, max_length: int) -> TokenizedPair:
+    """One comparison for the DPO family: loss masks on the responses only.
+
+    The prompt is encoded once and truncated (from the left) for the longer response, so both
+    sides condition on exactly the same prompt tokens; each response then keeps its start within
+    `max_length` (see `truncate`).
+    """
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    chosen_ids = encode_completion(tokenizer, prompt, chosen)
+    rejected_ids = encode_completion(tokenizer, prompt, rejected)
+    prompt_ids, _ = truncate(prompt_ids, max(chosen_ids, rejected_ids, key=len), max_length)
+    budget = max_length - len(prompt_ids)
+
+    def example(response_ids: list[int]) -> TokenizedExample:
+        response_ids = response_ids[:budget]
+        return TokenizedExample(prompt_ids + response_ids, [0] * len(prompt_ids) + [1] * len(response_ids), len(prompt_ids))
+
+    return TokenizedPair(example(chosen_ids), example(rejected_ids))
+
+
+def mismatched_partners(prompts: Sequence[PromptText], seed: int) -> list[int]:
+    """For KTO's reference point: partner[i] = j, the example whose response is paired with
+    prompt i to form a mismatched (x_i, y_j). The examples are put in a seeded random cycle and j
+    is the next one after i whose prompt differs from i's (i itself only if all prompts are equal),
+    so nearly every response is used once and a response never meets its own prompt.
+    """
+    import random
+
+    n = len(prompts)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    partner = [0] * n
+    for k, i in enumerate(order):
+        for step in range(1, n + 1):
+            j = order[(k + step) % n]
+            if prompts[j] != prompts[i] or step == n:
+                partner[i] = j
+                break
+    return partner
+
+
+# ---------------------------------------------------------------- reward models
+#
+# A reward model reads a prompt and one response and returns a scalar. Two input formats:
+#   "causal": a decoder (a causal LM with a value head) reads exactly what the policy writes,
+#             prompt then response as `tokenize_completion` builds them (chat template, EOS), and
+#             is scored on its last non-padding token;
+#   "pair":   an encoder (BERT-like) reads the tokenizer's sentence-pair layout,
+#             `[CLS] prompt [SEP] response [SEP]` with segment ids 0 / 1, and is scored on [CLS].
+# Both keep the start of the response and the end of the prompt when they must cut (`truncate`).
+
+REWARD_INPUT_FORMATS = ("causal", "pair")
+SPEAKERS = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+@dataclass(frozen=True)
+class RewardExample:
+    input_ids: list[int]  # (T,) one prompt + response sequence, special tokens included
+    token_type_ids: list[int] | None  # (T,) segment ids for "pair" inputs (0 prompt, 1 response); None for "causal"
+
+
+def conversation_text(prompt: PromptText) -> str:
+    """A prompt as plain text, for tokenizers without a chat template (encoders).
+
+    A conversation becomes "User: ...\\n\\nAssistant: ...\\n\\nUser: ..." (one paragraph per turn).
+    """
+    if not is_conversation(prompt):
+        return prompt
+    return "\n\n".join(f"{SPEAKERS[m.role]}: {m.content}" for m in prompt)
+
+
+def tokenize_reward_causal(tokenizer, prompt: PromptText, response: str, max_length: int) -> RewardExample:
+    """Prompt then response as the policy sees them (the SFT layout, EOS or end-of-turn included)."""
+    return RewardExample(tokenize_completion(tokenizer, prompt, response, max_length).input_ids, None)
+
+
+def _pair_backend(tokenizer):
+    """A copy of the fast tokenizer's backend with padding and truncation off (tokenizer.json may
+    switch them on), kept on the tokenizer so it is built once."""
+    backend = getattr(tokenizer, "_rlhf_pair_backend", None)
+    if backend is None:
+        from tokenizers import Tokenizer
+
+        source = getattr(tokenizer, "backend_tokenizer", None)
+        if source is None or source.post_processor is None:
+            raise ValueError(
+                f"{type(tokenizer).__name__} has no fast backend with a sentence-pair template, "
+                "so it cannot build encoder reward inputs"
+            )
+        backend = Tokenizer.from_str(source.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+        tokenizer._rlhf_pair_backend = backend
+    return backend
+
+
+def tokenize_reward_pair(tokenizer, prompt: PromptText, response: str, max_length: int) -> RewardExample:
+    """`[CLS] prompt [SEP] response [SEP]` (the tokenizer's own pair template), at most `max_length` tokens."""
+    backend = _pair_backend(tokenizer)
+    prompt_enc = backend.encode(conversation_text(prompt), add_special_tokens=False)
+    response_enc = backend.encode(response, add_special_tokens=False)
+    budget = max_length - backend.post_processor.num_special_tokens_to_add(True)
+    if budget < 2:
+        raise ValueError(f"max_length {max_length} leaves no room for text in the tokenizer's pair template")
+    # Only the lengths matter here; with budget >= 2 a non-empty prompt keeps at least one token.
+    kept_prompt, kept_response = truncate(list(range(len(prompt_enc.ids))), list(range(len(response_enc.ids))), budget)
+    if len(kept_prompt) < len(prompt_enc.ids):
+        prompt_enc.truncate(len(kept_prompt), direction="left")  # keep the end, nearest the response
+    if len(kept_response) < len(response_enc.ids):
+        response_enc.truncate(len(kept_response), direction="right")
+    pair = backend.post_process(prompt_enc, response_enc, add_special_tokens=True)
+    return RewardExample(list(pair.ids), list(pair.type_ids))
+
+
+REWARD_TOKENIZERS = {"causal": tokenize_reward_causal, "pair": tokenize_reward_pair}
+
+
+def tokenize_for_reward(tokenizer, prompt: PromptText, response: str, max_length: int, input_format: str) -> RewardExample:
+    """One reward-model input in `input_format` ("causal" or "pair", see above)."""
+    if input_format not in REWARD_TOKENIZERS:
+        raise ValueError(f"unknown reward input format {input_format!r}; choose one of {REWARD_INPUT_FORMATS}")
+    return REWARD_TOKENIZERS[input_format](tokenizer, prompt, response, max_length)

@@ -1,0 +1,311 @@
+"""Benchmark: `rlhf ppo --algo ppo|rloo|grpo` against TRL, same model, prompts, reward and settings.
+
+    python bench/ppo.py [--model DIR] [--reward-model DIR] [--algos ppo,rloo,grpo] [--steps 6]
+                        [--samples 32] [--k 4] [--max-new-tokens 48] [--precision bf16] [--threads 1]
+                        [--trl-ppo-path /tmp/trl112/site] [--out runs/bench-ppo]
+
+TRL sides: `RLOOTrainer` and `GRPOTrainer` of the installed TRL (1.16); PPO left TRL's main API
+after 1.12, so PPO is compared with `trl.experimental.ppo.PPOTrainer` of TRL 1.12, imported from
+--trl-ppo-path (install it apart from the project's TRL, see bench/README.md).
+
+Both sides of each algorithm: the same policy directory (also the reference), the same reward
+model directory (PPO: also the critic's initialisation), the same prompts in the same order, the
+same samples per step (--samples: prompts x k), samples per prompt (k = 1 for PPO, --k for RLOO
+and GRPO), response length (--max-new-tokens, stop at EOS), sampling (temperature 1, no top-k /
+top-p), KL coefficient and where the KL goes (PPO and RLOO: in the reward, 0.05; GRPO: a k3 loss
+term, 0.04), clip 0.2, update epochs (PPO 4, one minibatch; RLOO/GRPO 1), learning rate,
+precision (bf16 autocast with fp32 weights, or fp32), no gradient checkpointing, one thread count.
+
+samples/s = responses sampled in steps W+1..N / wall time from the end of step W to the end of
+step N (W = --warmup-steps); generated tokens/s = their response tokens (up to and including EOS)
+over the same time. Peak MB = the worker's peak resident memory (VmHWM), imports included;
++MB = the peak during model loading and training minus the resident memory before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PhasePeak, format_table, run_worker  # noqa: E402
+
+SPEED_TARGET = 2.0
+KL = {"ppo": 0.05, "rloo": 0.05, "grpo": 0.04}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="runs/sft/model", help="policy directory (default: the demo's SFT model)")
+    p.add_argument("--reward-model", default="runs/rm/model", help="reward model directory (from `rlhf rm`)")
+    p.add_argument("--prompts", default=None, help="prompts file (default: TinyStories openings, rlhf.data.tasks)")
+    p.add_argument("--algos", default="ppo,rloo,grpo")
+    p.add_argument("--steps", type=int, default=6, help="RL steps (rollout + update) per run")
+    p.add_argument("--warmup-steps", type=int, default=1, help="first steps left out of the timing")
+    p.add_argument("--samples", type=int, default=32, help="responses per step (prompts x samples per prompt)")
+    p.add_argument("--k", type=int, default=4, help="samples per prompt for RLOO and GRPO (PPO: 1)")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads in every worker")
+    p.add_argument("--trl-ppo-path", default="/tmp/trl112/site", help="site directory holding TRL 1.12 (for PPO)")
+    p.add_argument("--out", default="runs/bench-ppo")
+    p.add_argument("--_worker", help=argparse.SUPPRESS)
+    p.add_argument("--_spec", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    if set(args.algos) - set(KL):
+        p.error("--algos takes ppo, rloo and/or grpo")
+    if args.steps <= args.warmup_steps:
+        p.error("--steps must be larger than --warmup-steps")
+    return args
+
+
+def throughput(records: list[dict], warmup: int) -> dict:
+    """Samples and generated tokens per second over steps warmup+1..N (records: step, t, samples, tokens)."""
+    by_step = {r["step"]: r for r in records}
+    first, last = by_step[warmup], by_step[max(by_step)]
+    seconds = last["t"] - first["t"]
+    return {"samples_per_s": (last["samples"] - first["samples"]) / seconds,
+            "tokens_per_s": (last["tokens"] - first["tokens"]) / seconds, "timed_s": seconds,
+            "timed_steps": last["step"] - warmup, "mean_length": (last["tokens"] - first["tokens"])
+            / max(last["samples"] - first["samples"], 1)}
+
+
+# ---------------------------------------------------------------- workers
+
+
+def worker_ours(spec: dict) -> dict:
+    """`rlhf.train.ppo.run`, unmodified; per-step times and token counts come from its metrics.jsonl."""
+    from rlhf.config import PPOConfig
+    from rlhf.train import ppo
+
+    k = 1 if spec["algo"] == "ppo" else spec["k"]
+    cfg = PPOConfig(
+        model=spec["model"], data=spec["prompts"], out=spec["out"], reward=spec["reward_model"], algo=spec["algo"],
+        max_steps=spec["steps"], batch_size=spec["samples"] // k, num_samples=k, minibatch_size=spec["samples"],
+        update_epochs=4 if spec["algo"] == "ppo" else 1, max_new_tokens=spec["max_new_tokens"], lr=spec["lr"],
+        critic_lr=spec["lr"], kl_coef=KL[spec["algo"]], precision=spec["precision"], seed=spec["seed"],
+        save_every=0, samples_every=0, log_every=1, progress=False, reward_clip=0.0, normalize_reward=False,
+    )
+    peak = PhasePeak()
+    peak.start()
+    ppo.run(cfg)
+    peak.stop()
+    lines = [json.loads(line) for line in (Path(spec["out"]) / "metrics.jsonl").read_text().splitlines()]
+    # elapsed_s counts from the start of the training loop (step 0), after the models are loaded
+    records = [{"step": 0, "t": 0.0, "samples": 0, "tokens": 0}] + [
+        {"step": line["step"], "t": line["elapsed_s"], "samples": line["step"] * spec["samples"], "tokens": line["tokens"]}
+        for line in lines]
+    return {"records": records, "rewards": [line["reward"] for line in lines], **peak.as_dict()}
+
+
+def _clock():
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        """(step, time, samples, tokens) at the start of training and after each step."""
+
+        def __init__(self):
+            self.records, self.tokens, self.samples = [], 0, 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.records.append({"step": 0, "t": time.perf_counter(), "samples": 0, "tokens": 0})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.records.append({"step": state.global_step, "t": time.perf_counter(), "samples": self.samples,
+                                 "tokens": self.tokens})
+
+    return StepClock()
+
+
+def _relative(records: list[dict]) -> list[dict]:
+    t0 = records[0]["t"]
+    return [{**r, "t": r["t"] - t0} for r in records]
+
+
+def _count_completions(clock, completion_ids, eos_id: int) -> None:
+    """Add a batch of generated ids (N, T) to the clock: N samples and their tokens up to and including EOS."""
+    import torch
+
+    is_eos = completion_ids == eos_id
+    has_eos = is_eos.any(1)
+    first = torch.where(has_eos, is_eos.int().argmax(1) + 1, torch.full_like(has_eos, completion_ids.shape[1], dtype=torch.long))
+    clock.samples += completion_ids.shape[0]
+    clock.tokens += int(first.sum())
+
+
+def worker_trl(spec: dict) -> dict:
+    """TRL's RLOOTrainer / GRPOTrainer (installed TRL) on the same prompts, reward model and settings."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    import trl
+
+    algo, k = spec["algo"], spec["k"]
+    tokenizer = AutoTokenizer.from_pretrained(spec["model"], local_files_only=True)
+    Trainer, Config = (trl.GRPOTrainer, trl.GRPOConfig) if algo == "grpo" else (trl.RLOOTrainer, trl.RLOOConfig)
+    clock = _clock()
+
+    class CountingTrainer(Trainer):
+        def _generate_single_turn(self, *args, **kwargs):
+            out = super()._generate_single_turn(*args, **kwargs)
+            # GRPO returns (completion_ids, logprobs), RLOO completion_ids: token lists cut after the first EOS
+            completion_ids = out[0] if isinstance(out, tuple) else out
+            clock.samples += len(completion_ids)
+            clock.tokens += sum(len(c) for c in completion_ids)
+            return out
+
+    extra = {"beta": KL[algo]}
+    if algo == "grpo":
+        extra.update(scale_rewards="group", loss_type="dapo")
+    args = Config(
+        output_dir=spec["out"], seed=spec["seed"], max_steps=spec["steps"], per_device_train_batch_size=spec["samples"],
+        num_generations=k, steps_per_generation=1, gradient_accumulation_steps=1, num_iterations=1,
+        max_completion_length=spec["max_new_tokens"], temperature=1.0, top_k=0, top_p=1.0, epsilon=0.2,
+        learning_rate=spec["lr"], lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9,
+        adam_beta2=0.95, max_grad_norm=1.0, gradient_checkpointing=False, bf16=spec["precision"] == "bf16", fp16=False,
+        use_cpu=True, report_to="none", dataloader_num_workers=0, save_strategy="no", logging_steps=1,
+        disable_tqdm=True, disable_dropout=True, **extra,
+    )
+    prompts = [json.loads(line)["prompt"] for line in Path(spec["prompts"]).read_text().splitlines()]
+    peak = PhasePeak()
+    peak.start()
+    trainer = CountingTrainer(model=spec["model"], reward_funcs=spec["reward_model"], args=args,
+                              train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+                              processing_class=tokenizer, callbacks=[clock])
+    trainer.train()
+    peak.stop()
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    return {"records": _relative(clock.records), "rewards": rewards, **peak.as_dict(),
+            "trl": trl.__version__, "threads": torch.get_num_threads()}
+
+
+def worker_trl_ppo(spec: dict) -> dict:
+    """TRL 1.12's experimental PPOTrainer: policy, reference, reward model and value model from the same dirs."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    import trl
+    import trl.experimental.ppo.ppo_trainer as ppo_module
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    clock = _clock()
+    tokenizer = AutoTokenizer.from_pretrained(spec["model"], local_files_only=True)
+    generate = ppo_module.batch_generation
+
+    def counted_generation(model, queries, local_rollout_forward_batch_size, pad_token_id, generation_config):
+        query_responses, logits = generate(model, queries, local_rollout_forward_batch_size, pad_token_id,
+                                           generation_config)
+        _count_completions(clock, query_responses[:, queries.shape[1]:], tokenizer.eos_token_id)
+        return query_responses, logits
+
+    ppo_module.batch_generation = counted_generation
+    prompts = [json.loads(line)["prompt"] for line in Path(spec["prompts"]).read_text().splitlines()]
+    dataset = Dataset.from_dict({"input_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]})
+    args = PPOConfig(
+        output_dir=spec["out"], seed=spec["seed"], per_device_train_batch_size=spec["samples"],
+        gradient_accumulation_steps=1, num_mini_batches=1, num_ppo_epochs=4, total_episodes=spec["samples"] * spec["steps"],
+        response_length=spec["max_new_tokens"], stop_token="eos", temperature=1.0, kl_coef=KL["ppo"], kl_estimator="k1",
+        cliprange=0.2, cliprange_value=0.2, learning_rate=spec["lr"], lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0, gradient_checkpointing=False,
+        bf16=spec["precision"] == "bf16", fp16=False, use_cpu=True, report_to="none", dataloader_num_workers=0,
+        save_strategy="no", logging_steps=1, num_sample_generations=0, local_rollout_forward_batch_size=spec["samples"],
+        missing_eos_penalty=None, disable_tqdm=True,
+    )
+    peak = PhasePeak()
+    peak.start()
+    load = dict(local_files_only=True, dtype=torch.float32)
+    policy = AutoModelForCausalLM.from_pretrained(spec["model"], **load)
+    ref = AutoModelForCausalLM.from_pretrained(spec["model"], **load)
+    reward = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], num_labels=1, **load)
+    value = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], num_labels=1, **load)
+    trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref, reward_model=reward,
+                         train_dataset=dataset, value_model=value, callbacks=[clock])
+    trainer.train()
+    peak.stop()
+    rewards = [h["objective/scores"] for h in trainer.state.log_history if "objective/scores" in h]
+    return {"records": _relative(clock.records), "rewards": rewards, **peak.as_dict(), "trl": trl.__version__,
+            "threads": torch.get_num_threads()}
+
+
+WORKERS = {"ours": worker_ours, "trl": worker_trl, "trl-ppo": worker_trl_ppo}
+
+
+# ---------------------------------------------------------------- driver
+
+
+def default_prompts(out: Path, n: int) -> Path:
+    from rlhf.data.tasks import story_prompts
+
+    path = out / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p.prompt}) + "\n" for p in story_prompts("train", n, seed=0)))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args._worker:
+        spec = json.loads(Path(args._spec).read_text())
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+        Path(spec["result"]).write_text(json.dumps(WORKERS[args._worker](spec)))
+        return 0
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    prompts = Path(args.prompts) if args.prompts else default_prompts(out, args.samples * args.steps)
+    load_before = os.getloadavg()
+    env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    results, rows = {}, []
+    for algo in args.algos:
+        results[algo] = {}
+        for side in ("ours", "trl"):
+            worker = "trl-ppo" if (side, algo) == ("trl", "ppo") else side
+            name = f"{algo}-{side}-{args.precision}"
+            spec = {"algo": algo, "model": args.model, "reward_model": args.reward_model, "prompts": str(prompts),
+                    "out": str(out / "runs" / name), "steps": args.steps, "samples": args.samples, "k": args.k,
+                    "max_new_tokens": args.max_new_tokens, "lr": args.lr, "seed": args.seed,
+                    "precision": args.precision, "threads": args.threads,
+                    "result": str(out / "runs" / f"{name}.result.json")}
+            spec_path = out / "runs" / f"{name}.spec.json"
+            spec_path.write_text(json.dumps(spec))
+            worker_env = dict(env)
+            if worker == "trl-ppo":
+                worker_env["PYTHONPATH"] = os.pathsep.join([args.trl_ppo_path, os.environ.get("PYTHONPATH", "")])
+            print(f"  running {name} ...", flush=True)
+            result = run_worker(Path(__file__).resolve(), ["--_worker", worker, "--_spec", str(spec_path)],
+                                Path(spec["result"]), out / "runs" / f"{name}.log", worker_env)
+            result.update(throughput(result["records"], args.warmup_steps))
+            results[algo][side] = result
+        ours, trl = results[algo]["ours"], results[algo]["trl"]
+        results[algo]["samples_ratio"] = ours["samples_per_s"] / trl["samples_per_s"]
+        results[algo]["tokens_ratio"] = ours["tokens_per_s"] / trl["tokens_per_s"]
+        results[algo]["memory_ratio"] = ours["peak_mb"] / trl["peak_mb"]
+        rows.append([algo, f"{trl.get('trl', '?')}", ours["samples_per_s"], trl["samples_per_s"],
+                     results[algo]["samples_ratio"], ours["tokens_per_s"], trl["tokens_per_s"],
+                     results[algo]["tokens_ratio"], ours["peak_mb"], trl["peak_mb"], results[algo]["memory_ratio"],
+                     ours["train_growth_mb"], trl["train_growth_mb"], ours["mean_length"], trl["mean_length"]])
+    headers = ["algo", "TRL", "ours samp/s", "TRL samp/s", "samples x", "ours tok/s", "TRL tok/s", "tokens x",
+               "ours peak MB", "TRL peak MB", "memory x", "ours +MB", "TRL +MB", "ours len", "TRL len"]
+    met = "  ".join(f"{a}: {'met' if results[a]['samples_ratio'] >= SPEED_TARGET else 'NOT met'}" for a in args.algos)
+    load = (f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, after "
+            f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print("\n" + format_table(headers, rows) + "\n")
+    print(f"target: samples x >= {SPEED_TARGET} for each algorithm -> {met}")
+    print(f"{args.precision}, {args.threads} thread(s), {args.samples} samples/step, k={args.k} (rloo, grpo), "
+          f"max {args.max_new_tokens} new tokens, steps {args.warmup_steps + 1}..{args.steps} timed")
+    print(load)
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    (out / "results.json").write_text(json.dumps({"config": config, "load": load, "results": results}, indent=2) + "\n")
+    print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""`rlhf eval rm`: how well a reward model orders held-out comparisons.
+
+For each pair, d = r(prompt, chosen) - r(prompt, rejected). Reported:
+- accuracy: share of pairs with d > 0 (a tie, d = 0, counts as wrong); n: pairs scored;
+- mean margin: mean of d, and the Bradley-Terry loss, mean of -log sigmoid(d);
+- calibration: a reliability table. The model's confidence in its own choice is
+  sigmoid(|d|), in [0.5, 1]; pairs are binned by it, and each bin's mean confidence is set beside
+  its observed accuracy (the share of its pairs where the model's choice was the human's). A
+  calibrated model's rows agree; the expected calibration error (ECE) is their count-weighted
+  mean gap. This is the usual table for P(chosen wins) = sigmoid(d) with each pair shown in both
+  orders, folded at 0.5;
+- accuracy by prompt length: pairs cut into quantile buckets of the prompt's token count (the
+  model's tokenizer, before truncation).
+The table is printed and everything is written as JSON (`--out`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..config import EvalRMConfig
+from ..data.formats import read_comparisons
+from ..data.tokenize import conversation_text
+from ..models.reward import load_reward_model
+
+
+def reliability_table(margins: torch.Tensor, bins: int) -> list[dict]:
+    """Rows {lo, hi, n, confidence, accuracy} over confidence sigmoid(|d|) in [0.5, 1].
+
+    margins: (P,) d = r_chosen - r_rejected. Bins are [lo, hi), the last one closed; empty bins
+    are kept with n = 0 and None for their means.
+    """
+    confidence = torch.sigmoid(margins.abs().double())
+    correct = (margins > 0).double()
+    edges = torch.linspace(0.5, 1.0, bins + 1, dtype=torch.float64)
+    index = torch.bucketize(confidence, edges[1:-1], right=True)  # bin of each pair, 0..bins-1
+    rows = []
+    for b in range(bins):
+        in_bin = index == b
+        n = int(in_bin.sum())
+        rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": n,
+                     "confidence": float(confidence[in_bin].mean()) if n else None,
+                     "accuracy": float(correct[in_bin].mean()) if n else None})
+    return rows
+
+
+def expected_calibration_error(table: list[dict]) -> float:
+    """Count-weighted mean of |accuracy - confidence| over the rows of `reliability_table`."""
+    total = sum(row["n"] for row in table)
+    return sum(row["n"] * abs(row["accuracy"] - row["confidence"]) for row in table if row["n"]) / max(total, 1)
+
+
+def accuracy_by_length(margins: torch.Tensor, prompt_lengths: torch.Tensor, buckets: int) -> list[dict]:
+    """Rows {lo, hi, n, accuracy}: pairs bucketed by prompt length at its quantiles.
+
+    margins: (P,) d; prompt_lengths: (P,) tokens. Bucket b holds lengths in [lo, hi]; ties at a
+    quantile go to the lower bucket, so buckets may be uneven (or empty, and then dropped).
+    """
+    lengths = prompt_lengths.double()
+    cuts = torch.quantile(lengths, torch.linspace(0, 1, buckets + 1, dtype=torch.float64)[1:-1]) if buckets > 1 \
+        else torch.empty(0, dtype=torch.float64)
+    index = torch.bucketize(lengths, cuts)  # lengths <= cut go left
+    rows = []
+    for b in range(buckets):
+        in_bucket = index == b
+        if in_bucket.any():
+            rows.append({"lo": int(prompt_lengths[in_bucket].min()), "hi": int(prompt_lengths[in_bucket].max()),
+                         "n": int(in_bucket.sum()), "accuracy": float((margins[in_bucket] > 0).double().mean())})
+    return rows
+
+
+def summarize(margins: torch.Tensor, prompt_lengths: torch.Tensor, calibration_bins: int, length_buckets: int) -> dict:
+    """Every figure of the report from the (P,) margins d and (P,) prompt token counts."""
+    table = reliability_table(margins, calibration_bins)
+    return {
+        "n": int(margins.numel()),
+        "accuracy": float((margins > 0).double().mean()),
+        "mean_margin": float(margins.double().mean()),
+        "loss": float(-F.logsigmoid(margins.double()).mean()),
+        "ece": expected_calibration_error(table),
+        "calibration": table,
+        "by_prompt_length": accuracy_by_length(margins, prompt_lengths, length_buckets),
+    }
+
+
+def format_report(report: dict) -> str:
+    """The printed table."""
+    lines = [f"reward model  {report['model']}", f"data          {report['data']}",
+             f"pairs         {report['n']}" + (f" ({report['skipped_rows']} bad rows skipped)" if report["skipped_rows"] else ""),
+             f"accuracy      {report['accuracy']:.4f}  (95% CI +-{report['accuracy_ci95']:.3f})",
+             f"mean margin   {report['mean_margin']:+.4f}   loss {report['loss']:.4f}   ECE {report['ece']:.4f}",
+             "", "calibration: confidence sigmoid(|r_w - r_l|) against observed accuracy",
+             f"  {'bin':<13}{'n':>6}{'confidence':>12}{'accuracy':>10}"]
+    for row in report["calibration"]:
+        conf = f"{row['confidence']:.3f}" if row["n"] else "-"
+        acc = f"{row['accuracy']:.3f}" if row["n"] else "-"
+        lines.append(f"  [{row['lo']:.2f}, {row['hi']:.2f}) {row['n']:>6}{conf:>12}{acc:>10}")
+    lines += ["", "accuracy by prompt length (tokens)", f"  {'tokens':<13}{'n':>6}{'accuracy':>10}"]
+    for row in report["by_prompt_length"]:
+        lines.append(f"  {str(row['lo']) + '-' + str(row['hi']):<13}{row['n']:>6}{row['accuracy']:>10.3f}")
+    return "\n".join(lines)
+
+
+def run(cfg: EvalRMConfig) -> Path:
+    if cfg.model is None or cfg.data is None:
+        raise ValueError("eval rm needs --model DIR (a reward model, e.g. runs/rm/model) and --data FILE of comparisons")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    rm = load_reward_model(cfg.model, device=device, precision=cfg.precision, max_length=cfg.max_length or None)
+    pairs = read_comparisons(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
+    examples = [rm.tokenize(p.prompt, response) for p in pairs for response in (p.chosen, p.rejected)]
+    rewards = rm.score_examples(examples, cfg.batch_size).view(-1, 2)  # (P, 2): chosen, rejected
+    margins = rewards[:, 0] - rewards[:, 1]
+    texts = [conversation_text(p.prompt) for p in pairs]
+    prompt_lengths = torch.tensor([len(ids) for ids in rm.tokenizer(texts, add_special_tokens=False)["input_ids"]])
+
+    report = {"model": str(cfg.model), "data": str(cfg.data), "skipped_rows": getattr(pairs, "skipped", 0),
+              **summarize(margins, prompt_lengths, cfg.calibration_bins, cfg.length_buckets)}
+    # Normal-approximation interval: how far the accuracy of this many pairs may move by chance.
+    report["accuracy_ci95"] = 1.96 * math.sqrt(report["accuracy"] * (1 - report["accuracy"]) / max(report["n"], 1))
+    report["mean_reward_chosen"] = float(rewards[:, 0].mean())
+    report["mean_reward_rejected"] = float(rewards[:, 1].mean())
+    report["max_length"] = rm.max_length
+    print(format_report(report))
+    out = Path(cfg.out) if cfg.out else Path("runs") / "eval-rm" / (Path(cfg.data).name.split(".")[0] + ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return out

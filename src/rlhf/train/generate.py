@@ -1,0 +1,82 @@
+"""`rlhf generate`: candidate responses from a policy, to be labelled into preferences.
+
+Samples k responses per prompt with `rlhf.rollout.generate` and writes JSONL:
+
+- without --label: one row per prompt, {"prompt", "responses": [k texts]};
+- with --label: comparisons {"prompt", "chosen", "rejected"}, the k responses of each prompt taken
+  as k // 2 disjoint pairs (0, 1), (2, 3), ... and labelled by the scripted oracle
+  (`--label oracle`: the demo's VADER sentiment annotator with Bradley-Terry noise of
+  --oracle-temperature, 0 = noiseless) or by a scorer (a reward-model directory or
+  `module:function`; the higher score is chosen, ties broken towards the first response).
+
+Every stage that reads comparisons (rm, dpo) reads the labelled file as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..config import GenerateConfig
+from ..data.formats import read_prompts
+from ..data.tokenize import encode_prompt
+from ..eval.policy import prompt_as_json
+from ..models.load import load_causal_lm, load_tokenizer
+from ..rollout.attention import use_fp32_attention
+from ..rollout.generate import SamplingConfig, sample_responses
+from . import loop
+
+
+def label_pairs(prompts: list, responses: list[list[str]], label: str, oracle_temperature: float, seed: int,
+                device="cpu") -> list[dict]:
+    """Comparisons from k responses per prompt: k // 2 disjoint pairs each, labelled by `label`."""
+    pairs = [(p, rs[j], rs[j + 1]) for p, rs in zip(prompts, responses) for j in range(0, len(rs) - 1, 2)]
+    firsts, seconds = [a for _, a, _ in pairs], [b for _, _, b in pairs]
+    texts = [p for p, _, _ in pairs]
+    if label == "oracle":
+        from ..labelers.oracle import SentimentOracle
+
+        picks = SentimentOracle(oracle_temperature, seed).prefer(texts, firsts, seconds)  # 0: a preferred
+    else:
+        from ..rollout.scorers import load_scorer
+
+        scorer = load_scorer(label, device)
+        score_a, score_b = scorer(texts, firsts), scorer(texts, seconds)
+        picks = [0 if a >= b else 1 for a, b in zip(score_a.tolist(), score_b.tolist())]
+    return [{"prompt": prompt_as_json(p), "chosen": a if pick == 0 else b, "rejected": b if pick == 0 else a}
+            for (p, a, b), pick in zip(pairs, picks)]
+
+
+def run(cfg: GenerateConfig) -> Path:
+    if cfg.model is None or cfg.data is None:
+        raise ValueError("generate needs --model DIR (the policy to sample from) and --data PROMPTS")
+    start = time.perf_counter()
+    device = loop.pick_device(cfg.device)
+    prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
+    if cfg.max_prompts:
+        prompts = prompts[: cfg.max_prompts]
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    model = load_causal_lm(cfg.model, cfg.trust_remote_code).to(device).eval()
+    use_fp32_attention(model)  # CPU only: see rlhf.rollout.attention
+    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+    # Prompts longer than the budget keep their last tokens: render them back from the kept ids.
+    budget = cfg.max_length - cfg.max_new_tokens
+    too_long = [i for i, p in enumerate(prompts) if len(encode_prompt(tokenizer, p)) > budget]
+    if too_long:
+        raise ValueError(f"{len(too_long)} prompts are longer than max_length - max_new_tokens = {budget} tokens "
+                         f"(first: row {too_long[0] + 1}); raise --max-length or shorten them")
+    responses = sample_responses(model, tokenizer, prompts, sampling, k=cfg.num_samples, seed=cfg.seed,
+                                 batch_size=cfg.batch_size, autocast=lambda: loop.autocast(cfg.precision, device))
+    if cfg.label:
+        rows = label_pairs(prompts, responses, cfg.label, cfg.oracle_temperature, cfg.seed, device)
+    else:
+        rows = [{"prompt": prompt_as_json(p), "responses": rs} for p, rs in zip(prompts, responses)]
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(out)
+    print(f"rlhf generate: {len(prompts)} prompts x {cfg.num_samples} samples -> {len(rows)} rows "
+          f"in {time.perf_counter() - start:.1f}s")
+    return out

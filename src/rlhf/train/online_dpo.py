@@ -1,0 +1,227 @@
+"""`rlhf dpo --online`: iterative online DPO (Xu et al. 2023; Guo et al. 2024; Xiong et al. 2024).
+
+Each of --rounds rounds:
+  1. sample --samples-per-prompt responses to each of --prompts-per-round prompts from the
+     CURRENT policy (the next prompts of the shuffled --data, cycling);
+  2. label pairs with --labeler: a scorer (reward-model directory or module:function) picks the
+     best and the worst of each prompt's responses (ties skipped); `oracle`, the demo's noisy
+     scripted annotator, labels disjoint pairs of them, one label each;
+  3. score the pairs under the reference (the starting policy, or with --update-reference the
+     policy at the start of the round) and train on them with the chosen pairwise loss, exactly
+     as offline `rlhf dpo` does (a fresh AdamW, warm-up and cosine schedule each round).
+
+Each round lives in `OUT/rounds/round-R/`: its labelled pairs (`pairs.jsonl`, comparisons any
+stage reads), its reference cache, its own metrics and checkpoints, and once finished the policy
+weights (`end.pt`; only the newest is kept). --resume continues the unfinished round from its
+checkpoint without sampling or labelling again. `OUT/metrics.jsonl` holds every round's training
+lines, the step counted across rounds, plus one line per round with its labelling figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import DPOConfig
+from ..data.formats import read_prompts
+from ..data.records import PromptText
+from ..data.tokenize import tokenize_pair
+from ..models.load import load_policy, save_pretrained
+from . import loop
+from .dpo import PairData, Reference, attach_reference, make_evaluate, make_loss, reference_dir
+from .preference_lm import reference_context
+
+END_STATE = "end.pt"
+
+
+# ---------------------------------------------------------------- labelling
+
+
+class PairLabeler:
+    """Turns k responses per prompt into comparison rows {"prompt", "chosen", "rejected"}.
+
+    spec `oracle`: the demo's SentimentOracle (Bradley-Terry noise `oracle_temperature`) labels
+    k // 2 disjoint pairs per prompt, as `rlhf generate --label oracle` does; any other spec is a
+    scorer (`rlhf.rollout.scorers.load_scorer`) whose best and worst response per prompt form one
+    pair (rejection sampling, as in Xiong et al. 2024), skipped when their scores tie.
+    """
+
+    def __init__(self, spec: str, oracle_temperature: float, device):
+        self.spec, self.oracle_temperature, self.device = spec, oracle_temperature, device
+        self.scorer = None
+        if spec != "oracle":
+            from ..rollout.scorers import load_scorer
+
+            self.scorer = load_scorer(spec, device)
+
+    def __call__(self, prompts: list[PromptText], responses: list[list[str]], seed: int) -> tuple[list[dict], dict]:
+        from ..eval.policy import prompt_as_json
+
+        if self.scorer is None:
+            from .generate import label_pairs
+
+            rows = label_pairs(prompts, responses, "oracle", self.oracle_temperature, seed, self.device)
+            return rows, {"labels": len(rows)}
+        k = len(responses[0])
+        flat_prompts = [p for p in prompts for _ in range(k)]
+        scores = self.scorer(flat_prompts, [r for group in responses for r in group]).view(len(prompts), k)
+        rows = []
+        for prompt, group, s in zip(prompts, responses, scores):
+            best, worst = int(s.argmax()), int(s.argmin())
+            if s[best] > s[worst]:
+                rows.append({"prompt": prompt_as_json(prompt), "chosen": group[best], "rejected": group[worst]})
+        return rows, {"labels": len(prompts) * k, "sample_score": float(scores.mean()),
+                      "ties_skipped": len(prompts) - len(rows)}
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+def round_prompts(prompts: list[PromptText], cfg: DPOConfig, r: int) -> list[PromptText]:
+    """The prompts of round r: consecutive slices of one seeded shuffle, cycling when exhausted."""
+    order = list(range(len(prompts)))
+    random.Random(cfg.seed).shuffle(order)
+    start = r * cfg.prompts_per_round
+    return [prompts[order[(start + i) % len(order)]] for i in range(cfg.prompts_per_round)]
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run(cfg: DPOConfig) -> Path:
+    from ..data.formats import read_comparisons
+    from ..rollout.generate import SamplingConfig, sample_responses
+
+    if cfg.model is None or cfg.data is None:
+        raise ValueError("dpo --online needs --model DIR (the SFT policy) and --data FILE of prompts")
+    t_start = time.perf_counter()
+    loop.seed_everything(cfg.seed)
+    device = loop.pick_device(cfg.device)
+    run_dir = loop.RunDir(cfg)
+    model, tokenizer = load_policy(cfg, device)
+    pad_id = tokenizer.pad_token_id
+    autocast = lambda: loop.autocast(cfg.precision, device)  # noqa: E731
+    prompts = list(dict.fromkeys(p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)))
+    labeler = PairLabeler(cfg.labeler, cfg.oracle_temperature, device)
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+    reference = Reference(cfg, model, device)
+    loss_fn = make_loss(cfg)
+    kl_prompts = prompts[: cfg.kl_prompts] if cfg.eval_data is None else \
+        list(dict.fromkeys(p.prompt for p in read_prompts(cfg.eval_data)))[: cfg.kl_prompts]
+
+    first = 0
+    if not cfg.resume and (run_dir.path / "rounds").exists() and any((run_dir.path / "rounds").iterdir()):
+        raise FileExistsError(f"{run_dir.path} already holds online rounds: pass --resume to continue that run, "
+                              "or choose another --out")
+    if cfg.resume:  # continue after the newest finished round
+        finished = sorted((p for p in (run_dir.path / "rounds").glob(f"round-*/{END_STATE}")),
+                          key=lambda p: int(p.parent.name.split("-")[1]))
+        if finished:
+            model.load_state_dict(torch.load(finished[-1], weights_only=True))
+            first = int(finished[-1].parent.name.split("-")[1]) + 1
+
+    rounds, step_offset, wall_offset = [], 0, 0.0
+    for r in range(cfg.rounds):
+        round_dir = run_dir.path / "rounds" / f"round-{r}"
+        round_cfg = dataclasses.replace(cfg, out=str(round_dir), resume=cfg.resume and r >= first)
+        info_path = round_dir / "round.json"
+        if r < first:  # finished before the resume: only its figures are needed
+            info = json.loads(info_path.read_text())
+            rounds.append(info)
+            step_offset, wall_offset = step_offset + info["steps"], wall_offset + info["round_s"]
+            continue
+        t_round = time.perf_counter()
+        round_run = loop.RunDir(round_cfg)
+        pairs_path = round_dir / "pairs.jsonl"
+        sample_s = 0.0
+        if pairs_path.exists():  # resumed mid-round: never sample and label again
+            label_info = json.loads(info_path.read_text())
+        else:
+            these = round_prompts(prompts, cfg, r)
+            t0 = time.perf_counter()
+            round_seed = cfg.seed * 1000 + r
+            responses = sample_responses(model, tokenizer, these, sampling, k=cfg.samples_per_prompt, seed=round_seed,
+                                         batch_size=4 * cfg.batch_size, autocast=autocast)
+            sample_s = time.perf_counter() - t0
+            rows, label_info = labeler(these, responses, round_seed)
+            label_info.update(round=r, pairs=len(rows), sample_s=sample_s, label_s=time.perf_counter() - t0 - sample_s)
+            if not rows:
+                raise ValueError(f"round {r}: the labeler preferred no response over another (all ties)")
+            write_rows(pairs_path, rows)
+            info_path.write_text(json.dumps(label_info))
+        pairs = read_comparisons(pairs_path)
+        data = PairData([tokenize_pair(tokenizer, c.prompt, c.chosen, c.rejected, cfg.max_length) for c in pairs])
+        if cfg.update_reference:  # the policy as it starts this round is the reference
+            ref_ctx, ref_name = (lambda: reference_context(model, model)), f"policy at the start of round {r}"
+        else:
+            ref_ctx, ref_name = (lambda: reference.context(before_training=r == 0)), str(reference_dir(cfg))
+        reference_s, _ = attach_reference(data, "train", cfg, ref_ctx, ref_name, round_run, pad_id, device)
+        plan = loop.BatchPlan(len(data), min(cfg.batch_size, len(data)), cfg.seed + r,
+                              lengths=data.lengths() if cfg.group_by_length else None)
+        evaluate = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)
+        result = loop.fit(model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn, round_cfg, round_run,
+                          device, evaluate=evaluate, desc=f"online {cfg.loss} round {r + 1}/{cfg.rounds}")
+        torch.save(model.state_dict(), round_dir / f"{END_STATE}.tmp")
+        (round_dir / f"{END_STATE}.tmp").replace(round_dir / END_STATE)
+        if r > 0:
+            (run_dir.path / "rounds" / f"round-{r - 1}" / END_STATE).unlink(missing_ok=True)
+        info = {**label_info, "steps": result.steps, "train_tokens": result.tokens, "train_s": result.wall_s,
+                "reference_s": reference_s, "train_loss": result.last_metrics.get("loss"),
+                "train_reward_accuracy": result.last_metrics.get("reward_accuracy"),
+                "round_s": time.perf_counter() - t_round + (0.0 if sample_s else label_info.get("sample_s", 0.0))}
+        info_path.write_text(json.dumps(info))
+        rounds.append(info)
+        step_offset, wall_offset = step_offset + result.steps, wall_offset + info["round_s"]
+    write_metrics(run_dir, rounds)
+
+    final_eval = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)()
+    model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
+    total = lambda key: sum(info.get(key, 0) for info in rounds)  # noqa: E731
+    run_dir.write_summary({
+        "stage": "dpo",
+        "online": True,
+        "loss_type": cfg.loss,
+        **cfg.loss_options,
+        "labeler": cfg.labeler,
+        "rounds": len(rounds),
+        "labels": total("labels"),
+        "pairs": total("pairs"),
+        "steps": total("steps"),
+        **final_eval,
+        "train_tokens": total("train_tokens"),
+        "tokens_per_s": total("train_tokens") / max(total("train_s"), 1e-9),
+        "train_wall_s": total("train_s"),
+        "sample_s": total("sample_s"),
+        "wall_s": time.perf_counter() - t_start,
+        "peak_memory_mb": loop.peak_memory_mb(device),
+        "per_round": rounds,
+    })
+    return model_dir
+
+
+def write_metrics(run_dir: loop.RunDir, rounds: list[dict]) -> None:
+    """OUT/metrics.jsonl from the rounds' own logs: steps and elapsed time counted across rounds,
+    each line tagged with its round, then a line with the round's labelling figures."""
+    lines, step, elapsed = [], 0, 0.0
+    for info in rounds:
+        r = info["round"]
+        round_metrics = run_dir.path / "rounds" / f"round-{r}" / "metrics.jsonl"
+        last = {}
+        for line in round_metrics.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                last = {**json.loads(line), "round": r}
+                lines.append({**last, "step": step + last["step"], "elapsed_s": elapsed + last["elapsed_s"]})
+        step, elapsed = step + info["steps"], elapsed + info["round_s"]
+        lines.append({"step": step, "round": r, "loss": info["train_loss"], "lr": last.get("lr", 0.0),
+                      "tokens_per_s": info["train_tokens"] / max(info["train_s"], 1e-9), "elapsed_s": elapsed,
+                      **{k: info[k] for k in ("labels", "pairs", "sample_s", "label_s", "sample_score", "ties_skipped")
+                         if k in info}})
+    run_dir.metrics_path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")

@@ -1,0 +1,324 @@
+"""`rlhf ppo`: online RL from a reward, with PPO (Schulman et al. 2017, as in InstructGPT,
+Ouyang et al. 2022) or the critic-free RLOO, GRPO and REINFORCE.
+
+Each step has two phases:
+
+1. rollout: sample k responses to each of `batch_size` prompts with the current policy (KV
+   cache, bf16 where supported); score them (a reward model or any `module:function`); compute
+   the policy's log-probs with the training forward (so the first ratio of the update is 1), the
+   reference's log-probs, and, for PPO, the critic's values;
+2. update: the algorithm's advantages (ppo_update.ALGORITHMS), then K epochs of minibatch steps
+   on the clipped surrogate (plus the KL as a loss term for GRPO, plus the clipped value loss for
+   PPO's critic).
+
+Four models take part in PPO: the actor (trained, from --model), the reference (frozen: a copy
+of --model, or the actor with its LoRA adapter disabled), the reward (frozen scorer) and the
+critic (trained, initialised from the reward model). The checkpoint holds everything a resumed
+run needs to continue bit for bit: weights, optimisers, schedulers, the adaptive KL state, the
+sampling generator and the step (the prompt order is a function of the step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ..algos import AdaptiveKLController, FixedKLController, kl_estimate
+from ..config import PPOConfig
+from ..data.formats import read_prompts
+from ..data.tokenize import encode_prompt
+from ..eval.policy import prompt_as_json, evaluate_policy
+from ..models.load import load_causal_lm, load_policy, save_pretrained
+from ..models.reward import disable_dropout
+from ..rollout.generate import SamplingConfig, decode_responses, generate, stop_token_ids
+from ..rollout.attention import use_fp32_attention
+from ..rollout.logprobs import response_logprobs
+from ..rollout.scorers import load_scorer
+from . import loop
+from .critic import build_critic, same_vocabulary
+from .ppo_update import ALGORITHMS, Experience, rollout_stats, update, values_of
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The settings the update needs, with the algorithm's defaults filled in."""
+
+    k: int
+    epochs: int
+    minibatch_size: int
+    grad_accum: int
+    kl_in_reward: bool
+    kl_estimator: str
+    clipped: bool
+    clip: float
+    value_clip: float
+    gamma: float
+    lam: float
+    whiten_advantages: bool
+    grpo_scale_by_std: bool
+    temperature: float
+    max_grad_norm: float
+
+
+def resolve_options(cfg: PPOConfig) -> Options:
+    algo = ALGORITHMS[cfg.algo]
+    kl_in_reward = algo.default_kl_in_reward if cfg.kl_in == "auto" else cfg.kl_in == "reward"
+    estimator = ("k1" if kl_in_reward else "k3") if cfg.kl_estimator == "auto" else cfg.kl_estimator
+    return Options(
+        k=cfg.num_samples or algo.default_samples, epochs=cfg.update_epochs or algo.default_epochs,
+        minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum, kl_in_reward=kl_in_reward,
+        kl_estimator=estimator, clipped=algo.clipped, clip=cfg.clip, value_clip=cfg.value_clip, gamma=cfg.gamma,
+        lam=cfg.lam, whiten_advantages=cfg.whiten_advantages, grpo_scale_by_std=cfg.grpo_scale_by_std,
+        temperature=cfg.temperature, max_grad_norm=cfg.max_grad_norm,
+    )
+
+
+def _frozen(model):
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def build_reference(cfg: PPOConfig, device):
+    """A frozen copy of the reference, or None when the actor with its LoRA adapter disabled is it."""
+    if cfg.reference is None and cfg.lora_r > 0:
+        return None
+    return _frozen(load_causal_lm(cfg.reference or cfg.model, cfg.trust_remote_code).to(device))
+
+
+def reference_logprobs(reference, actor, rollout, temperature: float) -> torch.Tensor:
+    if reference is not None:
+        return response_logprobs(reference, rollout, temperature)
+    with actor.disable_adapter():
+        return response_logprobs(actor, rollout, temperature)
+
+
+def critic_init_dir(cfg: PPOConfig, scorer, tokenizer) -> str:
+    """--critic, else the reward model when it reads the policy's tokens, else the policy."""
+    if cfg.critic:
+        return cfg.critic
+    if scorer.model_dir is not None:
+        from transformers import AutoConfig
+
+        from ..models.load import load_tokenizer
+        from ..models.reward import infer_input_format
+
+        causal = infer_input_format(AutoConfig.from_pretrained(scorer.model_dir, local_files_only=True)) == "causal"
+        if causal and same_vocabulary(load_tokenizer(scorer.model_dir), tokenizer):
+            return str(scorer.model_dir)
+    return cfg.model
+
+
+def single_update_step(cfg: PPOConfig, opts: Options) -> bool:
+    """True when each rollout gets exactly one optimiser step: the update's own forward is then
+    pi_old, and the rollout phase can skip it unless the KL is in the reward (needed before)."""
+    return opts.epochs == 1 and opts.minibatch_size >= cfg.batch_size * opts.k
+
+
+@torch.no_grad()
+def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_ids, cfg, opts, sampling, generator,
+            autocast) -> tuple[Experience, dict, list[str]]:
+    """The rollout phase: sample, score, and compute log pi_old (unless the update's single step
+    will), log pi_ref and V on the samples."""
+    rows = [ids for ids in prompt_ids for _ in range(opts.k)]
+    texts_in = [p for p in prompts for _ in range(opts.k)]
+    with autocast():
+        rollout = generate(actor, rows, sampling, stop_token_ids(tokenizer, actor), tokenizer.pad_token_id, generator)
+    responses = decode_responses(tokenizer, rollout)
+    raw = scorer(texts_in, responses).to(rollout.response_ids.device)
+    score = scorer.normalize(raw) if cfg.normalize_reward else raw
+    if cfg.reward_clip > 0:
+        score = score.clamp(-cfg.reward_clip, cfg.reward_clip)
+    score = score - cfg.missing_eos_penalty * (~rollout.ended).float()
+    actor.eval()
+    old_logp = entropy = None
+    with autocast():
+        if opts.kl_in_reward or not single_update_step(cfg, opts):
+            old_logp, entropy = response_logprobs(actor, rollout, opts.temperature, with_entropy=True)
+        ref_logp = reference_logprobs(reference, actor, rollout, opts.temperature)
+        values = values_of(critic, rollout) if critic is not None else None
+    actor.train()
+    stats = {"reward": float(raw.mean()), "reward_normalized": float(score.mean())}
+    if gold is not None:
+        stats["gold"] = float(gold(texts_in, responses).mean())
+    exp = Experience(rollout, old_logp, ref_logp.float(), values, score.float(), entropy)
+    return exp, stats, responses
+
+
+def run(cfg: PPOConfig) -> Path:
+    if cfg.model is None or cfg.data is None or cfg.reward is None:
+        raise ValueError("ppo needs --model DIR (the SFT policy), --data PROMPTS and --reward (reward-model dir or module:function)")
+    t_start = time.perf_counter()
+    loop.seed_everything(cfg.seed)
+    device = loop.pick_device(cfg.device)
+    run_dir = loop.RunDir(cfg)
+    opts = resolve_options(cfg)
+    autocast = lambda: loop.autocast(cfg.precision, device)  # noqa: E731
+    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+    prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
+    plan = loop.BatchPlan(len(prompts), cfg.batch_size, cfg.seed)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * plan.per_epoch))
+
+    # The four models: actor, reference, reward (scorer), critic.
+    actor, tokenizer = load_policy(cfg, device)
+    disable_dropout(actor)  # the ratio of the first minibatch must be exactly 1 (and the reference deterministic)
+    reference = build_reference(cfg, device)
+    for model in (actor, reference):  # on CPU, bf16 attention kernels are the slow part of a step
+        if model is not None:
+            use_fp32_attention(model)
+    scorer = load_scorer(cfg.reward, device, cfg.precision)
+    gold = load_scorer(cfg.gold, device, cfg.precision) if cfg.gold else None
+    critic = None
+    if ALGORITHMS[cfg.algo].uses_critic:
+        critic = build_critic(critic_init_dir(cfg, scorer, tokenizer), tokenizer, cfg.trust_remote_code,
+                              normalize=cfg.normalize_reward).to(device)
+    max_prompt_tokens = cfg.max_length - cfg.max_new_tokens
+
+    updates_per_step = opts.epochs * math.ceil(cfg.batch_size * opts.k / opts.minibatch_size)
+    actor_opt = loop.make_optimizer(actor, cfg)
+    schedulers = [loop.make_scheduler(actor_opt, cfg.warmup_steps, total_steps * updates_per_step, cfg.min_lr_ratio)]
+    critic_opt = None
+    if critic is not None:
+        critic_opt = loop.make_optimizer(critic, dataclasses.replace(cfg, lr=cfg.critic_lr))
+        schedulers.append(loop.make_scheduler(critic_opt, cfg.warmup_steps, total_steps * updates_per_step,
+                                              cfg.min_lr_ratio))
+    kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
+              else FixedKLController(cfg.kl_coef))
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    start_step, wall_before, tokens_seen = 0, 0.0, 0
+    if cfg.resume and (state := loop.load_latest_checkpoint(run_dir)) is not None:
+        actor.load_state_dict(state["actor"], strict=False)
+        actor_opt.load_state_dict(state["actor_opt"])
+        if critic is not None:
+            critic.load_state_dict(state["critic"])
+            critic_opt.load_state_dict(state["critic_opt"])
+        for scheduler, s in zip(schedulers, state["schedulers"]):
+            scheduler.load_state_dict(s)
+        kl_ctl.load_state_dict(state["kl_controller"])
+        generator.set_state(state["generator"])
+        loop.set_rng_state(state["rng"])
+        start_step, wall_before, tokens_seen = state["step"], state["wall_s"], state["tokens"]
+        run_dir.truncate_metrics(start_step)
+        _truncate_samples(run_dir.path / "samples.jsonl", start_step)
+
+    def checkpoint(step: int) -> None:
+        state = {"actor": {k: v for k, v in actor.state_dict().items()}, "actor_opt": actor_opt.state_dict(),
+                 "schedulers": [s.state_dict() for s in schedulers], "kl_controller": kl_ctl.state_dict(),
+                 "generator": generator.get_state(), "wall_s": time.perf_counter() - t0, "tokens": tokens_seen}
+        if critic is not None:
+            state.update(critic=critic.state_dict(), critic_opt=critic_opt.state_dict())
+        loop.save_checkpoint(run_dir, step, state, cfg.keep_checkpoints)
+
+    from tqdm.auto import tqdm
+
+    actor.train()
+    t0 = time.perf_counter() - wall_before
+    last: dict = {}
+    bar = tqdm(total=total_steps, initial=start_step, desc=f"{cfg.algo}", disable=not cfg.progress, dynamic_ncols=True)
+    for step in range(start_step, total_steps):
+        step_t = time.perf_counter()
+        batch_prompts = [prompts[i] for i in plan.micro_batch(step)]
+        prompt_ids = [encode_prompt(tokenizer, p)[-max_prompt_tokens:] for p in batch_prompts]
+
+        # 1. rollout phase
+        exp, reward_stats, responses = collect(actor, reference, critic, scorer, gold, tokenizer, batch_prompts,
+                                               prompt_ids, cfg, opts, sampling, generator, autocast)
+        rollout_s = time.perf_counter() - step_t
+        kl_coef = kl_ctl.value
+
+        # 2. update phase (KL in the reward needs log pi_old now; otherwise it is only measured)
+        kl = kl_estimate(exp.old_logp, exp.ref_logp, opts.kl_estimator) if opts.kl_in_reward else None
+        advantages, returns = ALGORITHMS[cfg.algo].advantages(exp, kl, kl_coef, opts)
+        update_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        stats = update(actor, critic, exp, advantages, returns, kl_coef, actor_opt, critic_opt, schedulers, opts,
+                       autocast, update_gen)
+        kl_by_kind = {kind: kl_estimate(exp.old_logp, exp.ref_logp, kind) for kind in ("k1", "k2", "k3")}
+        kl = kl_by_kind[opts.kl_estimator]
+        sequence_kl = float((kl * exp.mask).sum(1).mean())
+        kl_ctl.update(sequence_kl, n_steps=exp.score.shape[0])
+
+        done = step + 1
+        generated = int(exp.mask.sum())
+        tokens_seen += generated
+        bar.update(1)
+        step_end = time.perf_counter()
+        evaluation = {}
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps and cfg.eval_data:
+            evaluation = _evaluate(cfg, actor, reference, tokenizer, scorer, gold, sampling, device, autocast, run_dir,
+                                   write_samples=False)
+        if done % cfg.log_every == 0 or done == total_steps or evaluation:
+            now = step_end
+            last = {"step": done,
+                    "loss": stats["policy_loss"] + stats.get("value_loss", 0.0) + kl_coef * stats.get("kl_loss", 0.0),
+                    "lr": schedulers[0].get_last_lr()[0], "tokens_per_s": generated / (now - step_t),
+                    "samples_per_s": exp.score.shape[0] / (now - step_t), "elapsed_s": now - t0, "tokens": tokens_seen,
+                    "rollout_s": rollout_s, "update_s": now - step_t - rollout_s, **reward_stats,
+                    "kl": sequence_kl, "kl_coef": kl_coef, **rollout_stats(exp, kl_by_kind, advantages, returns), **stats,
+                    **evaluation}
+            run_dir.log(last)
+            bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{sequence_kl:.2f}")
+        if cfg.samples_every and (done % cfg.samples_every == 0 or done == 1):
+            _write_samples(run_dir.path / "samples.jsonl", done, batch_prompts, responses, exp, opts.k)
+        if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
+            checkpoint(done)
+    bar.close()
+    train_wall = time.perf_counter() - t0
+    actor.eval()
+
+    final_eval = _evaluate(cfg, actor, reference, tokenizer, scorer, gold, sampling, device, autocast, run_dir) \
+        if cfg.eval_data else {}
+    model_dir = save_pretrained(actor, tokenizer, run_dir.model_dir)
+    run_dir.write_summary({
+        "stage": "ppo", "algo": cfg.algo, "steps": total_steps, "samples_per_prompt": opts.k,
+        "update_epochs": opts.epochs, "kl_in": "reward" if opts.kl_in_reward else "loss",
+        "kl_estimator": opts.kl_estimator, "prompts": len(prompts),
+        **{k: last.get(k) for k in ("reward", "reward_normalized", "gold", "kl", "kl_coef", "entropy",
+                                    "response_length", "eos_rate") if k in last},
+        **final_eval,
+        "generated_tokens": tokens_seen, "tokens_per_s": tokens_seen / max(train_wall, 1e-9),
+        "train_wall_s": train_wall, "wall_s": time.perf_counter() - t_start,
+        "peak_memory_mb": loop.peak_memory_mb(device),
+    })
+    return model_dir
+
+
+def _evaluate(cfg, actor, reference, tokenizer, scorer, gold, sampling, device, autocast, run_dir,
+              write_samples: bool = True) -> dict:
+    """Win rate against the reference on held-out prompts (judge: gold if given, else the reward) and KL."""
+    prompts = [p.prompt for p in read_prompts(cfg.eval_data)][: cfg.num_eval_prompts]
+    ref = reference
+    if ref is None:
+        ref = _frozen(load_causal_lm(cfg.model).to(device))
+        use_fp32_attention(ref)
+    judge = gold or scorer
+    report = evaluate_policy(actor, ref, tokenizer, prompts, judge, sampling, seed=cfg.seed + 1,
+                             autocast=autocast, max_prompt_tokens=cfg.max_length - cfg.max_new_tokens)
+    samples = report.pop("samples")
+    if write_samples:
+        with open(run_dir.path / "eval_samples.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(s) + "\n" for s in samples)
+    report["judge"] = judge.name
+    return {f"eval_{k}": v for k, v in report.items()}
+
+
+def _write_samples(path: Path, step: int, prompts, responses, exp: Experience, k: int, n: int = 4) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        for i in range(min(n, len(prompts))):
+            row = i * k
+            f.write(json.dumps({"step": step, "prompt": prompt_as_json(prompts[i]), "response": responses[row],
+                                "score": float(exp.score[row]), "ended": bool(exp.rollout.ended[row])}) + "\n")
+
+
+def _truncate_samples(path: Path, after_step: int) -> None:
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= after_step]
+        path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+

@@ -1,0 +1,203 @@
+"""`rlhf rm`: train a scalar reward model on preferences.
+
+The model is a sequence classifier with one output (`rlhf.models.reward`): a value head on the
+last token of a causal LM (by default the SFT model, as InstructGPT does), or on [CLS] of an
+encoder. Every response of a micro-batch, both sides of each pair and all K of each ranking,
+goes through the model in one forward pass. The loss is Bradley-Terry on pairs,
+-log sigmoid(r_chosen - r_rejected - margin) with the row's optional margin, and Plackett-Luce on
+rankings (`rlhf.algos.preference`); both are summed over preferences, the unit of the loop.
+
+After training, the rewards of every training response give the mean and standard deviation
+stored in the saved model's config.json (`reward_mean`, `reward_std`), so later stages can
+normalise; `summary.json` has them too, with the training and held-out accuracy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..algos.preference import bradley_terry, plackett_luce
+from ..config import RewardConfig
+from ..data.collate import collate_rewards, pack_rewards
+from ..data.formats import read_comparisons, read_preferences
+from ..data.records import Comparison
+from ..data.tokenize import RewardExample, tokenize_for_reward
+from ..models.load import save_pretrained
+from ..models.reward import (RewardModel, disable_dropout, load_reward_backbone, record_reward_stats,
+                             sequence_rewards, supports_packing)
+from . import loop
+
+RANKED = "ranked_"  # batch keys "ranked_K": (n, K) sequence indices of the n K-way rankings, best first
+
+
+@dataclass(frozen=True)
+class TokenizedPreference:
+    responses: tuple[RewardExample, ...]  # (K,) prompt + response inputs; a pair is (chosen, rejected)
+    ranking: tuple[int, ...]  # (K,) indices into responses, best first; (0, 1) for a pair
+    margin: float | None  # pairs only: required reward gap (None = 0)
+    is_pair: bool  # from a comparison (Bradley-Terry with margin) or a ranking (Plackett-Luce)
+
+
+def tokenize_preferences(tokenizer, records, max_length: int, input_format: str) -> list[TokenizedPreference]:
+    """Comparisons and rankings -> tokenised preferences, each response encoded once."""
+    out = []
+    for record in records:
+        if isinstance(record, Comparison):
+            responses, ranking, margin = (record.chosen, record.rejected), (0, 1), record.margin
+        else:
+            responses, ranking, margin = record.responses, record.ranking, None
+        encoded = tuple(tokenize_for_reward(tokenizer, record.prompt, r, max_length, input_format) for r in responses)
+        out.append(TokenizedPreference(encoded, tuple(ranking), margin, isinstance(record, Comparison)))
+    return out
+
+
+def make_batch(preferences: list[TokenizedPreference], pad_id: int, packing: bool = False, max_length: int = 0) -> dict:
+    """All responses of `preferences` as one batch of N sequences, plus where each preference's are.
+
+    Returns the model inputs of `collate_rewards` (or `pack_rewards` with `packing`), and
+    pair_index (P, 2) sequence indices of (chosen, rejected), pair_margin (P,), and for each K
+    present `ranked_K` (n, K) sequence indices best first; n_units = preferences, n_tokens = real tokens.
+    """
+    sequences: list[RewardExample] = []
+    pairs, margins, ranked = [], [], {}
+    for pref in preferences:
+        first = len(sequences)
+        sequences.extend(pref.responses)
+        order = [first + i for i in pref.ranking]
+        if pref.is_pair:
+            pairs.append(order)
+            margins.append(pref.margin or 0.0)
+        else:
+            ranked.setdefault(len(order), []).append(order)
+    batch = pack_rewards(sequences, max_length, pad_id) if packing else collate_rewards(sequences, pad_id)
+    batch["pair_index"] = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+    batch["pair_margin"] = torch.tensor(margins, dtype=torch.float32)
+    for k, orders in ranked.items():
+        batch[f"{RANKED}{k}"] = torch.tensor(orders, dtype=torch.long)
+    batch["n_units"] = len(preferences)
+    batch["n_tokens"] = sum(len(s.input_ids) for s in sequences)
+    return batch
+
+
+def preference_loss_sum(model, batch: dict) -> tuple[torch.Tensor, dict]:
+    """Bradley-Terry over the batch's pairs plus Plackett-Luce over its rankings, summed over
+    preferences; stats: accuracy (share of ordered response pairs scored in the right order) and
+    margin (mean r_chosen - r_rejected over pairs)."""
+    rewards = sequence_rewards(model, batch)  # (N,)
+    loss_sum = rewards.new_zeros(())
+    concordant, ordered_pairs, stats = 0.0, 0, {}
+    pairs = batch["pair_index"]
+    if len(pairs):
+        chosen, rejected = rewards[pairs[:, 0]], rewards[pairs[:, 1]]
+        loss_sum = loss_sum + bradley_terry(chosen, rejected, batch["pair_margin"]) * len(pairs)
+        concordant += float((chosen > rejected).sum())
+        ordered_pairs += len(pairs)
+        stats["margin"] = float((chosen - rejected).detach().mean())
+    for key in [k for k in batch if k.startswith(RANKED)]:
+        scores = rewards[batch[key]]  # (n, K) in ranking order, best first
+        n, k = scores.shape
+        ranking = torch.arange(k, device=scores.device).expand(n, k)
+        loss_sum = loss_sum + plackett_luce(scores, ranking) * n
+        above = scores[:, :, None] > scores[:, None, :]  # (n, K, K): response i scored above response j
+        concordant += float(above.triu(1).sum())
+        ordered_pairs += n * k * (k - 1) // 2
+    stats["accuracy"] = concordant / max(ordered_pairs, 1)
+    return loss_sum, stats
+
+
+def build_model(cfg: RewardConfig, device: torch.device):
+    """The reward model to train (LoRA-wrapped with --lora-r), its tokenizer and input format."""
+    model, tokenizer, input_format = load_reward_backbone(cfg.model, cfg.input_format, cfg.trust_remote_code)
+    if not cfg.dropout:
+        disable_dropout(model)
+    if cfg.packing and not supports_packing(model):
+        raise ValueError(f"--packing needs a causal LM with a `score` head; {cfg.model} is read as "
+                         f"{input_format!r} input by {type(model).__name__}")
+    if cfg.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        # SEQ_CLS: the new value head trains in full beside the adapters (peft's modules_to_save).
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules="all-linear", task_type="SEQ_CLS")
+        model = get_peft_model(model, lora)
+    return model.to(device), tokenizer, input_format
+
+
+def pair_accuracy(rewards: torch.Tensor) -> float:
+    """Share of pairs with chosen above rejected; rewards (P, 2) as (chosen, rejected)."""
+    return float((rewards[:, 0] > rewards[:, 1]).float().mean())
+
+
+def run(cfg: RewardConfig) -> Path:
+    if cfg.model is None or cfg.data is None:
+        raise ValueError("rm needs --model DIR (a causal LM such as runs/sft/model, or an encoder) "
+                         "and --data FILE of comparisons or rankings")
+    t_start = time.perf_counter()
+    loop.seed_everything(cfg.seed)  # before the model: the new value head is drawn from it
+    device = loop.pick_device(cfg.device)
+    run_dir = loop.RunDir(cfg)
+    records = read_preferences(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
+    model, tokenizer, input_format = build_model(cfg, device)
+    pad_id = tokenizer.pad_token_id
+
+    preferences = tokenize_preferences(tokenizer, records, cfg.max_length, input_format)
+    lengths = [max(len(r.input_ids) for r in p.responses) for p in preferences]
+    plan = loop.BatchPlan(len(preferences), cfg.batch_size, cfg.seed, lengths=lengths if cfg.group_by_length else None)
+    batch_at = lambda i: make_batch([preferences[j] for j in plan.micro_batch(i)], pad_id, cfg.packing, cfg.max_length)  # noqa: E731
+
+    eval_pairs = []
+    if cfg.eval_data:
+        eval_pairs = tokenize_preferences(tokenizer, read_comparisons(cfg.eval_data), cfg.max_length, input_format)
+    precision = "bf16" if cfg.precision == "bf16" and loop.bf16_supported(device) else "fp32"
+    scorer = RewardModel(model, tokenizer, input_format, cfg.max_length, device=device, precision=precision)
+
+    def pair_rewards(pairs: list[TokenizedPreference]) -> torch.Tensor:
+        """(P, 2) rewards of (chosen, rejected) for each pair."""
+        return scorer.score_examples([r for p in pairs for r in p.responses], cfg.batch_size * 2).view(-1, 2)
+
+    def evaluate() -> dict:
+        if not eval_pairs:
+            return {}
+        rewards = pair_rewards(eval_pairs)
+        margins = torch.tensor([p.margin or 0.0 for p in eval_pairs])
+        return {"eval_accuracy": pair_accuracy(rewards),
+                "eval_loss": float(bradley_terry(rewards[:, 0], rewards[:, 1], margins)),
+                "eval_margin": float((rewards[:, 0] - rewards[:, 1]).mean())}
+
+    result = loop.fit(model, batch_at, plan, preference_loss_sum, cfg, run_dir, device, evaluate=evaluate, desc="rm")
+    final_eval = evaluate()
+
+    # Reward statistics on the training data, stored with the model for later normalisation.
+    train_rewards = scorer.score_examples([r for p in preferences for r in p.responses], cfg.batch_size * 2)
+    mean, std = float(train_rewards.mean()), float(train_rewards.std())
+    train_pairs = [p for p in preferences if p.is_pair]
+    starts = torch.tensor([0] + [len(p.responses) for p in preferences]).cumsum(0)[:-1]  # first sequence of each
+    pair_starts = starts[[i for i, p in enumerate(preferences) if p.is_pair]]
+    train_accuracy = pair_accuracy(train_rewards[torch.stack([pair_starts, pair_starts + 1], 1)]) if train_pairs else None
+    record_reward_stats(model, mean, std, cfg.max_length)
+    model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
+    run_dir.write_summary({
+        "stage": "rm",
+        "steps": result.steps,
+        "preferences": len(preferences),
+        "pairs": len(train_pairs),
+        "rankings": len(preferences) - len(train_pairs),
+        "skipped_rows": getattr(records, "skipped", 0),
+        "input_format": input_format,
+        "train_loss": result.last_metrics.get("loss"),
+        "train_accuracy": train_accuracy,
+        **final_eval,
+        "eval_pairs": len(eval_pairs),
+        "reward_mean": mean,
+        "reward_std": std,
+        "train_tokens": result.tokens,
+        "tokens_per_s": result.tokens_per_s,
+        "train_wall_s": result.wall_s,
+        "wall_s": time.perf_counter() - t_start,
+        "peak_memory_mb": loop.peak_memory_mb(device),
+    })
+    return model_dir
