@@ -27,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -53,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads in every worker")
+    p.add_argument("--repeats", type=int, default=1, help="runs per side, alternating ours/TRL; medians reported")
     p.add_argument("--trl-ppo-path", default="/tmp/trl112/site", help="site directory holding TRL 1.12 (for PPO)")
     p.add_argument("--out", default="runs/bench-ppo")
     p.add_argument("--_worker", help=argparse.SUPPRESS)
@@ -264,25 +267,31 @@ def main(argv: list[str] | None = None) -> int:
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     results, rows = {}, []
     for algo in args.algos:
-        results[algo] = {}
-        for side in ("ours", "trl"):
-            worker = "trl-ppo" if (side, algo) == ("trl", "ppo") else side
-            name = f"{algo}-{side}-{args.precision}"
-            spec = {"algo": algo, "model": args.model, "reward_model": args.reward_model, "prompts": str(prompts),
-                    "out": str(out / "runs" / name), "steps": args.steps, "samples": args.samples, "k": args.k,
-                    "max_new_tokens": args.max_new_tokens, "lr": args.lr, "seed": args.seed,
-                    "precision": args.precision, "threads": args.threads,
-                    "result": str(out / "runs" / f"{name}.result.json")}
-            spec_path = out / "runs" / f"{name}.spec.json"
-            spec_path.write_text(json.dumps(spec))
-            worker_env = dict(env)
-            if worker == "trl-ppo":
-                worker_env["PYTHONPATH"] = os.pathsep.join([args.trl_ppo_path, os.environ.get("PYTHONPATH", "")])
-            print(f"  running {name} ...", flush=True)
-            result = run_worker(Path(__file__).resolve(), ["--_worker", worker, "--_spec", str(spec_path)],
-                                Path(spec["result"]), out / "runs" / f"{name}.log", worker_env)
-            result.update(throughput(result["records"], args.warmup_steps))
-            results[algo][side] = result
+        runs: dict[str, list] = {"ours": [], "trl": []}
+        for repeat in range(args.repeats):
+            for side in ("ours", "trl"):
+                worker = "trl-ppo" if (side, algo) == ("trl", "ppo") else side
+                name = f"{algo}-{side}-{args.precision}-{repeat}"
+                spec = {"algo": algo, "model": args.model, "reward_model": args.reward_model, "prompts": str(prompts),
+                        "out": str(out / "runs" / name), "steps": args.steps, "samples": args.samples, "k": args.k,
+                        "max_new_tokens": args.max_new_tokens, "lr": args.lr, "seed": args.seed,
+                        "precision": args.precision, "threads": args.threads,
+                        "result": str(out / "runs" / f"{name}.result.json")}
+                shutil.rmtree(spec["out"], ignore_errors=True)
+                spec_path = out / "runs" / f"{name}.spec.json"
+                spec_path.write_text(json.dumps(spec))
+                worker_env = dict(env)
+                if worker == "trl-ppo":
+                    worker_env["PYTHONPATH"] = os.pathsep.join([args.trl_ppo_path, os.environ.get("PYTHONPATH", "")])
+                print(f"  running {name} ...", flush=True)
+                result = run_worker(Path(__file__).resolve(), ["--_worker", worker, "--_spec", str(spec_path)],
+                                    Path(spec["result"]), out / "runs" / f"{name}.log", worker_env)
+                result.update(throughput(result["records"], args.warmup_steps))
+                runs[side].append(result)
+        med = lambda side, key: statistics.median(r[key] for r in runs[side])  # noqa: E731
+        keys = ("samples_per_s", "tokens_per_s", "peak_mb", "train_growth_mb", "mean_length")
+        results[algo] = {side: {**{k: med(side, k) for k in keys}, "trl": runs[side][0].get("trl")} for side in runs}
+        results[algo]["runs"] = runs
         ours, trl = results[algo]["ours"], results[algo]["trl"]
         results[algo]["samples_ratio"] = ours["samples_per_s"] / trl["samples_per_s"]
         results[algo]["tokens_ratio"] = ours["tokens_per_s"] / trl["tokens_per_s"]
@@ -299,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + format_table(headers, rows) + "\n")
     print(f"target: samples x >= {SPEED_TARGET} for each algorithm -> {met}")
     print(f"{args.precision}, {args.threads} thread(s), {args.samples} samples/step, k={args.k} (rloo, grpo), "
-          f"max {args.max_new_tokens} new tokens, steps {args.warmup_steps + 1}..{args.steps} timed")
+          f"max {args.max_new_tokens} new tokens, steps {args.warmup_steps + 1}..{args.steps} timed, "
+          f"medians of {args.repeats} run(s) per side")
     print(load)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     (out / "results.json").write_text(json.dumps({"config": config, "load": load, "results": results}, indent=2) + "\n")

@@ -28,6 +28,7 @@ from ..data.formats import DataError, Records, read_binary_feedback, read_compar
 from ..data.records import BinaryFeedback
 from ..data.tokenize import TokenizedPair, mismatched_partners, tokenize_completion, tokenize_pair
 from ..models.load import load_causal_lm, load_policy, resolve_model_dir, save_pretrained
+from ..rollout.attention import use_fp32_attention
 from . import loop
 from .preference_lm import (
     cached_reference_logps,
@@ -217,6 +218,7 @@ class Reference:
         if self.frozen is None and (separate_reference(self.cfg) or not (before_training or self.cfg.lora_r > 0)):
             self.frozen = load_causal_lm(reference_dir(self.cfg), self.cfg.trust_remote_code).to(self.device).eval()
             self.frozen.requires_grad_(False)
+            use_fp32_attention(self.frozen)  # CPU only: see rlhf.rollout.attention
         return reference_context(self.model, self.frozen)
 
 
@@ -301,6 +303,7 @@ def run(cfg: DPOConfig) -> Path:
     device = loop.pick_device(cfg.device)
     run_dir = loop.RunDir(cfg)
     model, tokenizer = load_policy(cfg, device)
+    use_fp32_attention(model)  # CPU only: bf16 attention kernels are slower there (rlhf.rollout.attention)
     pad_id = tokenizer.pad_token_id
 
     data = load_data(cfg, cfg.data, tokenizer, cfg.skip_bad_rows)

@@ -32,6 +32,7 @@ from ..data.formats import read_prompts
 from ..data.records import PromptText
 from ..data.tokenize import tokenize_pair
 from ..models.load import load_policy, save_pretrained
+from ..rollout.attention import use_fp32_attention
 from . import loop
 from .dpo import PairData, Reference, attach_reference, make_evaluate, make_loss, reference_dir
 from .preference_lm import reference_context
@@ -107,6 +108,7 @@ def run(cfg: DPOConfig) -> Path:
     device = loop.pick_device(cfg.device)
     run_dir = loop.RunDir(cfg)
     model, tokenizer = load_policy(cfg, device)
+    use_fp32_attention(model)  # CPU only: bf16 attention kernels are slower there (rlhf.rollout.attention)
     pad_id = tokenizer.pad_token_id
     autocast = lambda: loop.autocast(cfg.precision, device)  # noqa: E731
     prompts = list(dict.fromkeys(p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)))
