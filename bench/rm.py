@@ -1,7 +1,7 @@
 """Benchmark: `rlhf rm` against TRL's RewardTrainer, same model, data and settings, fp32 and bf16.
 
     python bench/rm.py [--model DIR] [--data FILE] [--steps 30] [--batch-size 8] [--max-length 256]
-                       [--precisions fp32,bf16] [--packing] [--out runs/bench-rm]
+                       [--precisions fp32,bf16] [--no-packing] [--out runs/bench-rm]
 
 Without --model a randomly initialised causal LM is built (our Llama preset, `--preset tiny`);
 both sides turn it into a sequence classifier with one output (a value head on the last token).
@@ -15,8 +15,9 @@ learning rate (no warm-up, cosine to 10%), AdamW betas/eps, weight decay (0), gr
 (1.0), seed; dropout off; chosen and rejected of a batch in one forward pass; Bradley-Terry loss;
 no gradient accumulation, no gradient checkpointing, no evaluation, no checkpoints. Each side
 keeps its own batching: TRL pads the 2B sequences of a batch to the longest of them and draws
-pairs in random order; ours draws pairs of similar length together (`group_by_length`, its
-default) and pads to a multiple of 8, or with --packing packs them into rows (padding-free).
+pairs in random order; ours draws pairs of similar length together (`group_by_length`) and
+packs the 2B sequences into rows (padding-free), both its defaults; with --no-packing it pads
+them to a multiple of 8 instead.
 bf16 = autocast to bfloat16 with fp32 weights on both sides. CPU only.
 
 tokens/s = non-padding tokens (attention-mask sum) of the batches trained in steps W+1..N,
@@ -57,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rows", type=int, help="pairs to build (default: max(400, steps * batch size))")
     p.add_argument("--precisions", default="fp32,bf16", help="comma-separated, from fp32 and bf16")
-    p.add_argument("--packing", action="store_true", help="ours packs the sequences of a batch into rows (padding-free)")
+    p.add_argument("--no-packing", dest="packing", action="store_false",
+                   help="ours pads length-grouped batches instead of packing them into rows (its default)")
     p.add_argument("--threads", type=int, help="torch/OpenMP threads in both workers (default: torch's choice)")
     p.add_argument("--repeats", type=int, default=1, help="runs per side and precision, alternating; medians reported")
     p.add_argument("--out", default="runs/bench-rm", help="directory for the model, data, runs and results.json")
@@ -277,7 +279,8 @@ def summarise(raw: dict, args) -> tuple[str, dict]:
         f"target: speed x >= {SPEED_TARGET} and memory x <= {MEMORY_TARGET:.2f} at each precision -> {verdict}",
         f"tok/s: non-padding tokens of steps {args.warmup_steps + 1}..{args.steps} / wall time from the end of step "
         f"{args.warmup_steps} to the end of step {args.steps}; medians of {args.repeats} run(s). "
-        f"ours: {'packed (padding-free)' if args.packing else 'length-grouped, padded'}; TRL: padded, random order.",
+        f"ours: {'length-grouped, packed (padding-free)' if args.packing else 'length-grouped, padded'}; "
+        "TRL: padded, random order.",
         "peak MB: peak RSS (VmHWM) of the worker process, imports and model load included; "
         "train +MB: peak RSS during the training call minus the RSS when it started.",
         *notes,

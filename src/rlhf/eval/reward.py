@@ -116,7 +116,8 @@ def run(cfg: EvalRMConfig) -> Path:
     rewards = rm.score_examples(examples, cfg.batch_size).view(-1, 2)  # (P, 2): chosen, rejected
     margins = rewards[:, 0] - rewards[:, 1]
     texts = [conversation_text(p.prompt) for p in pairs]
-    prompt_lengths = torch.tensor([len(ids) for ids in rm.tokenizer(texts, add_special_tokens=False)["input_ids"]])
+    prompt_ids = rm.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]  # untruncated: no warning
+    prompt_lengths = torch.tensor([len(ids) for ids in prompt_ids])
 
     report = {"model": str(cfg.model), "data": str(cfg.data), "skipped_rows": getattr(pairs, "skipped", 0),
               **summarize(margins, prompt_lengths, cfg.calibration_bins, cfg.length_buckets)}

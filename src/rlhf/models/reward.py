@@ -17,6 +17,10 @@ model's rewards on its training data, so later stages can normalise, (r - mean) 
     rm = load_reward_model("runs/rm/model")
     rm.score(["How do I bake bread?"], [" Mix flour, water, salt and yeast..."])  # tensor([0.83])
     rm.score(prompts, responses, normalize=True)                                  # (r - mean) / std
+
+A PPO critic starts from a causal reward model: its body (`model.model` for Llama) gives hidden
+states (B, T, H) and `model.score` maps each position to a value (B, T, 1); the reward is that
+head read at the last non-padding token.
 """
 
 from __future__ import annotations

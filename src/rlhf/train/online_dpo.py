@@ -130,21 +130,19 @@ def run(cfg: DPOConfig) -> Path:
             model.load_state_dict(torch.load(finished[-1], weights_only=True))
             first = int(finished[-1].parent.name.split("-")[1]) + 1
 
-    rounds, step_offset, wall_offset = [], 0, 0.0
+    rounds = []
     for r in range(cfg.rounds):
         round_dir = run_dir.path / "rounds" / f"round-{r}"
         round_cfg = dataclasses.replace(cfg, out=str(round_dir), resume=cfg.resume and r >= first)
         info_path = round_dir / "round.json"
         if r < first:  # finished before the resume: only its figures are needed
-            info = json.loads(info_path.read_text())
-            rounds.append(info)
-            step_offset, wall_offset = step_offset + info["steps"], wall_offset + info["round_s"]
+            rounds.append(json.loads(info_path.read_text()))
             continue
         t_round = time.perf_counter()
         round_run = loop.RunDir(round_cfg)
         pairs_path = round_dir / "pairs.jsonl"
-        sample_s = 0.0
-        if pairs_path.exists():  # resumed mid-round: never sample and label again
+        labelled_before = pairs_path.exists()
+        if labelled_before:  # resumed mid-round: never sample and label again
             label_info = json.loads(info_path.read_text())
         else:
             these = round_prompts(prompts, cfg, r)
@@ -178,10 +176,10 @@ def run(cfg: DPOConfig) -> Path:
         info = {**label_info, "steps": result.steps, "train_tokens": result.tokens, "train_s": result.wall_s,
                 "reference_s": reference_s, "train_loss": result.last_metrics.get("loss"),
                 "train_reward_accuracy": result.last_metrics.get("reward_accuracy"),
-                "round_s": time.perf_counter() - t_round + (0.0 if sample_s else label_info.get("sample_s", 0.0))}
+                # a resumed round's sampling happened before the resume: count it in
+                "round_s": time.perf_counter() - t_round + (label_info["sample_s"] if labelled_before else 0.0)}
         info_path.write_text(json.dumps(info))
         rounds.append(info)
-        step_offset, wall_offset = step_offset + result.steps, wall_offset + info["round_s"]
     write_metrics(run_dir, rounds)
 
     final_eval = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)()

@@ -3,7 +3,8 @@
 The model is a sequence classifier with one output (`rlhf.models.reward`): a value head on the
 last token of a causal LM (by default the SFT model, as InstructGPT does), or on [CLS] of an
 encoder. Every response of a micro-batch, both sides of each pair and all K of each ranking,
-goes through the model in one forward pass. The loss is Bradley-Terry on pairs,
+goes through the model in one forward pass: for a causal model packed into rows without padding
+(`pack_rewards`), for an encoder padded, batches grouped by length. The loss is Bradley-Terry on pairs,
 -log sigmoid(r_chosen - r_rejected - margin) with the row's optional margin, and Plackett-Luce on
 rankings (`rlhf.algos.preference`); both are summed over preferences, the unit of the loop.
 
@@ -114,9 +115,6 @@ def build_model(cfg: RewardConfig, device: torch.device):
     model, tokenizer, input_format = load_reward_backbone(cfg.model, cfg.input_format, cfg.trust_remote_code)
     if not cfg.dropout:
         disable_dropout(model)
-    if cfg.packing and not supports_packing(model):
-        raise ValueError(f"--packing needs a causal LM with a `score` head; {cfg.model} is read as "
-                         f"{input_format!r} input by {type(model).__name__}")
     if cfg.lora_r > 0:
         from peft import LoraConfig, get_peft_model
 
@@ -143,11 +141,12 @@ def run(cfg: RewardConfig) -> Path:
     records = read_preferences(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     model, tokenizer, input_format = build_model(cfg, device)
     pad_id = tokenizer.pad_token_id
+    packing = cfg.packing and supports_packing(model)  # encoders attend both ways: rows cannot be shared
 
     preferences = tokenize_preferences(tokenizer, records, cfg.max_length, input_format)
     lengths = [max(len(r.input_ids) for r in p.responses) for p in preferences]
     plan = loop.BatchPlan(len(preferences), cfg.batch_size, cfg.seed, lengths=lengths if cfg.group_by_length else None)
-    batch_at = lambda i: make_batch([preferences[j] for j in plan.micro_batch(i)], pad_id, cfg.packing, cfg.max_length)  # noqa: E731
+    batch_at = lambda i: make_batch([preferences[j] for j in plan.micro_batch(i)], pad_id, packing, cfg.max_length)  # noqa: E731
 
     eval_pairs = []
     if cfg.eval_data:
@@ -188,6 +187,7 @@ def run(cfg: RewardConfig) -> Path:
         "rankings": len(preferences) - len(train_pairs),
         "skipped_rows": getattr(records, "skipped", 0),
         "input_format": input_format,
+        "packed": packing,
         "train_loss": result.last_metrics.get("loss"),
         "train_accuracy": train_accuracy,
         **final_eval,
