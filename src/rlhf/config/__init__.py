@@ -1,0 +1,13 @@
+"""One frozen dataclass per stage. Each field has a default and a one-line meaning (shown by
+`--help`); a YAML file given with `--config` sets fields, command-line flags win over it.
+Validation lives in `__post_init__`; a config never rewrites itself.
+"""
+
+from .base import TrainConfig, load_yaml, to_yaml
+from .offline import (DPO_BETA, DPO_GAMMA, DPO_LABEL_SMOOTHING, DPOConfig, EvalRMConfig, PretrainConfig,
+                      RewardConfig, SFTConfig)
+from .online import DemoConfig, EvalPolicyConfig, GenerateConfig, PPOConfig
+
+__all__ = ["TrainConfig", "load_yaml", "to_yaml", "DPO_BETA", "DPO_GAMMA", "DPO_LABEL_SMOOTHING", "DPOConfig",
+           "EvalRMConfig", "PretrainConfig", "RewardConfig", "SFTConfig", "DemoConfig", "EvalPolicyConfig",
+           "GenerateConfig", "PPOConfig"]

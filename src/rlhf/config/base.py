@@ -1,0 +1,81 @@
+"""The fields every training command shares, and YAML in and out."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fields shared by every training command."""
+
+    model: str | None = None  # model directory in Hugging Face format (local; the Hub is never contacted)
+    data: str | None = None  # training data file (JSONL[.gz], Parquet, `datasets` dir, .txt where it applies)
+    eval_data: str | None = None  # held-out data for evaluation during and after training
+    out: str = "runs/run"  # run directory: config.yaml, metrics.jsonl, summary.json, model/, checkpoints/
+    seed: int = 0  # seed for initialisation, data order and sampling
+    max_steps: int = -1  # optimiser steps to run; -1 = as many as `epochs` gives
+    epochs: float = 1.0  # passes over the training data (fractions allowed) when max_steps is -1
+    batch_size: int = 8  # examples per micro-batch
+    grad_accum: int = 1  # micro-batches per optimiser step
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.0  # AdamW weight decay on matrices (never on norms and biases)
+    warmup_steps: int = 0  # linear warm-up steps before the cosine decay
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    max_grad_norm: float = 1.0  # gradient clipping by global norm; 0 = off
+    max_length: int = 512  # tokens per training sequence (longer ones are truncated)
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 = autocast on CPUs/GPUs that support it (fp32 master weights)
+    resume: bool = False  # continue from the newest checkpoint in `out`
+    save_every: int = 200  # checkpoint every N optimiser steps (0 = only at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    log_every: int = 10  # log metrics every N optimiser steps
+    eval_every: int = 0  # evaluate every N optimiser steps (0 = only at the end)
+    lora_r: int = 0  # LoRA rank; 0 = full fine-tuning
+    lora_alpha: float = 16.0  # LoRA scaling numerator
+    lora_dropout: float = 0.0  # dropout on the LoRA branch
+    device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
+    trust_remote_code: bool = False  # allow model code shipped inside the model directory
+    skip_bad_rows: bool = False  # drop malformed data rows (counted in summary.json) instead of stopping
+    progress: bool = True  # show a progress bar
+
+    def __post_init__(self):
+        checks = {
+            "batch_size": self.batch_size >= 1,
+            "grad_accum": self.grad_accum >= 1,
+            "lr": self.lr > 0,
+            "max_length": self.max_length >= 8,
+            "epochs": self.epochs > 0,
+            "max_steps": self.max_steps == -1 or self.max_steps >= 1,
+            "lora_r": self.lora_r >= 0,
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
+            "warmup_steps": self.warmup_steps >= 0,
+            "save_every": self.save_every >= 0,
+            "log_every": self.log_every >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+
+
+
+def load_yaml(path: str | Path, cls) -> dict:
+    """Fields from a YAML file, checked against `cls`'s field names."""
+    with open(path, encoding="utf-8") as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config file must be a mapping of field: value")
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {unknown} for {cls.__name__}")
+    return values
+
+
+def to_yaml(cfg) -> str:
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)

@@ -1,0 +1,185 @@
+"""Configs of the stages that sample from a policy: ppo, generate, eval policy, demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .base import TrainConfig
+
+
+@dataclass(frozen=True)
+class PPOConfig(TrainConfig):
+    """`rlhf ppo`: online RL from a reward (a reward model or any `module:function` scorer):
+    PPO with a critic, or the critic-free RLOO, GRPO and REINFORCE, with a KL penalty to the
+    reference (the starting policy)."""
+
+    model: str | None = None  # the policy to train (e.g. runs/sft/model); also the reference unless --reference
+    data: str | None = None  # prompts: {"prompt"} rows (text or conversation) or a .txt with one per line
+    eval_data: str | None = None  # held-out prompts: at the end (and every eval_every steps), win rate against the reference judged by --gold (else the reward) and KL to the reference
+    out: str = "runs/ppo"  # run directory: config.yaml, metrics.jsonl, samples.jsonl, summary.json, model/, checkpoints/
+    algo: Literal["ppo", "rloo", "grpo", "reinforce"] = "ppo"  # ppo: critic + GAE; rloo: leave-one-out baseline; grpo: group mean/std; reinforce: batch-mean baseline
+    reward: str | None = None  # the reward: a reward-model directory (from `rlhf rm`) or module:function scoring (prompts, responses) -> floats
+    gold: str | None = None  # optional gold scorer (same forms as --reward), logged beside the reward to expose over-optimisation
+    reference: str | None = None  # reference model directory; default: the starting --model (with LoRA: the policy with its adapter disabled)
+    critic: str | None = None  # ppo: directory the critic starts from; default: the reward model when it reads the policy's tokens, else --model
+    max_steps: int = -1  # rollout steps to run (each: sample, score, update); -1 = as many as `epochs` gives
+    epochs: float = 1.0  # passes over the prompts when max_steps is -1
+    batch_size: int = 32  # prompts per rollout step (each sampled num_samples times)
+    num_samples: int = 0  # responses per prompt (k); 0 = the algorithm's default (ppo, reinforce: 1; rloo, grpo: 4)
+    minibatch_size: int = 32  # sequences per optimiser step in the update phase
+    grad_accum: int = 1  # micro-batches each minibatch is split into (less memory, same gradient)
+    update_epochs: int = 0  # passes over each rollout in the update phase; 0 = the algorithm's default (ppo: 4; rloo, grpo, reinforce: 1)
+    lr: float = 1e-5  # policy learning rate (AdamW)
+    critic_lr: float = 1e-4  # ppo: critic learning rate (AdamW)
+    min_lr_ratio: float = 1.0  # cosine decays to lr * min_lr_ratio over the run; 1 = constant learning rate
+    max_length: int = 256  # prompt + response tokens (prompts are cut from the left to leave room for max_new_tokens)
+    max_new_tokens: int = 48  # response tokens at most
+    temperature: float = 1.0  # sampling temperature (the policy trained is softmax(logits / temperature))
+    top_k: int = 0  # sample among the k most likely tokens; 0 = all
+    top_p: float = 1.0  # nucleus sampling threshold; 1 = all
+    kl_coef: float = 0.05  # beta: weight of the KL to the reference (initial value when adaptive)
+    kl_target: float | None = None  # adaptive KL (Ziegler et al. 2019): target KL per sequence in nats; unset = fixed kl_coef
+    kl_horizon: float = 10000.0  # adaptive KL: samples over which the coefficient adapts
+    kl_in: Literal["auto", "reward", "loss"] = "auto"  # where the KL goes: per-token reward penalty or a loss term; auto: loss for grpo, reward otherwise (ppo needs reward)
+    kl_estimator: Literal["auto", "k1", "k2", "k3"] = "auto"  # KL estimator penalised; auto: k1 in the reward, k3 as a loss term (all three are logged)
+    gamma: float = 1.0  # ppo: discount over response tokens
+    lam: float = 0.95  # ppo: GAE lambda
+    clip: float = 0.2  # policy ratio clip range (ppo, rloo, grpo)
+    value_clip: float = 0.2  # ppo: value clip range around the rollout's values
+    whiten_advantages: bool = True  # ppo: normalise advantages to zero mean, unit variance over each rollout
+    grpo_scale_by_std: bool = True  # grpo: divide by the group's reward std (off = Dr. GRPO)
+    normalize_reward: bool = True  # a reward model's score is (r - mean) / std with its stored training-set statistics
+    reward_clip: float = 5.0  # clip the (normalised) score to [-reward_clip, reward_clip]; 0 = off
+    missing_eos_penalty: float = 0.0  # subtracted from the score of responses that never reach EOS
+    samples_every: int = 10  # write sample responses to samples.jsonl every N steps (0 = off)
+    num_eval_prompts: int = 128  # held-out prompts (from eval_data) used for the win rate and KL
+    save_every: int = 20  # checkpoint every N rollout steps (0 = only at the end)
+    log_every: int = 1  # log metrics every N rollout steps
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks = {
+            "num_samples": self.num_samples >= 0,
+            "minibatch_size": self.minibatch_size >= 1,
+            "update_epochs": self.update_epochs >= 0,
+            "critic_lr": self.critic_lr > 0,
+            "max_new_tokens": 1 <= self.max_new_tokens < self.max_length,
+            "temperature": self.temperature > 0,
+            "top_k": self.top_k >= 0,
+            "top_p": 0 < self.top_p <= 1,
+            "kl_coef": self.kl_coef >= 0,
+            "kl_target": self.kl_target is None or self.kl_target > 0,
+            "kl_horizon": self.kl_horizon > 0,
+            "gamma": 0 <= self.gamma <= 1,
+            "lam": 0 <= self.lam <= 1,
+            "clip": 0 < self.clip < 1,
+            "value_clip": self.value_clip > 0,
+            "reward_clip": self.reward_clip >= 0,
+            "samples_every": self.samples_every >= 0,
+            "num_eval_prompts": self.num_eval_prompts >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+        if self.algo in ("rloo", "grpo") and self.num_samples == 1:
+            raise ValueError(f"--algo {self.algo} compares samples of the same prompt: num_samples must be >= 2")
+        if self.algo == "ppo" and self.kl_in == "loss":
+            raise ValueError("--algo ppo puts the KL in the per-token reward; kl_in=loss is for rloo, grpo, reinforce")
+        if self.algo != "ppo" and self.critic is not None:
+            raise ValueError(f"--critic is only used by --algo ppo, not {self.algo}")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """`rlhf generate`: sample candidate responses from a policy for labelling; with --label,
+    label them into comparisons {"prompt","chosen","rejected"} (e.g. by the demo's oracle)."""
+
+    model: str | None = None  # policy directory to sample from (e.g. runs/sft/model)
+    data: str | None = None  # prompts: {"prompt"} rows (text or conversation) or a .txt with one per line
+    out: str = "runs/candidates.jsonl"  # JSONL written: {"prompt","responses"} rows, or comparisons with --label
+    num_samples: int = 2  # responses per prompt (k); labelled as k // 2 disjoint pairs
+    max_prompts: int = 0  # use the first N prompts of --data; 0 = all
+    max_new_tokens: int = 48  # response tokens at most
+    max_length: int = 256  # prompt + response tokens (prompts are cut from the left)
+    temperature: float = 1.0  # sampling temperature; 0 = greedy
+    top_k: int = 0  # sample among the k most likely tokens; 0 = all
+    top_p: float = 1.0  # nucleus sampling threshold; 1 = all
+    label: str | None = None  # oracle (the demo's scripted sentiment annotator), or a scorer (reward-model dir or module:function): the higher score is chosen
+    oracle_temperature: float = 0.1  # --label oracle: Bradley-Terry noise of the annotator (0 = noiseless)
+    batch_size: int = 64  # sequences decoded together
+    seed: int = 0  # sampling (and oracle noise) seed
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 = autocast where supported
+    device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
+    trust_remote_code: bool = False  # allow model code shipped inside the model directory
+    skip_bad_rows: bool = False  # drop malformed prompt rows instead of stopping
+
+    def __post_init__(self):
+        checks = {
+            "num_samples": self.num_samples >= 1 and (self.label is None or self.num_samples >= 2),
+            "max_prompts": self.max_prompts >= 0,
+            "max_new_tokens": 1 <= self.max_new_tokens < self.max_length,
+            "temperature": self.temperature >= 0,
+            "top_k": self.top_k >= 0,
+            "top_p": 0 < self.top_p <= 1,
+            "oracle_temperature": self.oracle_temperature >= 0,
+            "batch_size": self.batch_size >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+
+
+@dataclass(frozen=True)
+class EvalPolicyConfig:
+    """`rlhf eval policy`: a policy against a reference on held-out prompts: win rate judged by a
+    scorer (ties count half, 95% interval), KL(policy || reference), mean scores and lengths."""
+
+    model: str | None = None  # the policy directory (e.g. runs/ppo/model)
+    reference: str | None = None  # the policy it is compared with and KL is measured to (e.g. runs/sft/model)
+    data: str | None = None  # prompts: {"prompt"} rows or a .txt with one per line
+    judge: str | None = None  # scorer deciding each head-to-head: reward-model dir or module:function (e.g. rlhf.labelers.oracle:gold_reward)
+    out: str | None = None  # JSON report (with samples); default: print only
+    max_prompts: int = 128  # the first N prompts of --data; 0 = all
+    max_new_tokens: int = 48  # response tokens at most
+    temperature: float = 1.0  # sampling temperature of both policies; 0 = greedy
+    top_k: int = 0  # sample among the k most likely tokens; 0 = all
+    top_p: float = 1.0  # nucleus sampling threshold; 1 = all
+    batch_size: int = 64  # sequences decoded together
+    seed: int = 0  # sampling seed (the same for both policies)
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 = autocast where supported
+    device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
+
+    def __post_init__(self):
+        checks = {
+            "max_prompts": self.max_prompts >= 0,
+            "max_new_tokens": self.max_new_tokens >= 1,
+            "temperature": self.temperature >= 0,
+            "top_k": self.top_k >= 0,
+            "top_p": 0 < self.top_p <= 1,
+            "batch_size": self.batch_size >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`rlhf demo`: the whole loop on the embedded default (SFT, oracle labels, reward model, PPO at
+    several KL strengths, RLOO, GRPO, DPO at several betas, evaluation, report.html), on a CPU."""
+
+    out: str = "runs/demo"  # demo directory: one stage run directory per step, summary.json, report.html
+    quick: bool = False  # a few steps of everything (about 3 minutes; what the tests run)
+    base: str | None = None  # base model directory to start from; default: the one shipped in the package
+    label_budget: int = 0  # oracle-labelled pairs for the reward model and DPO; 0 = the plan's (2000, quick: 96)
+    oracle_temperature: float = 0.1  # Bradley-Terry noise of the scripted annotator (0 = noiseless)
+    seed: int = 0  # seed of every step
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 = autocast where supported
+    device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
+    resume: bool = False  # keep the finished steps of an existing demo directory and continue the rest
+    progress: bool = True  # progress bars inside each step
+
+    def __post_init__(self):
+        if self.label_budget < 0 or self.oracle_temperature < 0:
+            raise ValueError("label_budget and oracle_temperature must be >= 0")

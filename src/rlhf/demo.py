@@ -1,0 +1,306 @@
+"""`rlhf demo`: the whole RLHF loop on the embedded default, on a CPU, with no network.
+
+    base (shipped, or --base DIR) -> SFT on story openings -> two samples per prompt from SFT
+    -> the scripted oracle labels them (VADER positivity, Bradley-Terry noise, like a person)
+    -> reward model -> PPO at several KL strengths, RLOO, GRPO, and DPO at several betas,
+       all from the same SFT policy and the same labels -> evaluation -> report.html
+
+Every step is an ordinary stage run (`rlhf sft`, `rlhf rm`, `rlhf ppo`, `rlhf dpo`) in its own
+subdirectory of --out, with its config.yaml, so a user can rerun or replace any one of them with
+the command line. Because the labeller is a known function, the demo measures what real RLHF can
+only estimate: the gold reward of every policy and the reward model's accuracy against it.
+
+`--resume` keeps the steps that finished (their summary.json exists) and continues the one that
+was interrupted from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import DemoConfig, DPOConfig, EvalRMConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
+from .demo_plan import FULL, QUICK, DemoPlan
+
+GOLD = "rlhf.labelers.oracle:gold_reward"
+
+
+@dataclass
+class Step:
+    name: str  # subdirectory (or data file group) of the demo directory
+    kind: str  # key of DemoPlan.seconds
+    title: str  # what the progress display says
+    action: object  # () -> None
+    dir: str = ""  # where its results are, relative to the demo directory (default: name)
+
+
+class Progress:
+    """Prints which step runs, the time spent and an estimate of the time left."""
+
+    def __init__(self, steps: list[Step], plan: DemoPlan):
+        self.steps, self.plan = steps, plan
+        self.start = time.perf_counter()
+        self.expected_done = 0.0
+
+    def begin(self, index: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        remaining = sum(self.plan.seconds[s.kind] for s in self.steps[index:])
+        # Scale the plan's guesses by how fast this machine has been so far.
+        speed = elapsed / self.expected_done if self.expected_done > 30 else 1.0
+        step = self.steps[index]
+        print(f"\n=== rlhf demo [{index + 1}/{len(self.steps)}] {step.title}  "
+              f"({_clock(elapsed)} elapsed, about {_clock(remaining * speed)} left)", flush=True)
+
+    def end(self, index: int) -> None:
+        self.expected_done += self.plan.seconds[self.steps[index].kind]
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class Demo:
+    """The steps of one demo run; each writes into `self.out / step.name`."""
+
+    def __init__(self, cfg: DemoConfig):
+        self.cfg = cfg
+        self.plan = QUICK if cfg.quick else FULL
+        if cfg.label_budget:
+            self.plan = dataclasses.replace(self.plan, label_budget=cfg.label_budget)
+        self.out = Path(cfg.out)
+        self.data = self.out / "data"
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------ common stage settings
+
+    def _common(self, name: str) -> dict:
+        cfg = self.cfg
+        return dict(out=str(self.out / name), seed=cfg.seed, precision=cfg.precision, device=cfg.device,
+                    resume=cfg.resume, progress=cfg.progress, save_every=0 if cfg.quick else 50)
+
+    def _model(self, name: str) -> str:
+        return str(self.out / name / "model")
+
+    # ------------------------------------------------------------ steps
+
+    def steps(self) -> list[Step]:
+        p = self.plan
+        steps = [
+            Step("data", "data", "task data: story openings, SFT demonstrations", self.make_data, "data"),
+            Step("sft", "sft", "supervised fine-tuning on story continuations", self.sft),
+            Step("labels", "label", f"sample two continuations per prompt, oracle labels {p.label_budget} pairs",
+                 self.label, "data"),
+            Step("rm", "rm", f"reward model on the {p.label_budget} labelled pairs", self.reward_model),
+        ]
+        for coef in p.ppo_kl_coefs:
+            steps.append(Step(f"ppo-kl{coef:g}", "ppo", f"PPO, KL coefficient {coef:g}",
+                              lambda coef=coef: self.ppo("ppo", f"ppo-kl{coef:g}", coef)))
+        for algo in ("rloo", "grpo"):
+            steps.append(Step(algo, algo, f"{algo.upper()}, {p.group_samples} samples per prompt",
+                              lambda algo=algo: self.ppo(algo, algo, p.group_kl_coef)))
+        for beta in p.dpo_betas:
+            steps.append(Step(f"dpo-beta{beta:g}", "dpo", f"DPO on the same labels, beta {beta:g}",
+                              lambda beta=beta: self.dpo(f"dpo-beta{beta:g}", beta)))
+        for run in self.policy_runs():
+            steps.append(Step(f"eval-{run}", "eval", f"evaluate {run} against SFT (noiseless oracle)",
+                              lambda run=run: self.evaluate(run), run))
+        steps.append(Step("report", "report", "summary.json and report.html", self.report, "."))
+        return steps
+
+    def policy_runs(self) -> list[str]:
+        p = self.plan
+        return ([f"ppo-kl{c:g}" for c in p.ppo_kl_coefs] + ["rloo", "grpo"] + [f"dpo-beta{b:g}" for b in p.dpo_betas])
+
+    def make_data(self) -> None:
+        from .data.tasks import story_demonstrations, story_prompts
+
+        p, seed = self.plan, self.cfg.seed
+        demos = story_demonstrations(p.demonstrations, seed)
+        _write_jsonl(self.data / "demonstrations.jsonl", [{"prompt": d.prompt, "completion": d.completion} for d in demos])
+        _write_jsonl(self.data / "prompts-train.jsonl",
+                     [{"prompt": x.prompt} for x in story_prompts("train", p.train_prompts, seed)])
+        # Held-out openings: the first eval_prompts judge the policies, the rest give the
+        # reward model's held-out pairs. No stage trains on any of them.
+        heldout = story_prompts("test", p.eval_prompts + p.heldout_pairs, seed)
+        _write_jsonl(self.data / "prompts-eval.jsonl", [{"prompt": x.prompt} for x in heldout[: p.eval_prompts]])
+        _write_jsonl(self.data / "prompts-rm-heldout.jsonl", [{"prompt": x.prompt} for x in heldout[p.eval_prompts:]])
+
+    def sft(self) -> None:
+        from .train import sft
+
+        sft.run(SFTConfig(model=self.cfg.base or str(_shipped_base()), data=str(self.data / "demonstrations.jsonl"),
+                          epochs=self.plan.sft_epochs, batch_size=16, lr=3e-4, max_length=96, **self._common("sft")))
+
+    def label(self) -> None:
+        """Candidate pairs from the SFT policy, labelled by the noisy oracle (training) and the
+        noiseless one (held-out pairs for the reward model's accuracy against gold)."""
+        from .labelers.oracle import gold_reward
+        from .train import generate
+
+        p, cfg = self.plan, self.cfg
+        per_prompt = 2 * -(-p.label_budget // p.train_prompts)  # enough pairs per prompt to fill the budget
+        common = dict(model=self._model("sft"), max_new_tokens=p.max_new_tokens, max_length=128, label="oracle",
+                      precision=cfg.precision, device=cfg.device)
+        generate.run(GenerateConfig(data=str(self.data / "prompts-train.jsonl"), out=str(self.data / "pairs-all.jsonl"),
+                                    num_samples=per_prompt, oracle_temperature=cfg.oracle_temperature, seed=cfg.seed,
+                                    **common))
+        rows = [json.loads(line) for line in (self.data / "pairs-all.jsonl").read_text(encoding="utf-8").splitlines()]
+        random.Random(cfg.seed).shuffle(rows)
+        _write_jsonl(self.data / "pairs-train.jsonl", rows[: p.label_budget])
+
+        generate.run(GenerateConfig(data=str(self.data / "prompts-rm-heldout.jsonl"),
+                                    out=str(self.data / "pairs-heldout-all.jsonl"), num_samples=2,
+                                    oracle_temperature=0.0, seed=cfg.seed + 1, **common))
+        rows = [json.loads(line) for line in (self.data / "pairs-heldout-all.jsonl").read_text(encoding="utf-8").splitlines()]
+        chosen = gold_reward([r["prompt"] for r in rows], [r["chosen"] for r in rows])
+        rejected = gold_reward([r["prompt"] for r in rows], [r["rejected"] for r in rows])
+        # Pairs the oracle scores equal have no right answer: the accuracy is over the others.
+        _write_jsonl(self.data / "pairs-heldout.jsonl", [r for r, c, j in zip(rows, chosen, rejected) if c != j])
+
+    def reward_model(self) -> None:
+        from .eval import reward as eval_reward
+        from .train import reward
+
+        p = self.plan
+        reward.run(RewardConfig(model=self._model("sft"), data=str(self.data / "pairs-train.jsonl"),
+                                epochs=p.rm_epochs, lr=p.rm_lr, batch_size=16, max_length=96, warmup_steps=10,
+                                **self._common("rm")))
+        eval_reward.run(EvalRMConfig(model=self._model("rm"), data=str(self.data / "pairs-heldout.jsonl"),
+                                     out=str(self.out / "rm" / "eval_gold.json"), precision=self.cfg.precision,
+                                     device=self.cfg.device))
+
+    def ppo(self, algo: str, name: str, kl_coef: float) -> None:
+        from .train import ppo
+
+        p = self.plan
+        sizes = (dict(max_steps=p.ppo_steps, batch_size=p.ppo_batch, lr=p.ppo_lr, minibatch_size=p.ppo_batch)
+                 if algo == "ppo" else
+                 dict(max_steps=p.group_steps, batch_size=p.group_batch, num_samples=p.group_samples, lr=p.group_lr,
+                      minibatch_size=p.group_batch * p.group_samples))
+        ppo.run(PPOConfig(model=self._model("sft"), data=str(self.data / "prompts-train.jsonl"), algo=algo,
+                          reward=self._model("rm"), gold=GOLD, kl_coef=kl_coef, max_new_tokens=p.max_new_tokens,
+                          max_length=128, samples_every=5, **sizes, **self._common(name)))
+
+    def dpo(self, name: str, beta: float) -> None:
+        from .train import dpo
+
+        p = self.plan
+        dpo.run(DPOConfig(model=self._model("sft"), data=str(self.data / "pairs-train.jsonl"), loss="dpo", beta=beta,
+                          epochs=p.dpo_epochs, lr=p.dpo_lr, batch_size=8, max_length=128, kl_prompts=0,
+                          **self._common(name)))
+
+    def evaluate(self, run: str) -> None:
+        """`run`'s policy against SFT on the held-out prompts, judged by the noiseless oracle."""
+        from .config import EvalPolicyConfig
+        from .eval import policy
+
+        p, cfg = self.plan, self.cfg
+        with contextlib.redirect_stdout(io.StringIO()):  # the stage prints its whole report; one line here
+            policy.run(EvalPolicyConfig(model=self._model(run), reference=self._model("sft"),
+                                        data=str(self.data / "prompts-eval.jsonl"), judge=GOLD,
+                                        out=str(self.out / run / "eval.json"), max_prompts=p.eval_prompts,
+                                        max_new_tokens=p.max_new_tokens, seed=cfg.seed + 7, precision=cfg.precision,
+                                        device=cfg.device))
+        result = _read_json(self.out / run / "eval.json")
+        print(f"{run}: win rate vs SFT {result['win_rate']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}], "
+              f"gold reward {result['policy_score']:.3f} (SFT {result['reference_score']:.3f}), "
+              f"KL to SFT {result['kl_to_reference']:.2f}")
+
+    def report(self) -> None:
+        from .eval.report import write_report
+
+        summary = self.summary()
+        tmp = self.out / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(self.out / "summary.json")
+        write_report(self.out)
+
+    # ------------------------------------------------------------ results
+
+    def _policy_entry(self, run: str) -> dict:
+        evaluation = _read_json(self.out / run / "eval.json")
+        return {"gold_reward": evaluation["policy_score"], "win_rate_vs_sft": evaluation["win_rate"],
+                "ci_low": evaluation["ci_low"], "ci_high": evaluation["ci_high"],
+                "kl_to_ref": evaluation["kl_to_reference"], "response_length": evaluation["policy_length"],
+                "wall_s": _read_json(self.out / run / "summary.json")["wall_s"], "dir": run}
+
+    def summary(self) -> dict:
+        p = self.plan
+        rm_eval = _read_json(self.out / "rm" / "eval_gold.json")
+        rm_run = _read_json(self.out / "rm" / "summary.json")
+        sft_eval = _read_json(self.out / self.policy_runs()[0] / "eval.json")
+        summary = {
+            "quick": self.cfg.quick, "label_budget": p.label_budget, "oracle_temperature": self.cfg.oracle_temperature,
+            "eval_prompts": p.eval_prompts,
+            "rm": {"accuracy_vs_gold": rm_eval["accuracy"], "n_vs_gold": rm_eval["n"],
+                   "accuracy_vs_labels": rm_run.get("train_accuracy"), "wall_s": rm_run["wall_s"], "dir": "rm",
+                   "eval_gold": "rm/eval_gold.json"},
+            "sft": {"gold_reward": sft_eval["reference_score"], "win_rate_vs_sft": 0.5, "kl_to_ref": 0.0,
+                    "response_length": sft_eval["reference_length"],
+                    "wall_s": _read_json(self.out / "sft" / "summary.json")["wall_s"], "dir": "sft"},
+            "ppo": {**self._policy_entry(f"ppo-kl{p.ppo_kl_headline:g}"), "kl_strength": p.ppo_kl_headline},
+            "rloo": {**self._policy_entry("rloo"), "kl_strength": p.group_kl_coef},
+            "grpo": {**self._policy_entry("grpo"), "kl_strength": p.group_kl_coef},
+            "dpo": {**self._policy_entry(f"dpo-beta{p.dpo_beta_headline:g}"), "kl_strength": p.dpo_beta_headline},
+            "frontier": [{"method": "ppo", "kl_strength": c, **self._policy_entry(f"ppo-kl{c:g}")} for c in p.ppo_kl_coefs]
+                        + [{"method": "dpo", "kl_strength": b, **self._policy_entry(f"dpo-beta{b:g}")} for b in p.dpo_betas],
+            "steps": [{"name": s.name, "dir": s.dir or s.name, "wall_s": self.timings[s.name]}
+                      for s in self.steps() if s.name in self.timings],
+        }
+        summary["wall_s"] = sum(self.timings.values())
+        return summary
+
+
+def _shipped_base() -> Path:
+    from .resources import BASE_MODEL
+
+    return BASE_MODEL
+
+
+def run(cfg: DemoConfig) -> Path:
+    demo = Demo(cfg)
+    out = demo.out
+    if out.exists() and any(out.iterdir()) and not cfg.resume:
+        raise FileExistsError(f"{out} is not empty: pass --resume to continue that demo, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    timings_path = out / "timings.json"
+    if cfg.resume and timings_path.exists():
+        demo.timings = _read_json(timings_path)
+    steps = demo.steps()
+    progress = Progress(steps, demo.plan)
+    for index, step in enumerate(steps):
+        if step.name in demo.timings and step.name != "report":
+            progress.end(index)
+            continue
+        progress.begin(index)
+        started = time.perf_counter()
+        step.action()
+        demo.timings[step.name] = time.perf_counter() - started
+        timings_path.write_text(json.dumps(demo.timings, indent=2) + "\n", encoding="utf-8")
+        progress.end(index)
+    summary = _read_json(out / "summary.json")
+    print(f"\nrlhf demo: finished in {_clock(summary['wall_s'])}")
+    print(f"  reward model accuracy against the noiseless oracle: {summary['rm']['accuracy_vs_gold']:.3f}")
+    print(f"  {'policy':<6} {'gold reward':>11} {'win vs SFT':>10} {'KL to SFT':>9}")
+    for name in ("sft", "ppo", "rloo", "grpo", "dpo"):
+        row = summary[name]
+        print(f"  {name:<6} {row['gold_reward']:>11.3f} {row['win_rate_vs_sft']:>10.3f} {row['kl_to_ref']:>9.2f}")
+    print(f"  report: {out / 'report.html'}")
+    return out / "report.html"

@@ -1,0 +1,61 @@
+"""The sizes of `rlhf demo`: how much of each stage the full demo and `--quick` run.
+
+Kept apart from the orchestration in `rlhf.demo` so the numbers that trade quality for time sit
+together in one readable table. `seconds` are rough expectations on 2 CPU cores, used only to
+estimate the time left in the progress display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    demonstrations: int  # SFT examples (openings of training stories with their own continuations)
+    sft_epochs: float
+    train_prompts: int  # distinct training openings sampled for labelling and RL
+    label_budget: int  # oracle-labelled pairs: the reward model and DPO both train on exactly these
+    heldout_pairs: int  # noiselessly labelled pairs on held-out prompts: reward-model accuracy vs gold
+    eval_prompts: int  # held-out prompts for win rate and KL against SFT
+    rm_epochs: float
+    rm_lr: float
+    ppo_kl_coefs: tuple[float, ...]  # one PPO run per KL coefficient: the reward-vs-KL frontier
+    ppo_kl_headline: float  # the run reported as "ppo" in summary.json
+    ppo_steps: int
+    ppo_batch: int  # prompts per rollout step
+    ppo_lr: float
+    group_steps: int  # RLOO and GRPO rollout steps
+    group_batch: int  # prompts per step (each sampled `group_samples` times)
+    group_samples: int
+    group_lr: float
+    group_kl_coef: float
+    dpo_betas: tuple[float, ...]  # one DPO run per beta: the frontier
+    dpo_beta_headline: float
+    dpo_epochs: float
+    dpo_lr: float
+    max_new_tokens: int
+    seconds: dict  # expected wall time per step kind (progress estimate only)
+
+
+FULL = DemoPlan(
+    demonstrations=1729, sft_epochs=1.0, train_prompts=847, label_budget=2000, heldout_pairs=256,
+    eval_prompts=128, rm_epochs=1.0, rm_lr=1e-4,
+    ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=20, ppo_batch=32, ppo_lr=5e-5,
+    group_steps=20, group_batch=16, group_samples=4, group_lr=5e-5, group_kl_coef=0.05,
+    dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=5e-5,
+    max_new_tokens=48,
+    seconds={"data": 5, "sft": 25, "label": 60, "rm": 90, "ppo": 90, "rloo": 80, "grpo": 80, "dpo": 110,
+             "eval": 8, "report": 10},
+)
+
+QUICK = DemoPlan(
+    demonstrations=128, sft_epochs=1.0, train_prompts=48, label_budget=96, heldout_pairs=32,
+    eval_prompts=16, rm_epochs=1.0, rm_lr=1e-4,
+    ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=2, ppo_batch=8, ppo_lr=5e-5,
+    group_steps=2, group_batch=4, group_samples=2, group_lr=5e-5, group_kl_coef=0.05,
+    dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=5e-5,
+    max_new_tokens=16,
+    seconds={"data": 3, "sft": 4, "label": 4, "rm": 4, "ppo": 5, "rloo": 4, "grpo": 4, "dpo": 4,
+             "eval": 2, "report": 6},
+)

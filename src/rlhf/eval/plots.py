@@ -1,0 +1,284 @@
+"""The figures of the demo report (`rlhf.eval.report`), drawn with matplotlib's Agg backend.
+
+Each function takes plain data (metric rows, summary dicts, the reward-model report) and a PNG
+path, draws one figure and closes it. Nothing here reads a run directory or knows about HTML.
+A run's metric rows are the dicts of its `metrics.jsonl`; runs are passed as {label: rows} and
+drawn in the order given, each in the colour `run_color(label)` gives it in every figure.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display, no GUI toolkit: the report is written on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+DPI = 110
+Rows = Sequence[Mapping]
+METHOD_COLORS = {"sft": "#7f7f7f", "ppo": "#1f77b4", "rloo": "#2ca02c", "grpo": "#9467bd", "dpo": "#d62728"}
+# Runs of one method at several KL strengths: shades of the method's colour, lightest = weakest.
+_SHADES = {"ppo": ["#9ecae1", "#4292c6", "#08519c", "#08306b"], "dpo": ["#fc9272", "#ef3b2c", "#a50f15", "#67000d"]}
+_SCHEDULES = {"lr", "kl_coef"}  # set, not measured: drawn as logged, never smoothed
+_MARKERS = {"sft": "*", "ppo": "o", "rloo": "^", "grpo": "D", "dpo": "s"}
+
+# The training-curve figures: {kind of run: (figure title, caption, [(metric key, panel title), ...])}.
+STAGE_CURVES = {
+    "sft": ("Supervised fine-tuning", "Next-token loss on the demonstrations and the learning-rate schedule.",
+            [("loss", "loss (next-token cross-entropy)"), ("lr", "learning rate")]),
+    "rm": ("Reward model", "Bradley–Terry loss, accuracy and margin on training batches of noisy labelled pairs.",
+           [("loss", "loss (Bradley–Terry)"), ("accuracy", "batch accuracy vs labels"),
+            ("margin", "margin r_chosen − r_rejected"), ("lr", "learning rate")]),
+    "policy": ("PPO, RLOO and GRPO",
+               "Proxy and gold reward, KL to the reference measured on each batch of rollouts, policy entropy, "
+               "response length and the share of responses that ended before the token limit.",
+               [("reward", "proxy reward (reward model)"), ("gold", "gold reward (oracle)"),
+                ("kl", "KL to reference (rollouts)"), ("entropy", "entropy (nats/token)"),
+                ("response_length", "response length (tokens)"), ("eos_rate", "share ending with EOS")]),
+    "policy-diagnostics": ("PPO, RLOO and GRPO: optimisation diagnostics",
+                           "Health of the updates: clip fraction and approximate KL between the rollout policy and "
+                           "the updated one; the critic's loss and explained variance (PPO only); the KL coefficient.",
+                           [("loss", "loss"), ("clipfrac", "clip fraction"), ("approx_kl", "approx KL old→new"),
+                            ("value_loss", "value loss (PPO)"), ("explained_variance", "explained variance (PPO)"),
+                            ("kl_coef", "KL coefficient")]),
+    "dpo": ("DPO at several betas",
+            "DPO loss and its implicit rewards β·log(π/π_ref) of chosen and rejected responses on training "
+            "batches; log p(chosen) falling with both rewards is DPO's known drift.",
+            [("loss", "loss"), ("reward_accuracy", "implicit reward accuracy"), ("reward_margin", "implicit margin"),
+             ("reward_chosen", "implicit reward, chosen"), ("reward_rejected", "implicit reward, rejected"),
+             ("logp_chosen", "log p(chosen)")]),
+    "other": ("Other steps", "Loss of steps of no known kind.", [("loss", "loss")]),
+}
+
+
+def method_of(label: str) -> str:
+    """'ppo-kl0.05' -> 'ppo', 'runs/dpo-beta0.1' -> 'dpo', 'rloo' -> 'rloo': the run directory's name up to a dash."""
+    return label.rstrip("/").rsplit("/", 1)[-1].split("-")[0].lower()
+
+
+def run_color(label: str, index_in_method: int = 0) -> str:
+    method = method_of(label)
+    shades = _SHADES.get(method)
+    if shades:
+        return shades[min(index_in_method, len(shades) - 1)]
+    return METHOD_COLORS.get(method, "#333333")
+
+
+def _colors(labels: Sequence[str]) -> dict[str, str]:
+    """A colour per run; runs of the same method get successive shades."""
+    seen: dict[str, int] = {}
+    colors = {}
+    for label in labels:
+        method = method_of(label)
+        colors[label] = run_color(label, seen.get(method, 0))
+        seen[method] = seen.get(method, 0) + 1
+    return colors
+
+
+def smooth(values: Sequence[float], weight: float) -> list[float]:
+    """Exponential moving average, debiased so the first points are not pulled toward 0 (as TensorBoard)."""
+    out, average, norm = [], 0.0, 0.0
+    for v in values:
+        average = weight * average + (1 - weight) * v
+        norm = weight * norm + (1 - weight)
+        out.append(average / norm)
+    return out
+
+
+def _series(rows: Rows, key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of one metric, skipping rows without it or with a non-finite value."""
+    points = [(r["step"], r[key]) for r in rows
+              if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and "step" in r]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def training_curves(runs: Mapping[str, Rows], panels: Sequence[tuple[str, str]], title: str, path: Path) -> Path:
+    """A grid of panels (metric key, panel title), one line per run against the training step.
+
+    Runs with more than 12 logged steps are drawn faintly as logged with a smoothed line on top
+    (not schedules such as the learning rate, which are drawn as logged).
+    Panels whose metric no run logged are left out.
+    """
+    panels = [(key, name) for key, name in panels if any(_series(rows, key)[0] for rows in runs.values())]
+    if not panels:
+        panels = [("loss", "loss")]
+    columns = 1 if len(panels) == 1 else 2 if len(panels) in (2, 4) else 3
+    grid_rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(3.6 * columns + 0.6, 2.7 * grid_rows + 1.0), squeeze=False)
+    colors = _colors(list(runs))
+    for ax, (key, name) in zip(axes.flat, panels):
+        for label, rows in runs.items():
+            steps, values = _series(rows, key)
+            if not steps:
+                continue
+            if len(steps) > 12 and key not in _SCHEDULES:
+                ax.plot(steps, values, color=colors[label], alpha=0.25, linewidth=1)
+                ax.plot(steps, smooth(values, 0.6), color=colors[label], linewidth=1.8, label=label)
+            else:
+                ax.plot(steps, values, color=colors[label], linewidth=1.8, marker=".", label=label)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.suptitle(title, fontsize=12)
+    if len(runs) > 1:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9, frameon=False)
+        fig.tight_layout(rect=(0, 0.07 if grid_rows > 1 else 0.11, 1, 1))
+    else:
+        fig.tight_layout()
+    return _save(fig, path)
+
+
+def frontier(points: Sequence[Mapping], path: Path, headline: Mapping[str, str] | None = None) -> Path:
+    """Gold reward against KL to the reference: one line per method swept over KL strengths.
+
+    points: dicts {method, kl_to_ref, gold_reward, label (optional), dir (optional)}; methods with
+    several points (ppo, dpo) are joined in order of KL, single points (sft, rloo, grpo) stand alone.
+    headline: {method: dir} of the runs the headline table reports; those points get a black ring.
+    """
+    headline = headline or {}
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    by_method: dict[str, list[Mapping]] = {}
+    for p in points:
+        if _finite(p.get("kl_to_ref")) and _finite(p.get("gold_reward")):
+            by_method.setdefault(p["method"], []).append(p)
+    for method, group in by_method.items():
+        group = sorted(group, key=lambda p: p["kl_to_ref"])
+        xs, ys = [p["kl_to_ref"] for p in group], [p["gold_reward"] for p in group]
+        color, marker = METHOD_COLORS.get(method, "#333333"), _MARKERS.get(method, "o")
+        size = 14 if marker == "*" else 8
+        ax.plot(xs, ys, color=color, marker=marker, markersize=size, linewidth=1.6 if len(group) > 1 else 0,
+                label=method.upper() if method != "sft" else "SFT (reference)")
+        for p in group:
+            if p.get("dir") is not None and headline.get(method) == p.get("dir") and len(group) > 1:
+                ax.plot(p["kl_to_ref"], p["gold_reward"], marker="o", markersize=15, markerfacecolor="none",
+                        markeredgecolor="black", linewidth=0)
+            if p.get("label"):
+                ax.annotate(p["label"], (p["kl_to_ref"], p["gold_reward"]), textcoords="offset points",
+                            xytext=(6, -11), fontsize=8, color=color)
+    ax.set_xlabel("KL(policy ‖ SFT reference), nats per response")
+    ax.set_ylabel("gold reward (oracle, mean over eval prompts)")
+    ax.set_title("Reward–KL frontier: higher and further left is better")
+    ax.grid(alpha=0.3)
+    if by_method:
+        ax.legend(loc="lower right", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def proxy_vs_gold(runs: Mapping[str, Rows], headline: str | None, path: Path) -> Path:
+    """Over-optimisation along PPO training, in two panels.
+
+    Left: proxy (reward-model score) and gold (oracle) reward of the `headline` run against the
+    step, on their own y axes. Right: gold against proxy for every PPO run, one path per KL
+    coefficient from its first logged step (hollow marker) to its last; where the path turns flat
+    or down the policy is still raising the reward model's score without raising the oracle's.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
+    colors = _colors(list(runs))
+    headline = headline if headline in runs else next(iter(runs), None)
+    if headline is not None:
+        steps, proxy = _series(runs[headline], "reward")
+        gold_steps, gold = _series(runs[headline], "gold")
+        weight = 0.6 if len(steps) > 12 else 0.0
+        left.plot(steps, smooth(proxy, weight), color="#1f77b4", linewidth=1.8, label="proxy (reward model)")
+        left.set_ylabel("proxy reward (reward-model score)", color="#1f77b4")
+        left.tick_params(axis="y", colors="#1f77b4")
+        twin = left.twinx()
+        twin.plot(gold_steps, smooth(gold, weight), color="#ff7f0e", linewidth=1.8, label="gold (oracle)")
+        twin.set_ylabel("gold reward (oracle)", color="#ff7f0e")
+        twin.tick_params(axis="y", colors="#ff7f0e")
+        left.set_title(f"{headline}: proxy and gold along training", fontsize=10)
+        left.set_xlabel("step")
+        left.grid(alpha=0.3)
+        lines = left.get_lines() + twin.get_lines()
+        left.legend(lines, [line.get_label() for line in lines], loc="lower right", fontsize=8)
+    for label, rows in runs.items():
+        pairs = [(r["reward"], r["gold"]) for r in rows if _finite(r.get("reward")) and _finite(r.get("gold"))]
+        if not pairs:
+            continue
+        weight = 0.6 if len(pairs) > 12 else 0.0
+        xs, ys = smooth([p[0] for p in pairs], weight), smooth([p[1] for p in pairs], weight)
+        right.plot(xs, ys, color=colors[label], linewidth=1.6, label=label)
+        right.plot(xs[0], ys[0], marker="o", markerfacecolor="white", markeredgecolor=colors[label], markersize=7)
+        right.plot(xs[-1], ys[-1], marker="o", color=colors[label], markersize=7)
+    right.set_xlabel("proxy reward (reward-model score)")
+    right.set_ylabel("gold reward (oracle)")
+    right.set_title("Gold against proxy, hollow = start, filled = end", fontsize=10)
+    right.grid(alpha=0.3)
+    if runs:
+        right.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Proxy vs gold reward during PPO (smoothed)", fontsize=12)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def reward_model_calibration(report: Mapping, path: Path) -> Path:
+    """Reliability diagram and accuracy by prompt length of the reward model against the oracle.
+
+    report: the dict of `rlhf.eval.reward` (keys accuracy, n, ece, calibration rows {lo, hi, n,
+    confidence, accuracy}, by_prompt_length rows {lo, hi, n, accuracy}).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.1, 1]})
+    rows = [r for r in report.get("calibration", []) if r.get("n") and _finite(r.get("confidence"))]
+    left.plot([0.5, 1], [0.5, 1], linestyle="--", color="#7f7f7f", linewidth=1, label="perfect calibration")
+    if rows:
+        total = sum(r["n"] for r in rows)
+        left.bar([(r["lo"] + r["hi"]) / 2 for r in rows], [r["accuracy"] for r in rows],
+                 width=[(r["hi"] - r["lo"]) * 0.9 for r in rows], color="#1f77b4", alpha=0.25,
+                 label="observed accuracy per bin")
+        left.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", color="#1f77b4",
+                  linewidth=1.6, label="mean confidence vs accuracy")
+        for r in rows:
+            left.annotate(f"{100 * r['n'] / total:.0f}%", (r["confidence"], r["accuracy"]),
+                          textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7, color="#333333")
+    left.set_xlim(0.48, 1.02)
+    left.set_ylim(0, 1.1)
+    left.set_xlabel("confidence in its choice, sigmoid(|r_a − r_b|)")
+    left.set_ylabel("share of pairs where the oracle agrees")
+    subtitle = "Reliability diagram (labels: share of pairs in bin)"
+    left.set_title(subtitle, fontsize=10)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8, loc="lower right")
+    lengths = report.get("by_prompt_length", [])
+    if lengths:
+        names = [f"{r['lo']}–{r['hi']}" for r in lengths]
+        right.bar(names, [r["accuracy"] for r in lengths], color="#2ca02c", alpha=0.8)
+        for i, r in enumerate(lengths):
+            right.annotate(f"n={r['n']}", (i, 0), textcoords="offset points", xytext=(0, 5), ha="center",
+                           fontsize=8, color="white")
+    if _finite(report.get("accuracy")):
+        right.axhline(report["accuracy"], color="#333333", linestyle="--", linewidth=1, label="overall accuracy")
+        right.legend(fontsize=8, loc="upper right")
+    right.axhline(0.5, color="#7f7f7f", linestyle=":", linewidth=1)
+    right.set_ylim(0, 1.15)
+    right.set_xlabel("prompt length (tokens)")
+    right.set_ylabel("accuracy against the oracle")
+    right.set_title("Accuracy by prompt length", fontsize=10)
+    right.grid(alpha=0.3, axis="y")
+    head = "Reward model against the noiseless oracle"
+    if _finite(report.get("accuracy")):
+        head += f": accuracy {report['accuracy']:.3f}"
+    if _finite(report.get("ece")):
+        head += f", ECE {report['ece']:.3f}"
+    fig.suptitle(head, fontsize=12)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,391 @@
+"""The demo's HTML report: one self-contained page that shows what each RLHF method bought and at what cost.
+
+`write_report(demo_dir)` reads what `rlhf demo` left in `demo_dir` (summary.json and one run
+directory per step) and writes `demo_dir/report.html` with its PNG figures in `demo_dir/figures/`.
+The page has no JavaScript and loads nothing from the network (inline CSS, images by relative
+link), so it can be opened from disk or mailed as a folder. From top to bottom it shows:
+
+- the headline table: for SFT, PPO, RLOO, GRPO and DPO the gold (oracle) reward, the win rate
+  against SFT with its 95% interval, the KL to the SFT reference and the wall time; and the
+  reward model's accuracy against the gold oracle. This is the answer to "did RLHF work?";
+- the reward-KL frontier: PPO and DPO each swept over KL strengths, RLOO and GRPO as points,
+  gold reward against KL to the reference. The KL is what a method spent, the gold what it bought;
+- proxy against gold along PPO training: the reward model's score can keep rising while the
+  oracle's stops, which is over-optimisation (Goodhart), visible here because the oracle is known;
+- the reward model: accuracy against noisy labels and against the oracle, and a reliability
+  diagram (is its confidence sigmoid(|r_a - r_b|) the rate at which it is right?);
+- training curves of every stage, before/after samples for the same prompts with gold scores,
+  and the resolved config.yaml of every step.
+
+Every number taken from summary.json sits in an element with `data-key="<dotted path>"` (list
+items by index, e.g. `steps.0.wall_s`) and reads `format_number(value)`, so a test can check the
+page against the file. Values the file lacks show as "–" without a data-key. All text, model
+outputs included, goes through html.escape.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import plots
+
+METHODS = ("sft", "ppo", "rloo", "grpo", "dpo")
+MISSING = "–"
+
+
+def format_number(value) -> str:
+    """The text a value from summary.json has on the page; the rule the page's tests rely on.
+
+    None -> "–"; bool -> "yes" / "no"; int -> its digits ("3000"); str -> itself; float -> NaN
+    "nan", infinities "inf" / "-inf", otherwise fixed point with 3 decimals when |value| < 10, 2
+    when < 100, 1 when < 1000 and none from 1000 up (0.961, 11.41, 950.1, 1234), a negative zero
+    written without its sign. Other types -> str(value).
+    """
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        magnitude = abs(value)
+        decimals = 3 if magnitude < 10 else 2 if magnitude < 100 else 1 if magnitude < 1000 else 0
+        text = f"{value:.{decimals}f}"
+        return text[1:] if text.startswith("-") and not text.strip("-0.") else text
+    return str(value)
+
+
+def lookup(summary: dict, dotted: str):
+    """The value at a dotted path ("ppo.ci_low", "steps.0.wall_s"); KeyError when it is not there."""
+    value = summary
+    for part in dotted.split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            raise KeyError(dotted)
+    return value
+
+
+@dataclass
+class Run:
+    """One step's run directory, as far as the report needs it."""
+    name: str                 # its `dir` in summary.json, relative to the demo directory
+    path: Path
+    rows: list[dict]          # metrics.jsonl
+    config_text: str | None   # config.yaml as written
+    eval: dict | None         # eval.json (policies)
+    kind: str                 # sft, rm, policy, dpo or other
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _read_rows(path: Path) -> list[dict]:
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _kind(path: Path, rows: list[dict]) -> str:
+    """sft, rm, policy (ppo, rloo, grpo), dpo or other: from the run's summary.json, else its metric keys."""
+    stage = (_read_json(path / "summary.json") or {}).get("stage")
+    known = {"sft": "sft", "rm": "rm", "reward": "rm", "ppo": "policy", "dpo": "dpo"}
+    if stage in known:
+        return known[stage]
+    keys = set().union(*rows) if rows else set()
+    return ("policy" if "gold" in keys else "dpo" if "reward_chosen" in keys
+            else "rm" if {"accuracy", "margin"} <= keys else "sft" if path.name.startswith("sft") else "other")
+
+
+def load_runs(demo_dir: Path, summary: dict) -> dict[str, Run]:
+    """Every run directory summary.json names, keyed by its `dir`, in the order of `steps`.
+
+    A named directory that does not exist is an error; missing files inside one are not.
+    """
+    named = [(step["dir"], f"steps.{i}.dir") for i, step in enumerate(summary.get("steps", [])) if step.get("dir")]
+    named += [(summary[key]["dir"], f"{key}.dir") for key in ("rm", *METHODS)
+              if isinstance(summary.get(key), dict) and summary[key].get("dir")]
+    named += [(p["dir"], f"frontier.{i}.dir") for i, p in enumerate(summary.get("frontier", [])) if p.get("dir")]
+    runs: dict[str, Run] = {}
+    for rel, where in named:
+        path = demo_dir / rel
+        if not path.is_dir():
+            raise FileNotFoundError(f"summary.json names run directory {rel!r} (at {where}) but {path} does not exist")
+        if rel not in runs:
+            rows = _read_rows(path / "metrics.jsonl")
+            config = path / "config.yaml"
+            runs[rel] = Run(rel, path, rows, config.read_text(encoding="utf-8") if config.is_file() else None,
+                            _read_json(path / "eval.json"), _kind(path, rows))
+    return runs
+
+
+def draw_figures(demo_dir: Path, summary: dict, runs: dict[str, Run], eval_gold: dict | None) -> dict[str, str]:
+    """Write every figure under demo_dir/figures; returns {figure name: path relative to demo_dir}."""
+    figures_dir = demo_dir / "figures"
+    figures: dict[str, str] = {}
+
+    def keep(name: str, path: Path) -> None:
+        figures[name] = path.relative_to(demo_dir).as_posix()
+
+    headline = {m: summary[m]["dir"] for m in METHODS if isinstance(summary.get(m), dict) and "dir" in summary[m]}
+    points = [{**p, "label": f"β={p['kl_strength']:g}" if isinstance(p.get("kl_strength"), (int, float)) else None}
+              for p in summary.get("frontier", [])]
+    points += [{**summary[m], "method": m} for m in ("sft", "rloo", "grpo") if isinstance(summary.get(m), dict)]
+    keep("frontier", plots.frontier(points, figures_dir / "frontier.png", headline))
+
+    ppo_runs = {r.name: r.rows for r in runs.values() if r.kind == "policy" and plots.method_of(r.name) == "ppo"}
+    ppo_runs = ppo_runs or {r.name: r.rows for r in runs.values() if r.kind == "policy"}
+    if ppo_runs:
+        keep("proxy_vs_gold", plots.proxy_vs_gold(ppo_runs, headline.get("ppo"), figures_dir / "proxy-vs-gold.png"))
+    if eval_gold:
+        keep("rm_calibration", plots.reward_model_calibration(eval_gold, figures_dir / "rm-calibration.png"))
+
+    for kind, (title, _, panels) in plots.STAGE_CURVES.items():  # "policy-diagnostics" draws the "policy" runs
+        group = {r.name: r.rows for r in runs.values() if r.kind == kind.split("-")[0] and r.rows}
+        if group:
+            path = figures_dir / f"curves-{kind}.png"
+            keep(f"curves-{kind}", plots.training_curves(group, panels, title, path))
+    return figures
+
+
+# ---------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; max-width: 1120px;
+       margin: 0 auto; padding: 1.5rem 2rem 4rem; line-height: 1.45; }
+h1 { margin-bottom: .2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2rem; margin-top: 2.4rem; }
+.lede { color: #555; margin-top: 0; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .95rem; }
+th, td { padding: .35rem .7rem; border-bottom: 1px solid #e2e2e2; text-align: left; vertical-align: top; }
+th { background: #f4f4f6; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.headline td { font-weight: 600; } .best { background: #e8f5e9; }
+.meta span[data-key] { font-weight: 600; }
+figure { margin: 1.2rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: .9rem; max-width: 900px; }
+.sample { margin: 1rem 0 1.6rem; } .sample .prompt { background: #f4f4f6; padding: .4rem .7rem; }
+.sample table { width: 100%; margin-top: .3rem; } .sample td.text { white-space: pre-wrap; }
+details, p.step { margin: .4rem 0 .4rem 1.1rem; } summary { cursor: pointer; margin-left: -1.1rem; }
+pre { background: #f7f7f9; padding: .6rem .9rem; overflow-x: auto; font-size: .85rem; }
+.note { color: #8a6d3b; }
+"""
+
+
+def _keyed(summary: dict, dotted: str, tag: str = "span", css: str = "") -> str:
+    """`<tag data-key=...>format_number(value)</tag>`, or a plain "–" where summary.json lacks the path."""
+    cls = f' class="{css}"' if css else ""
+    try:
+        value = lookup(summary, dotted)
+    except KeyError:
+        return f"<{tag}{cls}>{MISSING}</{tag}>"
+    return f'<{tag}{cls} data-key="{html.escape(dotted)}">{html.escape(format_number(value))}</{tag}>'
+
+
+def _figure(figures: dict[str, str], name: str, alt: str, caption: str) -> str:
+    if name not in figures:
+        return f'<p class="note">No data for this figure ({html.escape(alt)}).</p>'
+    return (f'<figure><img src="{html.escape(figures[name])}" alt="{html.escape(alt)}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _best(summary: dict, key: str) -> str | None:
+    scores = {m: summary[m][key] for m in METHODS if isinstance(summary.get(m), dict)
+              and isinstance(summary[m].get(key), (int, float)) and not isinstance(summary[m].get(key), bool)}
+    return max(scores, key=scores.get) if scores else None
+
+
+def _headline_section(summary: dict) -> str:
+    best_gold, best_win = _best(summary, "gold_reward"), _best(summary, "win_rate_vs_sft")
+    rows = []
+    for m in METHODS:
+        if not isinstance(summary.get(m), dict):
+            continue
+        ci = (f"{_keyed(summary, f'{m}.ci_low')} – {_keyed(summary, f'{m}.ci_high')}"
+              if "ci_low" in summary[m] or "ci_high" in summary[m] else MISSING)
+        rows.append(
+            f"<tr><td>{m.upper()}</td><td>{_keyed(summary, f'{m}.dir', 'code')}</td>"
+            f"<td class=num>{_keyed(summary, f'{m}.kl_strength')}</td>"
+            f"{_keyed(summary, f'{m}.gold_reward', 'td', 'num best' if m == best_gold else 'num')}"
+            f"{_keyed(summary, f'{m}.win_rate_vs_sft', 'td', 'num best' if m == best_win else 'num')}"
+            f"<td class=num>{ci}</td>{_keyed(summary, f'{m}.kl_to_ref', 'td', 'num')}"
+            f"{_keyed(summary, f'{m}.wall_s', 'td', 'num')}</tr>")
+    return f"""<h2 id="headline">Headline</h2>
+<table>
+<tr><th>method</th><th>run</th><th class=num>KL strength</th><th class=num>gold reward</th>
+<th class=num>win rate vs SFT</th><th class=num>95% CI</th><th class=num>KL to SFT (nats)</th>
+<th class=num>wall time (s)</th></tr>
+{chr(10).join(rows)}
+</table>
+<p>Reward model accuracy against the gold oracle: <strong>{_keyed(summary, "rm.accuracy_vs_gold")}</strong>
+on {_keyed(summary, "rm.n_vs_gold")} held-out pairs (against its own noisy training labels:
+{_keyed(summary, "rm.accuracy_vs_labels")}; trained in {_keyed(summary, "rm.wall_s")} s).</p>
+<p class="lede">Gold reward: the noiseless oracle's mean score of the policy's responses to the held-out
+prompts. Win rate: share of those prompts where the oracle prefers the policy's response to SFT's (ties
+count half). KL: sequence-level KL(policy ‖ SFT) on the policy's own samples. KL strength: the KL
+coefficient of PPO, RLOO and GRPO, β of DPO, for the run shown here. Shaded: best of the column.</p>"""
+
+
+def _frontier_section(summary: dict, figures: dict[str, str]) -> str:
+    numbers = ("kl_strength", "kl_to_ref", "gold_reward", "win_rate_vs_sft")
+    rows = ["<tr>" + "".join(_keyed(summary, f"frontier.{i}.{key}", "td", "num" if key in numbers else "")
+                             for key in ("method", "dir", *numbers)) + "</tr>"
+            for i in range(len(summary.get("frontier", [])))]
+    caption = ("Each point is one trained policy evaluated on the same held-out prompts. PPO (KL coefficient) and "
+               "DPO (β) are swept over KL strengths; RLOO and GRPO are single runs; SFT sits at KL 0. A method "
+               "is better when its curve lies above another's at the same KL. Ringed: the run in the headline table.")
+    table = ("<table><tr><th>method</th><th>run</th><th class=num>KL strength</th><th class=num>KL to SFT</th>"
+             f"<th class=num>gold reward</th><th class=num>win rate vs SFT</th></tr>{''.join(rows)}</table>"
+             if rows else "")
+    return (f'<h2 id="frontier">Reward against KL</h2>\n'
+            f"{_figure(figures, 'frontier', 'gold reward against KL to reference', caption)}\n{table}")
+
+
+def _overoptimisation_section(figures: dict[str, str]) -> str:
+    caption = ("The proxy is the learned reward model's score, which PPO maximises; the gold is the oracle's, "
+               "which it cannot see. Early in training both rise together. Where the proxy keeps rising while the "
+               "gold flattens or falls, the policy is exploiting the reward model's errors: over-optimisation. "
+               "A larger KL coefficient holds the policy closer to SFT and delays it. Curves are smoothed "
+               "(exponential moving average, weight 0.6) when a run logged more than 12 steps.")
+    return (f'<h2 id="overoptimisation">Proxy against gold reward along PPO training</h2>\n'
+            f"{_figure(figures, 'proxy_vs_gold', 'proxy and gold reward along PPO training', caption)}")
+
+
+def _reward_model_section(summary: dict, figures: dict[str, str], eval_gold: dict | None) -> str:
+    caption = ("Pairs are binned by the reward model's confidence in its choice, sigmoid(|r_a − r_b|). In a "
+               "calibrated model each bin's accuracy against the oracle equals its mean confidence (the dashed "
+               "diagonal); points below it are over-confident. ECE: count-weighted mean gap.")
+    parts = ['<h2 id="reward-model">Reward model</h2>',
+             f"<p>Accuracy against the gold oracle {_keyed(summary, 'rm.accuracy_vs_gold')} "
+             f"(n = {_keyed(summary, 'rm.n_vs_gold')} held-out pairs); against its noisy training labels "
+             f"{_keyed(summary, 'rm.accuracy_vs_labels')}. The labels come from the oracle with Bradley–Terry noise "
+             "(like human annotators), so accuracy against them is capped below 1 even for a perfect model.</p>"]
+    if eval_gold:
+        stats = " · ".join(f"{name} {html.escape(format_number(eval_gold.get(key)))}" for name, key in
+                           (("pairs", "n"), ("accuracy", "accuracy"), ("ECE", "ece"), ("mean margin", "mean_margin"),
+                            ("loss", "loss")))
+        parts.append(f"<p>From the gold evaluation file: {stats}.</p>")
+    parts.append(_figure(figures, "rm_calibration", "reward model reliability diagram", caption))
+    if eval_gold and eval_gold.get("calibration"):
+        cells = ("n", "confidence", "accuracy")
+        rows = "".join(f"<tr><td>[{format_number(r.get('lo'))}, {format_number(r.get('hi'))})</td>"
+                       + "".join(f"<td class=num>{format_number(r.get(key))}</td>" for key in cells)
+                       + "</tr>" for r in eval_gold["calibration"])
+        parts.append("<details><summary>Reliability table</summary><table><tr><th>confidence bin</th>"
+                     "<th class=num>pairs</th><th class=num>mean confidence</th><th class=num>accuracy</th></tr>"
+                     f"{rows}</table></details>")
+    return "\n".join(parts)
+
+
+def _curves_section(figures: dict[str, str]) -> str:
+    parts = ['<h2 id="curves">Training curves</h2>',
+             '<p class="lede">Every logged step of every run, against the optimiser step. Batch figures are '
+             "noisy; runs with more than 12 logged steps show the raw values faintly under a smoothed line.</p>"]
+    for kind, (_, caption, _) in plots.STAGE_CURVES.items():
+        if f"curves-{kind}" in figures:
+            parts.append(_figure(figures, f"curves-{kind}", f"training curves: {kind}", html.escape(caption)))
+    return "\n".join(parts)
+
+
+def _samples_section(summary: dict, runs: dict[str, Run], max_samples: int) -> str:
+    evals = {m: runs[summary[m]["dir"]].eval for m in METHODS[1:]
+             if isinstance(summary.get(m), dict) and summary[m].get("dir") in runs and runs[summary[m]["dir"]].eval}
+    parts = ['<h2 id="samples">Samples: SFT against each method on the same prompts</h2>']
+    if not evals:
+        return parts[0] + '\n<p class="note">No eval.json with samples in the headline runs.</p>'
+    parts.append('<p class="lede">Responses sampled once per prompt (same prompts, same sampling settings); '
+                 "gold is the noiseless oracle's score of that response.</p>")
+    by_prompt = {m: {s.get("prompt"): s for s in e.get("samples", [])} for m, e in evals.items()}
+    first = next(iter(evals.values())).get("samples", [])
+    for sample in first[:max_samples]:
+        prompt = sample.get("prompt", "")
+        rows = [("SFT", sample.get("reference", ""), sample.get("reference_score"))]
+        rows += [(m.upper(), s.get("policy", ""), s.get("policy_score"))
+                 for m, s in ((m, by_prompt[m].get(prompt)) for m in evals) if s is not None]
+        body = "".join(f"<tr><td>{html.escape(name)}</td><td class=text>{html.escape(str(text))}</td>"
+                       f"<td class=num>{html.escape(format_number(score))}</td></tr>" for name, text, score in rows)
+        parts.append(f'<div class="sample"><div class="prompt"><strong>Prompt:</strong> {html.escape(str(prompt))}'
+                     f"</div><table><tr><th>model</th><th>response</th><th class=num>gold</th></tr>{body}"
+                     "</table></div>")
+    return "\n".join(parts)
+
+
+def _config_section(summary: dict, runs: dict[str, Run]) -> str:
+    """One line per step; a step that trained gets its config.yaml, once per run directory, in a <details>."""
+    parts = ['<h2 id="config">Configuration of every step</h2>',
+             '<p class="lede">Each training run\'s resolved config.yaml: enough to rerun it alone.</p>']
+    shown: dict[str, str] = {}  # run dir -> the step whose config is shown
+    for i, step in enumerate(summary.get("steps", [])):
+        run, name = runs.get(step.get("dir")), html.escape(str(step.get("name", "")))
+        where, wall = _keyed(summary, f"steps.{i}.dir", "code"), _keyed(summary, f"steps.{i}.wall_s")
+        head = f"<strong>{name}</strong> ({where}, {wall} s)"
+        if run and run.config_text and run.name not in shown:
+            shown[run.name] = name
+            parts.append(f"<details><summary>{head}</summary><pre>{html.escape(run.config_text)}</pre></details>")
+        elif run and run.name in shown:
+            parts.append(f'<p class="step">{head}: same run directory as {shown[run.name]}</p>')
+        else:
+            parts.append(f'<p class="step">{head}: no config.yaml</p>')
+    return "\n".join(parts)
+
+
+def render(summary: dict, runs: dict[str, Run], figures: dict[str, str], eval_gold: dict | None,
+           max_samples: int = 6) -> str:
+    """The whole page as a string."""
+    meta = (f'<p class="meta">Total wall time {_keyed(summary, "wall_s")} s · label budget '
+            f'{_keyed(summary, "label_budget")} comparisons · oracle temperature '
+            f'{_keyed(summary, "oracle_temperature")} · eval prompts {_keyed(summary, "eval_prompts")} · quick mode '
+            f'{_keyed(summary, "quick")}</p>')
+    sections = [_headline_section(summary), _frontier_section(summary, figures), _overoptimisation_section(figures),
+                _reward_model_section(summary, figures, eval_gold), _curves_section(figures),
+                _samples_section(summary, runs, max_samples), _config_section(summary, runs)]
+    body = "\n\n".join(sections)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>RLHF demo report</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>RLHF demo report</h1>
+<p class="lede">Continue a story opening so that it is positive. A scripted sentiment oracle labels
+preference pairs (with human-like noise) to train a reward model; SFT is then optimised with PPO, RLOO,
+GRPO and DPO, and every policy is judged by the same oracle without noise (the gold reward).</p>
+{meta}
+<nav><a href="#headline">Headline</a> · <a href="#frontier">Reward vs KL</a> ·
+<a href="#overoptimisation">Proxy vs gold</a> · <a href="#reward-model">Reward model</a> ·
+<a href="#curves">Training curves</a> · <a href="#samples">Samples</a> · <a href="#config">Configuration</a></nav>
+
+{body}
+
+<p class="lede" style="margin-top:3rem">Numbers: 3 decimals below 10, 2 below 100, 1 below 1000, none above;
+"–" where a figure is missing.</p>
+</body>
+</html>
+"""
+
+
+def write_report(demo_dir: Path, max_samples: int = 6) -> Path:
+    """Write demo_dir/report.html and its figures under demo_dir/figures/; returns the page's path."""
+    demo_dir = Path(demo_dir)
+    summary_path = demo_dir / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"no summary.json in {demo_dir}: run `rlhf demo` first")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    runs = load_runs(demo_dir, summary)
+    rm = summary.get("rm") if isinstance(summary.get("rm"), dict) else {}
+    gold_path = demo_dir / rm["eval_gold"] if rm.get("eval_gold") else demo_dir / rm.get("dir", "rm") / "eval_gold.json"
+    eval_gold = _read_json(gold_path)
+    figures = draw_figures(demo_dir, summary, runs, eval_gold)
+    out = demo_dir / "report.html"
+    out.write_text(render(summary, runs, figures, eval_gold, max_samples), encoding="utf-8")
+    return out
