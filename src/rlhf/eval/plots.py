@@ -19,11 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 DPI = 110
 Rows = Sequence[Mapping]
-METHOD_COLORS = {"sft": "#7f7f7f", "ppo": "#1f77b4", "rloo": "#2ca02c", "grpo": "#9467bd", "dpo": "#d62728"}
+METHOD_COLORS = {"sft": "#7f7f7f", "ppo": "#1f77b4", "rloo": "#2ca02c", "grpo": "#9467bd", "dpo": "#d62728",
+                 "online_dpo": "#ff7f0e"}
 # Runs of one method at several KL strengths: shades of the method's colour, lightest = weakest.
 _SHADES = {"ppo": ["#9ecae1", "#4292c6", "#08519c", "#08306b"], "dpo": ["#fc9272", "#ef3b2c", "#a50f15", "#67000d"]}
 _SCHEDULES = {"lr", "kl_coef"}  # set, not measured: drawn as logged, never smoothed
-_MARKERS = {"sft": "*", "ppo": "o", "rloo": "^", "grpo": "D", "dpo": "s"}
+_MARKERS = {"sft": "*", "ppo": "o", "rloo": "^", "grpo": "D", "dpo": "s", "online_dpo": "P"}
 
 # The training-curve figures: {kind of run: (figure title, caption, [(metric key, panel title), ...])}.
 STAGE_CURVES = {
@@ -162,7 +163,7 @@ def frontier(points: Sequence[Mapping], path: Path, headline: Mapping[str, str] 
         color, marker = METHOD_COLORS.get(method, "#333333"), _MARKERS.get(method, "o")
         size = 14 if marker == "*" else 8
         ax.plot(xs, ys, color=color, marker=marker, markersize=size, linewidth=1.6 if len(group) > 1 else 0,
-                label=method.upper() if method != "sft" else "SFT (reference)")
+                label=method.upper().replace("_", " ") if method != "sft" else "SFT (reference)")
         for p in group:
             if p.get("dir") is not None and headline.get(method) == p.get("dir") and len(group) > 1:
                 ax.plot(p["kl_to_ref"], p["gold_reward"], marker="o", markersize=15, markerfacecolor="none",

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import plots
 
-METHODS = ("sft", "ppo", "rloo", "grpo", "dpo")
+METHODS = ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo")
 MISSING = "–"
 
 
@@ -140,7 +140,7 @@ def draw_figures(demo_dir: Path, summary: dict, runs: dict[str, Run], eval_gold:
     headline = {m: summary[m]["dir"] for m in METHODS if isinstance(summary.get(m), dict) and "dir" in summary[m]}
     points = [{**p, "label": f"β={p['kl_strength']:g}" if isinstance(p.get("kl_strength"), (int, float)) else None}
               for p in summary.get("frontier", [])]
-    points += [{**summary[m], "method": m} for m in ("sft", "rloo", "grpo") if isinstance(summary.get(m), dict)]
+    points += [{**summary[m], "method": m} for m in ("sft", "rloo", "grpo", "online_dpo") if isinstance(summary.get(m), dict)]
     keep("frontier", plots.frontier(points, figures_dir / "frontier.png", headline))
 
     ppo_runs = {r.name: r.rows for r in runs.values() if r.kind == "policy" and plots.method_of(r.name) == "ppo"}
@@ -212,7 +212,7 @@ def _headline_section(summary: dict) -> str:
         ci = (f"{_keyed(summary, f'{m}.ci_low')} – {_keyed(summary, f'{m}.ci_high')}"
               if "ci_low" in summary[m] or "ci_high" in summary[m] else MISSING)
         rows.append(
-            f"<tr><td>{m.upper()}</td><td>{_keyed(summary, f'{m}.dir', 'code')}</td>"
+            f"<tr><td>{m.upper().replace('_', ' ')}</td><td>{_keyed(summary, f'{m}.dir', 'code')}</td>"
             f"<td class=num>{_keyed(summary, f'{m}.kl_strength')}</td>"
             f"{_keyed(summary, f'{m}.gold_reward', 'td', 'num best' if m == best_gold else 'num')}"
             f"{_keyed(summary, f'{m}.win_rate_vs_sft', 'td', 'num best' if m == best_win else 'num')}"
@@ -308,7 +308,7 @@ def _samples_section(summary: dict, runs: dict[str, Run], max_samples: int) -> s
     for sample in first[:max_samples]:
         prompt = sample.get("prompt", "")
         rows = [("SFT", sample.get("reference", ""), sample.get("reference_score"))]
-        rows += [(m.upper(), s.get("policy", ""), s.get("policy_score"))
+        rows += [(m.upper().replace("_", " "), s.get("policy", ""), s.get("policy_score"))
                  for m, s in ((m, by_prompt[m].get(prompt)) for m in evals) if s is not None]
         body = "".join(f"<tr><td>{html.escape(name)}</td><td class=text>{html.escape(str(text))}</td>"
                        f"<td class=num>{html.escape(format_number(score))}</td></tr>" for name, text, score in rows)
