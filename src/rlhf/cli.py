@@ -19,6 +19,7 @@ COMMANDS = {
     "eval rm": ("EvalRMConfig", "rlhf.eval.reward", "reward-model accuracy, margin, calibration and accuracy by prompt length on comparisons"),
     "ppo": ("PPOConfig", "rlhf.train.ppo", "online RL from a reward model or scorer: --algo ppo|rloo|grpo|reinforce"),
     "generate": ("GenerateConfig", "rlhf.train.generate", "sample candidate responses to label; --label oracle|SCORER writes comparisons"),
+    "eval": ("EvalPolicyConfig", "rlhf.eval.policy", "same as `rlhf eval policy`"),
     "eval policy": ("EvalPolicyConfig", "rlhf.eval.policy", "win rate of a policy against a reference (judged by a scorer) and KL to it"),
 }
 

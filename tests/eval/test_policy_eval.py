@@ -58,3 +58,24 @@ def test_eval_policy_command(tiny_model_dir, tmp_path):
     assert code == 0
     report = json.loads(out.read_text())
     assert report["n"] == 4 and report["win_rate"] == 0.5 and len(report["samples"]) == 4
+
+
+def test_eval_command_reports_extra_scorers_and_length_statistics(tiny_model_dir, tmp_path, capsys):
+    from rlhf.cli import main
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    out = tmp_path / "report.json"
+    code = main(["eval", "--model", str(tiny_model_dir), "--reference", str(tiny_model_dir), "--data", str(prompts),
+                 "--judge", "rlhf.labelers.oracle:gold_reward", "--scorers", "rlhf.labelers.oracle:gold_reward",
+                 "--out", str(out), "--max-new-tokens", "5", "--precision", "fp32"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    extra = report["scores"]["rlhf.labelers.oracle:gold_reward"]
+    # the same model, seed and prompts on both sides: the extra scorer agrees with the judge
+    assert extra["policy"] == pytest.approx(report["policy_score"]) == pytest.approx(extra["reference"])
+    lengths = report["lengths"]["policy"]
+    assert 1 <= lengths["p10"] <= lengths["median"] <= lengths["p90"] <= 5 and 0 <= lengths["ended"] <= 1
+    assert lengths["mean"] == pytest.approx(report["policy_length"])
+    printed = capsys.readouterr().out
+    assert "win rate                 0.500" in printed and "length median" in printed and "ended (EOS)" in printed

@@ -216,3 +216,20 @@ def test_eval_every_merges_into_the_step_record(tiny_model_dir, prompts_file, tm
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2]
     assert "eval_win_rate" in lines[0] and "loss" in lines[0]
+
+
+def test_rloo_single_forward_update_equals_a_separate_pi_old_pass(tiny_model_dir, prompts_file, tmp_path):
+    """With one optimiser step over one micro-batch, RLOO takes log pi_old (for the KL in its
+    reward) from the update's own forward; split into two micro-batches it needs the separate
+    rollout-phase forward. Both must give the same step."""
+    common = dict(algo="rloo", max_steps=2, minibatch_size=16, kl_coef=0.5)
+    one = ppo.run(config(tiny_model_dir, prompts_file, tmp_path / "one", **common))
+    assert ppo.single_forward_update(config(tiny_model_dir, prompts_file, tmp_path, **common),
+                                     ppo.resolve_options(config(tiny_model_dir, prompts_file, tmp_path, **common)))
+    two = ppo.run(config(tiny_model_dir, prompts_file, tmp_path / "two", grad_accum=2, **common))
+    for name, value in weights(one).items():
+        assert_close(weights(two)[name], value, rtol=0, atol=2e-5)
+    logged = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+              for run in ("one", "two")]
+    for a, b in zip(*logged):
+        assert a["kl"] == pytest.approx(b["kl"], abs=1e-5) and a["reward"] == pytest.approx(b["reward"], abs=1e-6)

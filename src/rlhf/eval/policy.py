@@ -63,6 +63,7 @@ def evaluate_policy(
     batch_size: int = 64,
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
     max_prompt_tokens: int | None = None,
+    scorers: dict[str, Callable] | None = None,
 ) -> dict:
     """Win rate of `policy` over `reference` and KL(policy || reference) on `prompts`.
 
@@ -70,8 +71,9 @@ def evaluate_policy(
     than `max_prompt_tokens` keep their last tokens. Returns the `rlhf.eval.metrics.win_rate`
     fields (win_rate, ci_low, ci_high, n, wins, ties, losses) and kl_to_reference (nats per
     response), policy_score / reference_score (mean judge scores), policy_length /
-    reference_length (mean response tokens), seconds (wall time), and samples: one dict per prompt
-    with both responses and scores.
+    reference_length (mean response tokens), lengths (`length_stats` of each side), scores (the
+    mean score of each side under every extra scorer in `scorers`, by name), seconds (wall time),
+    and samples: one dict per prompt with both responses and scores.
     """
     from ..data.tokenize import encode_prompt
 
@@ -99,11 +101,43 @@ def evaluate_policy(
         reference_score=sum(reference_scores) / len(reference_scores),
         policy_length=length(rollouts),
         reference_length=length(reference_rollouts),
+        lengths={"policy": length_stats(rollouts), "reference": length_stats(reference_rollouts)},
+        scores={name: {"policy": sum(v := [float(x) for x in scorer(list(prompts), policy_texts)]) / len(v),
+                       "reference": sum(w := [float(x) for x in scorer(list(prompts), reference_texts)]) / len(w)}
+                for name, scorer in (scorers or {}).items()},
         seconds=time.perf_counter() - start,
         samples=[{"prompt": prompt_as_json(p), "policy": a, "reference": b, "policy_score": sa, "reference_score": sb}
                  for p, a, b, sa, sb in zip(prompts, policy_texts, reference_texts, policy_scores, reference_scores)],
     )
     return report
+
+
+def length_stats(rollouts: list[Rollout]) -> dict:
+    """Response tokens: mean, median, 10th and 90th percentiles, and the share that ended (EOS)."""
+    lengths = torch.cat([r.response_mask.sum(1) for r in rollouts]).float()
+    ended = torch.cat([r.ended for r in rollouts]).float()
+    q10, q50, q90 = torch.quantile(lengths, torch.tensor([0.1, 0.5, 0.9])).tolist()
+    return {"mean": float(lengths.mean()), "median": q50, "p10": q10, "p90": q90, "ended": float(ended.mean())}
+
+
+def format_report(report: dict, judge: str) -> str:
+    """The short table `rlhf eval policy` prints."""
+    lines = [f"win rate                 {report['win_rate']:.3f}  (95% CI {report['ci_low']:.3f}-{report['ci_high']:.3f}; "
+             f"{report['wins']} wins, {report['ties']} ties, {report['losses']} losses of {report['n']}; judge {judge})",
+             f"KL to reference          {report['kl_to_reference']:.3f} nats per response",
+             f"{'':<24} {'policy':>10} {'reference':>10}",
+             f"{'judge score':<24} {report['policy_score']:>10.3f} {report['reference_score']:>10.3f}"]
+    for name, pair in report["scores"].items():
+        label = name if len(name) <= 24 else "..." + name[-21:]
+        lines.append(f"{label:<24} {pair['policy']:>10.3f} {pair['reference']:>10.3f}")
+    for key in ("mean", "median", "p10", "p90"):
+        lines.append(f"{'length ' + key:<24} {report['lengths']['policy'][key]:>10.1f} {report['lengths']['reference'][key]:>10.1f}")
+    lines.append(f"{'ended (EOS)':<24} {report['lengths']['policy']['ended']:>10.3f} {report['lengths']['reference']['ended']:>10.3f}")
+    for sample in report["samples"][:3]:
+        lines += ["", f"prompt     {str(sample['prompt'])[:100]!r}",
+                  f"policy     {sample['policy'][:100]!r}  ({sample['policy_score']:.3f})",
+                  f"reference  {sample['reference'][:100]!r}  ({sample['reference_score']:.3f})"]
+    return "\n".join(lines)
 
 
 def prompt_as_json(prompt: PromptText):
@@ -135,11 +169,11 @@ def run(cfg) -> Path | str:
     if cfg.max_prompts:
         prompts = prompts[: cfg.max_prompts]
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+    scorers = {spec: load_scorer(spec, device) for spec in cfg.scorers}
     report = evaluate_policy(policy, reference, tokenizer, prompts, load_scorer(cfg.judge, device), sampling,
                              seed=cfg.seed, batch_size=cfg.batch_size,
-                             autocast=lambda: autocast(cfg.precision, device))
-    brief = {k: v for k, v in report.items() if k != "samples"}
-    print(json.dumps(brief, indent=2))
+                             autocast=lambda: autocast(cfg.precision, device), scorers=scorers)
+    print(format_report(report, cfg.judge))
     if cfg.out:
         out = Path(cfg.out)
         out.parent.mkdir(parents=True, exist_ok=True)

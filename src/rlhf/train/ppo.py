@@ -121,6 +121,13 @@ def single_update_step(cfg: PPOConfig, opts: Options) -> bool:
     return opts.epochs == 1 and opts.minibatch_size >= cfg.batch_size * opts.k
 
 
+def single_forward_update(cfg: PPOConfig, opts: Options) -> bool:
+    """True when the update is one optimiser step over one micro-batch holding the whole rollout:
+    its forward is pi_old for every row at once, so even a KL in the reward (RLOO, REINFORCE) can
+    be computed from it, and the advantages after it, with no separate pi_old forward."""
+    return single_update_step(cfg, opts) and opts.grad_accum == 1
+
+
 @torch.no_grad()
 def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_ids, cfg, opts, sampling, generator,
             autocast) -> tuple[Experience, dict, list[str]]:
@@ -139,7 +146,7 @@ def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_i
     actor.eval()
     old_logp = entropy = None
     with autocast():
-        if opts.kl_in_reward or not single_update_step(cfg, opts):
+        if not single_forward_update(cfg, opts) and (opts.kl_in_reward or not single_update_step(cfg, opts)):
             old_logp, entropy = response_logprobs(actor, rollout, opts.temperature, with_entropy=True)
         ref_logp = reference_logprobs(reference, actor, rollout, opts.temperature)
         values = values_of(critic, rollout) if critic is not None else None
@@ -233,12 +240,17 @@ def run(cfg: PPOConfig) -> Path:
         rollout_s = time.perf_counter() - step_t
         kl_coef = kl_ctl.value
 
-        # 2. update phase (KL in the reward needs log pi_old now; otherwise it is only measured)
-        kl = kl_estimate(exp.old_logp, exp.ref_logp, opts.kl_estimator) if opts.kl_in_reward else None
-        advantages, returns = ALGORITHMS[cfg.algo].advantages(exp, kl, kl_coef, opts)
+        # 2. update phase (KL in the reward needs log pi_old first; otherwise it is only measured).
+        # Without log pi_old yet, the update's single forward supplies it and then the advantages.
+        def advantages_of(exp: Experience, kl_coef: float = kl_coef) -> tuple:
+            kl = kl_estimate(exp.old_logp, exp.ref_logp, opts.kl_estimator) if opts.kl_in_reward else None
+            return ALGORITHMS[cfg.algo].advantages(exp, kl, kl_coef, opts)
+
         update_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        stats = update(actor, critic, exp, advantages, returns, kl_coef, actor_opt, critic_opt, schedulers, opts,
-                       autocast, update_gen)
+        deferred = exp.old_logp is None and opts.kl_in_reward
+        advantages, returns = (None, None) if deferred else advantages_of(exp)
+        stats, advantages, returns = update(actor, critic, exp, advantages_of if deferred else advantages, returns,
+                                            kl_coef, actor_opt, critic_opt, schedulers, opts, autocast, update_gen)
         kl_by_kind = {kind: kl_estimate(exp.old_logp, exp.ref_logp, kind) for kind in ("k1", "k2", "k3")}
         kl = kl_by_kind[opts.kl_estimator]
         sequence_kl = float((kl * exp.mask).sum(1).mean())

@@ -150,9 +150,14 @@ def _chunks(index: Tensor, size: int) -> list[Tensor]:
     return [index[i : i + size] for i in range(0, len(index), size)]
 
 
-def update(actor, critic, exp: Experience, advantages: Tensor, returns: Tensor | None, kl_coef: float,
-           actor_opt, critic_opt, schedulers: list, opts, autocast, generator: torch.Generator) -> dict:
-    """K epochs of minibatch steps over one experience; returns the mean stats (floats).
+def update(actor, critic, exp: Experience, advantages: Tensor | Callable, returns: Tensor | None, kl_coef: float,
+           actor_opt, critic_opt, schedulers: list, opts, autocast, generator: torch.Generator) -> tuple:
+    """K epochs of minibatch steps over one experience; returns (mean stats as floats, advantages,
+    returns).
+
+    `advantages` may instead be a function of the experience returning (advantages, returns): it is
+    called once the first forward has filled in log pi_old, which must then cover every row (one
+    optimiser step over one micro-batch; see `rlhf.train.ppo.single_forward_update`).
 
     Each minibatch of `opts.minibatch_size` sequences is one optimiser step, accumulated over
     `opts.grad_accum` micro-batches weighted by their share of the minibatch's tokens, so the
@@ -183,6 +188,10 @@ def update(actor, critic, exp: Experience, advantages: Tensor, returns: Tensor |
                         logp, entropy = response_logprobs(actor, part.rollout, opts.temperature, with_entropy=True)
                         exp.old_logp[micro], exp.entropy[micro] = logp.detach(), entropy
                         part.old_logp = logp.detach()
+                        if callable(advantages):
+                            if len(micro) != batch:
+                                raise RuntimeError("advantages after the forward need the whole rollout in one micro-batch")
+                            advantages, returns = advantages(exp)
                     else:
                         logp = response_logprobs(actor, part.rollout, opts.temperature)
                     values = values_of(critic, part.rollout) if critic is not None else None
@@ -223,7 +232,7 @@ def update(actor, critic, exp: Experience, advantages: Tensor, returns: Tensor |
             count += 1
     out = {key: value / count for key, value in totals.items()}
     out["ratio_first"] = ratio_first
-    return out
+    return out, advantages, returns
 
 
 def rollout_stats(exp: Experience, kl_by_kind: dict[str, Tensor], advantages: Tensor, returns: Tensor | None) -> dict:
