@@ -204,6 +204,40 @@ class DtypeProbe:
         return f"matmuls {self.matmul}, weights {self.weights}"
 
 
+# ---------------------------------------------------------------- TRL side
+
+
+def timed_trainer(trainer_cls, **kwargs):
+    """A TRL trainer of a subclass of `trainer_cls` that counts the non-padding tokens (`.tokens`)
+    and all tokens (`.padded_tokens`) of every batch it trains on, with a callback recording
+    {"step", "t", "tokens"} at the start of training and after each optimiser step. Returns
+    (trainer, records); `kwargs` go to the trainer (minus `callbacks`, which this sets)."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class CountingTrainer(trainer_cls):
+        tokens = padded_tokens = 0
+
+        def training_step(self, model, inputs, *args, **kw):
+            self.tokens += int(inputs["attention_mask"].sum())
+            self.padded_tokens += inputs["input_ids"].numel()
+            return super().training_step(model, inputs, *args, **kw)
+
+    records: list[dict] = []
+    holder: dict = {}
+
+    class StepClock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            records.append({"step": 0, "t": time.perf_counter(), "tokens": 0})
+
+        def on_step_end(self, args, state, control, **kw):
+            records.append({"step": state.global_step, "t": time.perf_counter(), "tokens": holder["trainer"].tokens})
+
+    holder["trainer"] = CountingTrainer(**kwargs, callbacks=[StepClock()])
+    return holder["trainer"], records
+
+
 # ---------------------------------------------------------------- throughput
 
 

