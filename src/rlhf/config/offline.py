@@ -157,6 +157,16 @@ class RewardConfig(TrainConfig):
     packing: bool = True  # causal LMs: pack the responses of a micro-batch into rows of max_length (padding-free; encoders are always padded)
     group_by_length: bool = True  # batch preferences of similar length together (less padding; order still random)
     dropout: bool = False  # keep the backbone's dropout while training (off by default, so both sides of a pair are scored alike)
+    context_turns: int = -1  # how much of a prompt the model reads: -1 all of it, N its last N turns, 0 none (the response alone); stored with the model
+    head_init: Literal["random", "probe"] = "random"  # value head: transformers' random init, or fitted first on frozen features (linear probe, then fine-tune: LP-FT)
+    probe_l2: float = 1e-3  # head_init=probe: L2 penalty on the head's weights (per-preference mean loss + probe_l2 * ||w||^2)
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = [f"{n}={getattr(self, n)!r}" for n, ok in
+               {"context_turns": self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0}.items() if not ok]
+        if bad:
+            raise ValueError("invalid value for " + ", ".join(bad))
 
 
 @dataclass(frozen=True)

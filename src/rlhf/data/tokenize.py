@@ -161,6 +161,8 @@ def mismatched_partners(prompts: Sequence[PromptText], seed: int) -> list[int]:
 #   "pair":   an encoder (BERT-like) reads the tokenizer's sentence-pair layout,
 #             `[CLS] prompt [SEP] response [SEP]` with segment ids 0 / 1, and is scored on [CLS].
 # Both keep the start of the response and the end of the prompt when they must cut (`truncate`).
+# `context_turns` limits what of a prompt the reward model reads (`reward_context`): all of it
+# (-1), its last N turns, or nothing (0: the response alone, `[CLS] response [SEP]` for an encoder).
 
 REWARD_INPUT_FORMATS = ("causal", "pair")
 SPEAKERS = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -180,6 +182,16 @@ def conversation_text(prompt: PromptText) -> str:
     if not is_conversation(prompt):
         return prompt
     return "\n\n".join(f"{SPEAKERS[m.role]}: {m.content}" for m in prompt)
+
+
+def reward_context(prompt: PromptText, context_turns: int = -1) -> PromptText:
+    """The part of `prompt` a reward model reads: all of it (-1), the last `context_turns` turns of
+    a conversation (a plain-text prompt counts as one turn), or nothing ("" for 0)."""
+    if context_turns < 0:
+        return prompt
+    if context_turns == 0:
+        return ""
+    return prompt[-context_turns:] if is_conversation(prompt) else prompt
 
 
 def tokenize_reward_causal(tokenizer, prompt: PromptText, response: str, max_length: int) -> RewardExample:
@@ -210,8 +222,17 @@ def _pair_backend(tokenizer):
 def tokenize_reward_pair(tokenizer, prompt: PromptText, response: str, max_length: int) -> RewardExample:
     """`[CLS] prompt [SEP] response [SEP]` (the tokenizer's own pair template), at most `max_length` tokens."""
     backend = _pair_backend(tokenizer)
-    prompt_enc = backend.encode(conversation_text(prompt), add_special_tokens=False)
+    context = conversation_text(prompt)
     response_enc = backend.encode(response, add_special_tokens=False)
+    if not context:  # no context: the single-sequence template, `[CLS] response [SEP]`
+        budget = max_length - backend.post_processor.num_special_tokens_to_add(False)
+        if budget < 1:
+            raise ValueError(f"max_length {max_length} leaves no room for text in the tokenizer's template")
+        if len(response_enc.ids) > budget:
+            response_enc.truncate(budget, direction="right")
+        single = backend.post_process(response_enc, None, add_special_tokens=True)
+        return RewardExample(list(single.ids), list(single.type_ids))
+    prompt_enc = backend.encode(context, add_special_tokens=False)
     budget = max_length - backend.post_processor.num_special_tokens_to_add(True)
     if budget < 2:
         raise ValueError(f"max_length {max_length} leaves no room for text in the tokenizer's pair template")
@@ -228,8 +249,10 @@ def tokenize_reward_pair(tokenizer, prompt: PromptText, response: str, max_lengt
 REWARD_TOKENIZERS = {"causal": tokenize_reward_causal, "pair": tokenize_reward_pair}
 
 
-def tokenize_for_reward(tokenizer, prompt: PromptText, response: str, max_length: int, input_format: str) -> RewardExample:
-    """One reward-model input in `input_format` ("causal" or "pair", see above)."""
+def tokenize_for_reward(tokenizer, prompt: PromptText, response: str, max_length: int, input_format: str,
+                        context_turns: int = -1) -> RewardExample:
+    """One reward-model input in `input_format` ("causal" or "pair", see above), reading the
+    `reward_context(prompt, context_turns)` of the prompt."""
     if input_format not in REWARD_TOKENIZERS:
         raise ValueError(f"unknown reward input format {input_format!r}; choose one of {REWARD_INPUT_FORMATS}")
-    return REWARD_TOKENIZERS[input_format](tokenizer, prompt, response, max_length)
+    return REWARD_TOKENIZERS[input_format](tokenizer, reward_context(prompt, context_turns), response, max_length)

@@ -10,7 +10,8 @@ A reward model is an ordinary `transformers` `AutoModelForSequenceClassification
 
 What rlhf adds is kept in `config.json`, beside the standard fields:
 `rlhf_input_format` ("causal" or "pair", see `rlhf.data.tokenize`), `rlhf_max_length` (the
-training length), and `reward_mean` / `reward_std`: the mean and standard deviation of the
+training length), `rlhf_context_turns` (how much of the prompt the model reads: -1 all, N the
+last N turns, 0 the response alone), and `reward_mean` / `reward_std`: the mean and standard deviation of the
 model's rewards on its training data, so later stages can normalise, (r - mean) / std.
 
     from rlhf.models import load_reward_model
@@ -39,6 +40,7 @@ from ..data.tokenize import REWARD_INPUT_FORMATS, RewardExample, tokenize_for_re
 from .load import ModelNotFound, load_tokenizer, resolve_model_dir
 
 INPUT_FORMAT, MAX_LENGTH, REWARD_MEAN, REWARD_STD = "rlhf_input_format", "rlhf_max_length", "reward_mean", "reward_std"
+CONTEXT_TURNS = "rlhf_context_turns"
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
@@ -143,31 +145,33 @@ def sequence_rewards(model, batch: dict) -> torch.Tensor:
     return model(**inputs).logits.squeeze(-1).float()
 
 
-def record_reward_stats(model, mean: float, std: float, max_length: int) -> None:
-    """Store the training-data reward statistics and the input length in the model's config."""
+def record_reward_stats(model, mean: float, std: float, max_length: int, context_turns: int = -1) -> None:
+    """Store the training-data reward statistics and how inputs were built in the model's config."""
     config = _inner(model).config
     setattr(config, REWARD_MEAN, float(mean))
     setattr(config, REWARD_STD, float(std))
     setattr(config, MAX_LENGTH, int(max_length))
+    setattr(config, CONTEXT_TURNS, int(context_turns))
 
 
 class RewardModel:
     """A trained reward model and its tokenizer, scoring (prompt, response) pairs.
 
     `score(prompts, responses)` tokenises each pair as in training (`rlhf.data.tokenize`,
-    `input_format`), runs the model in batches of similar length and returns the (B,) float32
+    `input_format`, `context_turns`), runs the model in batches of similar length and returns the (B,) float32
     rewards on the CPU, in input order. `normalize=True` returns (r - mean) / std with the
     training-data statistics stored with the model (0 and 1 if it has none).
     """
 
     def __init__(self, model, tokenizer, input_format: str, max_length: int, mean: float = 0.0, std: float = 1.0,
-                 device: str | torch.device = "cpu", precision: str = "fp32"):
+                 device: str | torch.device = "cpu", precision: str = "fp32", context_turns: int = -1):
         self.model, self.tokenizer, self.input_format = model.eval(), tokenizer, input_format
+        self.context_turns = context_turns
         self.max_length, self.mean, self.std = max_length, mean, std
         self.device, self.precision = torch.device(device), precision
 
     def tokenize(self, prompt: PromptText, response: str) -> RewardExample:
-        return tokenize_for_reward(self.tokenizer, prompt, response, self.max_length, self.input_format)
+        return tokenize_for_reward(self.tokenizer, prompt, response, self.max_length, self.input_format, self.context_turns)
 
     @torch.no_grad()
     def score_examples(self, examples: Sequence[RewardExample], batch_size: int = 32) -> torch.Tensor:
@@ -210,5 +214,6 @@ def load_reward_model(model_dir: str | os.PathLike, device: str | torch.device =
     length = max_length or getattr(config, MAX_LENGTH, None) or getattr(tokenizer, "model_max_length", 512)
     length = min(int(length), getattr(config, "max_position_embeddings", None) or int(length))
     return RewardModel(model.to(device), tokenizer, infer_input_format(config), length,
-                       float(getattr(config, REWARD_MEAN, 0.0)), float(getattr(config, REWARD_STD, 1.0)), device, precision)
+                       float(getattr(config, REWARD_MEAN, 0.0)), float(getattr(config, REWARD_STD, 1.0)), device, precision,
+                       int(getattr(config, CONTEXT_TURNS, -1)))
 

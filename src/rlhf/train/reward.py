@@ -31,6 +31,7 @@ from ..models.load import save_pretrained
 from ..models.reward import (RewardModel, disable_dropout, load_reward_backbone, record_reward_stats,
                              sequence_rewards, supports_packing)
 from . import loop
+from .probe import fit_linear_probe
 
 RANKED = "ranked_"  # batch keys "ranked_K": (n, K) sequence indices of the n K-way rankings, best first
 
@@ -43,7 +44,8 @@ class TokenizedPreference:
     is_pair: bool  # from a comparison (Bradley-Terry with margin) or a ranking (Plackett-Luce)
 
 
-def tokenize_preferences(tokenizer, records, max_length: int, input_format: str) -> list[TokenizedPreference]:
+def tokenize_preferences(tokenizer, records, max_length: int, input_format: str,
+                         context_turns: int = -1) -> list[TokenizedPreference]:
     """Comparisons and rankings -> tokenised preferences, each response encoded once."""
     out = []
     for record in records:
@@ -51,7 +53,8 @@ def tokenize_preferences(tokenizer, records, max_length: int, input_format: str)
             responses, ranking, margin = (record.chosen, record.rejected), (0, 1), record.margin
         else:
             responses, ranking, margin = record.responses, record.ranking, None
-        encoded = tuple(tokenize_for_reward(tokenizer, record.prompt, r, max_length, input_format) for r in responses)
+        encoded = tuple(tokenize_for_reward(tokenizer, record.prompt, r, max_length, input_format, context_turns)
+                        for r in responses)
         out.append(TokenizedPreference(encoded, tuple(ranking), margin, isinstance(record, Comparison)))
     return out
 
@@ -88,7 +91,11 @@ def preference_loss_sum(model, batch: dict) -> tuple[torch.Tensor, dict]:
     """Bradley-Terry over the batch's pairs plus Plackett-Luce over its rankings, summed over
     preferences; stats: accuracy (share of ordered response pairs scored in the right order) and
     margin (mean r_chosen - r_rejected over pairs)."""
-    rewards = sequence_rewards(model, batch)  # (N,)
+    return preference_loss_from_rewards(sequence_rewards(model, batch), batch)
+
+
+def preference_loss_from_rewards(rewards: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
+    """`preference_loss_sum` given the (N,) rewards of the batch's sequences."""
     loss_sum = rewards.new_zeros(())
     concordant, ordered_pairs, stats = 0.0, 0, {}
     pairs = batch["pair_index"]
@@ -111,10 +118,15 @@ def preference_loss_sum(model, batch: dict) -> tuple[torch.Tensor, dict]:
 
 
 def build_model(cfg: RewardConfig, device: torch.device):
-    """The reward model to train (LoRA-wrapped with --lora-r), its tokenizer and input format."""
+    """The reward model to train (before LoRA), its tokenizer and input format."""
     model, tokenizer, input_format = load_reward_backbone(cfg.model, cfg.input_format, cfg.trust_remote_code)
     if not cfg.dropout:
         disable_dropout(model)
+    return model.to(device), tokenizer, input_format
+
+
+def add_lora(model, cfg: RewardConfig):
+    """The model with LoRA adapters on every linear layer (--lora-r > 0), else unchanged."""
     if cfg.lora_r > 0:
         from peft import LoraConfig, get_peft_model
 
@@ -122,7 +134,7 @@ def build_model(cfg: RewardConfig, device: torch.device):
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules="all-linear", task_type="SEQ_CLS")
         model = get_peft_model(model, lora)
-    return model.to(device), tokenizer, input_format
+    return model
 
 
 def pair_accuracy(rewards: torch.Tensor) -> float:
@@ -142,17 +154,26 @@ def run(cfg: RewardConfig) -> Path:
     model, tokenizer, input_format = build_model(cfg, device)
     pad_id = tokenizer.pad_token_id
     packing = cfg.packing and supports_packing(model)  # encoders attend both ways: rows cannot be shared
+    tokenize = lambda rows: tokenize_preferences(tokenizer, rows, cfg.max_length, input_format, cfg.context_turns)  # noqa: E731
 
-    preferences = tokenize_preferences(tokenizer, records, cfg.max_length, input_format)
+    preferences = tokenize(records)
     lengths = [max(len(r.input_ids) for r in p.responses) for p in preferences]
     plan = loop.BatchPlan(len(preferences), cfg.batch_size, cfg.seed, lengths=lengths if cfg.group_by_length else None)
     batch_at = lambda i: make_batch([preferences[j] for j in plan.micro_batch(i)], pad_id, packing, cfg.max_length)  # noqa: E731
-
-    eval_pairs = []
-    if cfg.eval_data:
-        eval_pairs = tokenize_preferences(tokenizer, read_comparisons(cfg.eval_data), cfg.max_length, input_format)
     precision = "bf16" if cfg.precision == "bf16" and loop.bf16_supported(device) else "fp32"
-    scorer = RewardModel(model, tokenizer, input_format, cfg.max_length, device=device, precision=precision)
+
+    probe = {}
+    if cfg.head_init == "probe":  # deterministic, so a resumed run recomputes the same head (then loads its checkpoint)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else None
+        chunks = [preferences[i : i + 4 * cfg.batch_size] for i in range(0, len(preferences), 4 * cfg.batch_size)]
+        batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in make_batch(c, pad_id, packing, cfg.max_length).items()}
+                   for c in chunks]
+        probe = fit_linear_probe(model, batches, preference_loss_from_rewards, pad_id, cfg.probe_l2, autocast)
+    model = add_lora(model, cfg).to(device)
+
+    eval_pairs = tokenize(read_comparisons(cfg.eval_data)) if cfg.eval_data else []
+    scorer = RewardModel(model, tokenizer, input_format, cfg.max_length, device=device, precision=precision,
+                         context_turns=cfg.context_turns)
 
     def pair_rewards(pairs: list[TokenizedPreference]) -> torch.Tensor:
         """(P, 2) rewards of (chosen, rejected) for each pair."""
@@ -177,7 +198,7 @@ def run(cfg: RewardConfig) -> Path:
     starts = torch.tensor([0] + [len(p.responses) for p in preferences]).cumsum(0)[:-1]  # first sequence of each
     pair_starts = starts[[i for i, p in enumerate(preferences) if p.is_pair]]
     train_accuracy = pair_accuracy(train_rewards[torch.stack([pair_starts, pair_starts + 1], 1)]) if train_pairs else None
-    record_reward_stats(model, mean, std, cfg.max_length)
+    record_reward_stats(model, mean, std, cfg.max_length, cfg.context_turns)
     model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
     run_dir.write_summary({
         "stage": "rm",
@@ -188,6 +209,9 @@ def run(cfg: RewardConfig) -> Path:
         "skipped_rows": getattr(records, "skipped", 0),
         "input_format": input_format,
         "packed": packing,
+        "context_turns": cfg.context_turns,
+        "head_init": cfg.head_init,
+        **probe,
         "train_loss": result.last_metrics.get("loss"),
         "train_accuracy": train_accuracy,
         **final_eval,
