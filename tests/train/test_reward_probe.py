@@ -107,3 +107,21 @@ def test_rm_with_probe_head_and_no_context_saves_and_scores_responses_alone(tmp_
 def test_context_turns_must_be_minus_one_or_more():
     with pytest.raises(ValueError, match="context_turns"):
         RewardConfig(context_turns=-2)
+
+
+def test_probe_fit_is_the_same_in_one_batch_or_several_with_rankings(tiny_model_dir):
+    torch.manual_seed(0)
+    model, tok, fmt = load_reward_backbone(tiny_model_dir)
+    encode = lambda r: tokenize_for_reward(tok, "Once", r, 32, fmt)  # noqa: E731
+    prefs = [TokenizedPreference((encode(GOOD[i % 4]), encode(BAD[i % 4])), (0, 1), 0.5 * (i % 2), True) for i in range(6)]
+    prefs += [TokenizedPreference((encode(BAD[i]), encode(GOOD[i]), encode(" and then.")), (1, 2, 0), None, False)
+              for i in range(4)]
+    heads = []
+    for chunks in ([prefs], [prefs[:3], prefs[3:7], prefs[7:]]):
+        head = reward_head(model)
+        with torch.no_grad():
+            head.weight.normal_()  # the fit starts from zero whatever the head held
+        batches = [make_batch(c, tok.pad_token_id, packing=True, max_length=32) for c in chunks]
+        fit_linear_probe(model, batches, preference_loss_from_rewards, tok.pad_token_id, 1e-2)
+        heads.append(head.weight.detach().clone())
+    torch.testing.assert_close(heads[0], heads[1], rtol=1e-4, atol=1e-5)

@@ -74,15 +74,12 @@ def fit_linear_probe(
     model.eval()
     features = [head_features(model, b, pad_id, autocast) for b in batches]
     model.train(was_training)
-    index_batches = [{k: v for k, v in b.items() if k.startswith(("pair_", "ranked_")) or k == "n_units"} for b in batches]
-    device = features[0].device
-    units = sum(b["n_units"] for b in batches)
-    weight = torch.zeros(head.in_features, device=device, requires_grad=True)
+    all_features, index = torch.cat(features), _merged_index(batches, [len(f) for f in features])
+    weight = torch.zeros(head.in_features, device=all_features.device, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def objective() -> torch.Tensor:
-        total = sum(loss_from_rewards(f @ weight, b)[0] for f, b in zip(features, index_batches))
-        return total / units + l2 * weight.square().sum()
+        return loss_from_rewards(all_features @ weight, index)[0] / index["n_units"] + l2 * weight.square().sum()
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -97,6 +94,16 @@ def fit_linear_probe(
         head.weight.copy_(weight.to(head.weight.dtype).view_as(head.weight))
         if head.bias is not None:
             head.bias.zero_()
-        stats = [loss_from_rewards(f @ weight, b)[1] for f, b in zip(features, index_batches)]
-    accuracy = sum(s["accuracy"] * b["n_units"] for s, b in zip(stats, index_batches)) / units
+        accuracy = loss_from_rewards(all_features @ weight, index)[1]["accuracy"]
     return {"probe_loss_before": before, "probe_loss": after, "probe_train_accuracy": accuracy}
+
+
+def _merged_index(batches: Sequence[dict], sizes: Sequence[int]) -> dict:
+    """The pair and ranking indices of `batches` as one batch over their concatenated sequences."""
+    offsets = torch.tensor([0, *sizes]).cumsum(0)[:-1].tolist()
+    merged = {"n_units": sum(b["n_units"] for b in batches)}
+    for key in {k for b in batches for k in b if k.startswith("ranked_")} | {"pair_index"}:
+        parts = [b[key] + offset for b, offset in zip(batches, offsets) if key in b]
+        merged[key] = torch.cat(parts)
+    merged["pair_margin"] = torch.cat([b["pair_margin"] for b in batches])
+    return merged
