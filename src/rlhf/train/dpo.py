@@ -262,7 +262,7 @@ def preference_eval(loss_fn, data, cfg: DPOConfig, model, pad_id: int, device) -
     totals, counts, units, loss_sum = {}, {}, 0, 0.0
     for start in range(0, len(data), cfg.batch_size):
         batch = data.batch(list(range(start, min(start + cfg.batch_size, len(data)))), pad_id)
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        batch = loop.to_device(batch, device)
         with loop.autocast(cfg.precision, device):
             loss, stats = loss_fn(model, batch)
         loss_sum, units = loss_sum + float(loss), units + batch["n_units"]

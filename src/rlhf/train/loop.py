@@ -64,6 +64,11 @@ def autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch with its tensors on `device` (counts and other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -323,7 +328,7 @@ def fit(
         group_count = sum(b["n_units"] for b in batches)
         loss_total, stats_total = 0.0, {}
         for batch in batches:
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            batch = to_device(batch, device)
             with autocast(cfg.precision, device):
                 loss_sum, stats = loss_fn(forward_model, batch)
             (loss_sum / group_count).backward()

@@ -7,8 +7,8 @@ can Distort Pretrained Features and Underperform Out-of-Distribution"), keeps mo
 backbone knew; it is also how WARM (Ramé et al. 2024) starts the reward models it averages.
 
 The probe is the same preference loss as training (Bradley-Terry with the row's margin on pairs,
-Plackett-Luce on rankings) on rewards w·f + b of the frozen head inputs f, plus an L2 penalty on
-w. The problem is convex, so L-BFGS from zero gives one answer whatever the seed.
+Plackett-Luce on rankings) on rewards w·f of the frozen head inputs f, plus an L2 penalty on w
+(a bias cannot change a preference loss, so it is set to 0). The problem is convex, so L-BFGS from zero gives one answer whatever the seed.
 """
 
 from __future__ import annotations

@@ -164,11 +164,10 @@ def run(cfg: RewardConfig) -> Path:
 
     probe = {}
     if cfg.head_init == "probe":  # deterministic, so a resumed run recomputes the same head (then loads its checkpoint)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else None
         chunks = [preferences[i : i + 4 * cfg.batch_size] for i in range(0, len(preferences), 4 * cfg.batch_size)]
-        batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in make_batch(c, pad_id, packing, cfg.max_length).items()}
-                   for c in chunks]
-        probe = fit_linear_probe(model, batches, preference_loss_from_rewards, pad_id, cfg.probe_l2, autocast)
+        batches = [loop.to_device(make_batch(c, pad_id, packing, cfg.max_length), device) for c in chunks]
+        probe = fit_linear_probe(model, batches, preference_loss_from_rewards, pad_id, cfg.probe_l2,
+                                 loop.autocast(cfg.precision, device))
     model = add_lora(model, cfg).to(device)
 
     eval_pairs = tokenize(read_comparisons(cfg.eval_data)) if cfg.eval_data else []
