@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="runs/sft/model", help="policy directory (default: the demo's SFT model)")
     p.add_argument("--reward-model", default="runs/rm/model", help="reward model directory (from `rlhf rm`)")
-    p.add_argument("--prompts", default=None, help="prompts file (default: TinyStories openings, rlhf.data.tasks)")
+    p.add_argument("--prompts", default=None, help="prompts file (default: TinyStories openings, rlhf.demo.tasks)")
     p.add_argument("--algos", default="ppo,rloo,grpo")
     p.add_argument("--steps", type=int, default=6, help="RL steps (rollout + update) per run")
     p.add_argument("--warmup-steps", type=int, default=1, help="first steps left out of the timing")
@@ -244,7 +244,7 @@ WORKERS = {"ours": worker_ours, "trl": worker_trl, "trl-ppo": worker_trl_ppo}
 
 
 def default_prompts(out: Path, n: int) -> Path:
-    from rlhf.data.tasks import story_prompts
+    from rlhf.demo.tasks import story_prompts
 
     path = out / "prompts.jsonl"
     path.write_text("".join(json.dumps({"prompt": p.prompt}) + "\n" for p in story_prompts("train", n, seed=0)))

@@ -11,7 +11,7 @@ import sys
 
 # command -> (config class name in rlhf.config, module whose run(cfg) executes it)
 COMMANDS = {
-    "demo": ("DemoConfig", "rlhf.demo", "the whole loop on the embedded default: SFT, oracle labels, RM, PPO/RLOO/GRPO/DPO, eval, report.html"),
+    "demo": ("DemoConfig", "rlhf.demo.pipeline", "the whole loop on the embedded default: SFT, oracle labels, RM, PPO/RLOO/GRPO/DPO, eval, report.html"),
     "pretrain": ("PretrainConfig", "rlhf.train.pretrain", "pretrain or continue pretraining a causal LM on a corpus"),
     "sft": ("SFTConfig", "rlhf.train.sft", "supervised fine-tuning on demonstrations (loss on completions only)"),
     "dpo": ("DPOConfig", "rlhf.train.dpo", "direct alignment: --loss dpo|cdpo|ipo|simpo|orpo|kto on preferences; --online"),

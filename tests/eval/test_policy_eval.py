@@ -53,7 +53,7 @@ def test_eval_policy_command(tiny_model_dir, tmp_path):
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     out = tmp_path / "report.json"
     code = main(["eval", "policy", "--model", str(tiny_model_dir), "--reference", str(tiny_model_dir), "--data",
-                 str(prompts), "--judge", "rlhf.labelers.oracle:gold_reward", "--out", str(out),
+                 str(prompts), "--judge", "rlhf.demo.oracle:gold_reward", "--out", str(out),
                  "--max-new-tokens", "5", "--precision", "fp32"])
     assert code == 0
     report = json.loads(out.read_text())
@@ -67,11 +67,11 @@ def test_eval_command_reports_extra_scorers_and_length_statistics(tiny_model_dir
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     out = tmp_path / "report.json"
     code = main(["eval", "--model", str(tiny_model_dir), "--reference", str(tiny_model_dir), "--data", str(prompts),
-                 "--judge", "rlhf.labelers.oracle:gold_reward", "--scorers", "rlhf.labelers.oracle:gold_reward",
+                 "--judge", "rlhf.demo.oracle:gold_reward", "--scorers", "rlhf.demo.oracle:gold_reward",
                  "--out", str(out), "--max-new-tokens", "5", "--precision", "fp32"])
     assert code == 0
     report = json.loads(out.read_text())
-    extra = report["scores"]["rlhf.labelers.oracle:gold_reward"]
+    extra = report["scores"]["rlhf.demo.oracle:gold_reward"]
     # the same model, seed and prompts on both sides: the extra scorer agrees with the judge
     assert extra["policy"] == pytest.approx(report["policy_score"]) == pytest.approx(extra["reference"])
     lengths = report["lengths"]["policy"]

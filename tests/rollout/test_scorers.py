@@ -5,7 +5,7 @@ from rlhf.rollout.scorers import Scorer, is_callable_spec, load_callable, load_s
 
 
 def test_callable_scorer_returns_float_tensor_and_identity_normalisation():
-    scorer = load_scorer("rlhf.labelers.oracle:gold_reward")
+    scorer = load_scorer("rlhf.demo.oracle:gold_reward")
     scores = scorer(["p", "p"], ["What a wonderful, happy day!", "It was awful and sad."])
     assert scores.dtype == torch.float32 and scores.shape == (2,)
     assert scores[0] > 0.5 > -0.5 > scores[1]
@@ -17,7 +17,7 @@ def test_bad_specs_and_bad_outputs():
     with pytest.raises(ValueError, match="import"):
         load_callable("no_such_module_xyz:fn")
     with pytest.raises(ValueError, match="no attribute"):
-        load_callable("rlhf.labelers.oracle:nope")
+        load_callable("rlhf.demo.oracle:nope")
     with pytest.raises(ValueError, match="shape"):
         Scorer("short", lambda p, r: [1.0])(["a", "b"], ["x", "y"])
     with pytest.raises(ValueError, match="non-finite"):

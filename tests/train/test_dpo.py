@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from rlhf.config import DPOConfig
-from rlhf.train import dpo
+from rlhf.train import direct_alignment, dpo
 
 LOSS_NAMES = ["dpo", "cdpo", "ipo", "simpo", "orpo", "kto"]
 
@@ -58,7 +58,7 @@ def test_every_loss_trains_and_fills_the_run_directory(tiny_model_dir, compariso
     summary = json.loads((out / "summary.json").read_text())
     assert summary["loss_type"] == loss and summary["examples"] == (32 if loss == "kto" else 16)
     assert {"wall_s", "tokens_per_s", "peak_memory_mb", "reference_s"} <= set(summary)
-    assert (out / dpo.REFERENCE_CACHE).exists()
+    assert (out / direct_alignment.REFERENCE_CACHE).exists()
 
 
 def test_first_step_is_log2_and_the_margin_grows(tiny_model_dir, comparisons_file, tmp_path):
@@ -110,7 +110,7 @@ def test_pair_shares_prompt_tokens_under_truncation(tiny_model_dir):
 def test_kto_reads_comparisons_as_thumbs_and_pairs_other_prompts(comparisons_file):
     from rlhf.data.tokenize import mismatched_partners
 
-    feedback = dpo.read_feedback(str(comparisons_file), skip_bad_rows=False)
+    feedback = direct_alignment.read_feedback(str(comparisons_file), skip_bad_rows=False)
     assert len(feedback) == 32 and [f.label for f in feedback[:2]] == [True, False]
     prompts = [f.prompt for f in feedback]
     partner = mismatched_partners(prompts, seed=0)
@@ -124,13 +124,13 @@ def test_cached_reference_logps_survive_resume(tiny_model_dir, comparisons_file,
     out = tmp_path / "run"
     cfg = config(tiny_model_dir, comparisons_file, out, precision="fp32", max_steps=4, save_every=2)
     straight = weights(dpo.run(cfg))
-    cache = torch.load(out / dpo.REFERENCE_CACHE, weights_only=True)
+    cache = torch.load(out / direct_alignment.REFERENCE_CACHE, weights_only=True)
     assert cache["train"]["logps"].shape == (32,)
 
     def refuse(*args, **kwargs):
         raise AssertionError("reference log-probs recomputed on resume")
 
-    monkeypatch.setattr(dpo, "score_examples", refuse)
+    monkeypatch.setattr(direct_alignment, "score_examples", refuse)
     resumed = weights(dpo.run(DPOConfig(**{**cfg.__dict__, "resume": True})))
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6)

@@ -4,7 +4,7 @@ import json
 
 from rlhf.cli import main
 from rlhf.data.formats import read_comparisons
-from rlhf.labelers.oracle import gold_reward
+from rlhf.demo.oracle import gold_reward
 
 PROMPTS = ["Once upon a time", "The dog", "Tom had a red ball.", "Sue liked", "The cat"]
 
@@ -41,7 +41,7 @@ def test_noiseless_oracle_labels_pairs(tiny_model_dir, tmp_path):
 def test_scorer_labels_pairs(tiny_model_dir, tmp_path):
     out = tmp_path / "pairs.jsonl"
     assert main(["generate", "--model", str(tiny_model_dir), "--data", str(prompts_file(tmp_path)), "--out", str(out),
-                 "--num-samples", "2", "--max-new-tokens", "10", "--label", "rlhf.labelers.oracle:gold_reward",
+                 "--num-samples", "2", "--max-new-tokens", "10", "--label", "rlhf.demo.oracle:gold_reward",
                  "--precision", "fp32"]) == 0
     comparisons = read_comparisons(out)
     assert len(comparisons) == len(PROMPTS)

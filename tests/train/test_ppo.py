@@ -14,7 +14,7 @@ from rlhf.config import PPOConfig
 from rlhf.train import ppo
 from rlhf.train.ppo_update import ALGORITHMS, Experience, last_token_reward, ppo_advantages, rloo_per_token
 
-GOLD = "rlhf.labelers.oracle:gold_reward"
+GOLD = "rlhf.demo.oracle:gold_reward"
 RULE = "ppo_test_rewards:letter_e"  # a rule reward that varies even on the tiny model's gibberish
 RULE_SOURCE = """
 def letter_e(prompts, responses):

@@ -91,7 +91,7 @@ def test_sft_loss_ignores_prompt_tokens(tiny_model_dir):
     """Changing prompt tokens' targets cannot change the loss: only completion positions count."""
     from rlhf.data.tokenize import tokenize_completion
     from rlhf.models.load import load_causal_lm, load_tokenizer
-    from rlhf.train.lm import lm_loss_sum
+    from rlhf.models.lm import lm_loss_sum
     from rlhf.train.sft import make_batch
 
     tok, model = load_tokenizer(tiny_model_dir), load_causal_lm(tiny_model_dir)

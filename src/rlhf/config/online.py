@@ -138,7 +138,7 @@ class EvalPolicyConfig:
     model: str | None = None  # the policy directory (e.g. runs/ppo/model)
     reference: str | None = None  # the policy it is compared with and KL is measured to (e.g. runs/sft/model)
     data: str | None = None  # prompts: {"prompt"} rows or a .txt with one per line
-    judge: str | None = None  # scorer deciding each head-to-head: reward-model dir or module:function (e.g. rlhf.labelers.oracle:gold_reward)
+    judge: str | None = None  # scorer deciding each head-to-head: reward-model dir or module:function (e.g. rlhf.demo.oracle:gold_reward)
     scorers: tuple[str, ...] = ()  # more scorers (reward-model dirs or module:function) whose mean reward of both sides is reported
     out: str | None = None  # JSON report (with samples); default: print only
     max_prompts: int = 128  # the first N prompts of --data; 0 = all

@@ -107,3 +107,10 @@ class Rollout:
         import torch
 
         return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+
+def prompt_as_json(prompt: PromptText):
+    """A prompt as it appears in a JSONL row: the text, or the conversation as a list of messages."""
+    if isinstance(prompt, tuple):
+        return [{"role": m.role, "content": m.content} for m in prompt]
+    return prompt

@@ -1,7 +1,7 @@
 """A policy against a reference on held-out prompts: head-to-head win rate and KL to the reference.
 
 Both policies answer every prompt once, sampled with the same settings and seed; a judge (any
-scorer: the demo's noiseless oracle `rlhf.labelers.oracle:gold_reward`, a reward model, a rule)
+scorer: the demo's noiseless oracle `rlhf.demo.oracle:gold_reward`, a reward model, a rule)
 scores both answers and the higher score wins, ties counting half. KL(policy || reference) is
 measured on the policy's own samples as the mean over prompts of
 sum_t [log pi(y_t | ...) - log pi_ref(y_t | ...)], an unbiased estimate of the sequence-level KL.
@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..data.records import PromptText, Rollout
+from ..data.records import PromptText, Rollout, prompt_as_json
 from ..rollout.generate import SamplingConfig, decode_responses, generate, stop_token_ids
 from ..rollout.logprobs import response_logprobs
 from ..rollout.scorers import Scorer
@@ -140,20 +140,13 @@ def format_report(report: dict, judge: str) -> str:
     return "\n".join(lines)
 
 
-def prompt_as_json(prompt: PromptText):
-    """A prompt as it appears in a JSONL row: the text, or the conversation as a list of messages."""
-    if isinstance(prompt, tuple):
-        return [{"role": m.role, "content": m.content} for m in prompt]
-    return prompt
-
-
 def run(cfg) -> Path | str:
     """`rlhf eval policy`: load both models and the judge, evaluate, print, write cfg.out."""
     from ..data.formats import read_prompts
     from ..models.load import load_causal_lm, load_tokenizer
     from ..rollout.attention import use_fp32_attention
     from ..rollout.scorers import load_scorer
-    from ..train.loop import autocast, pick_device
+    from ..runtime import autocast, pick_device
 
     if not (cfg.model and cfg.reference and cfg.data and cfg.judge):
         raise ValueError("eval policy needs --model DIR --reference DIR --data PROMPTS --judge SCORER")

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..algos.logprobs import entropy_from_logits, token_logprobs
 from ..data.records import Rollout
-from ..train.lm import backbone_and_head
+from ..models.lm import backbone_and_head
 
 
 def response_logits(model, rollout: Rollout, temperature: float = 1.0) -> Tensor:

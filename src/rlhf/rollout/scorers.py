@@ -5,9 +5,9 @@ The reward of online RL and the gold reward beside it are both scorers, named by
 - a reward-model directory (saved by `rlhf rm`, or any one-label sequence classifier): scored
   with `rlhf.models.load_reward_model`; its stored training-set mean and std normalise scores;
 - `module:function`, a Python callable `(prompts, responses) -> sequence of floats` (a rule, a
-  judge, the demo's `rlhf.labelers.oracle:gold_reward`); its scores are used as they are.
+  judge, the demo's `rlhf.demo.oracle:gold_reward`); its scores are used as they are.
 
-    scorer = load_scorer("runs/rm/model")               # or "rlhf.labelers.oracle:gold_reward"
+    scorer = load_scorer("runs/rm/model")               # or "rlhf.demo.oracle:gold_reward"
     raw = scorer(prompts, responses)                    # (B,) float32
     scorer.normalize(raw)                               # (raw - mean) / std; identity for callables
 """

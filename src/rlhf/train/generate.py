@@ -18,41 +18,22 @@ import json
 import time
 from pathlib import Path
 
+from .. import runtime
 from ..config import GenerateConfig
 from ..data.formats import read_prompts
 from ..data.tokenize import encode_prompt
-from ..eval.policy import prompt_as_json
+from ..data.records import prompt_as_json
+from ..labelers.pairs import label_pairs
 from ..models.load import load_causal_lm, load_tokenizer
 from ..rollout.attention import use_fp32_attention
 from ..rollout.generate import SamplingConfig, sample_responses
-from . import loop
-
-
-def label_pairs(prompts: list, responses: list[list[str]], label: str, oracle_temperature: float, seed: int,
-                device="cpu") -> list[dict]:
-    """Comparisons from k responses per prompt: k // 2 disjoint pairs each, labelled by `label`."""
-    pairs = [(p, rs[j], rs[j + 1]) for p, rs in zip(prompts, responses) for j in range(0, len(rs) - 1, 2)]
-    firsts, seconds = [a for _, a, _ in pairs], [b for _, _, b in pairs]
-    texts = [p for p, _, _ in pairs]
-    if label == "oracle":
-        from ..labelers.oracle import SentimentOracle
-
-        picks = SentimentOracle(oracle_temperature, seed).prefer(texts, firsts, seconds)  # 0: a preferred
-    else:
-        from ..rollout.scorers import load_scorer
-
-        scorer = load_scorer(label, device)
-        score_a, score_b = scorer(texts, firsts), scorer(texts, seconds)
-        picks = [0 if a >= b else 1 for a, b in zip(score_a.tolist(), score_b.tolist())]
-    return [{"prompt": prompt_as_json(p), "chosen": a if pick == 0 else b, "rejected": b if pick == 0 else a}
-            for (p, a, b), pick in zip(pairs, picks)]
 
 
 def run(cfg: GenerateConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("generate needs --model DIR (the policy to sample from) and --data PROMPTS")
     start = time.perf_counter()
-    device = loop.pick_device(cfg.device)
+    device = runtime.pick_device(cfg.device)
     prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
     if cfg.max_prompts:
         prompts = prompts[: cfg.max_prompts]
@@ -67,7 +48,7 @@ def run(cfg: GenerateConfig) -> Path:
         raise ValueError(f"{len(too_long)} prompts are longer than max_length - max_new_tokens = {budget} tokens "
                          f"(first: row {too_long[0] + 1}); raise --max-length or shorten them")
     responses = sample_responses(model, tokenizer, prompts, sampling, k=cfg.num_samples, seed=cfg.seed,
-                                 batch_size=cfg.batch_size, autocast=lambda: loop.autocast(cfg.precision, device))
+                                 batch_size=cfg.batch_size, autocast=lambda: runtime.autocast(cfg.precision, device))
     if cfg.label:
         rows = label_pairs(prompts, responses, cfg.label, cfg.oracle_temperature, cfg.seed, device)
     else:

@@ -1,6 +1,6 @@
-"""The pieces every training stage shares: seeding, device and precision, the run directory,
-a deterministic batch plan, AdamW with warm-up and cosine decay, gradient accumulation and
-clipping, metrics, progress, atomic checkpoints and exact resume.
+"""The supervised training loop every offline stage shares: a deterministic batch plan, AdamW
+with warm-up and cosine decay, gradient accumulation and clipping, metrics, progress, and
+exact resume from the run's checkpoints (rlhf.runtime).
 
 `fit` runs the common supervised loop (pretrain, SFT, reward model, DPO); stages with their
 own loop (PPO) reuse the smaller pieces.
@@ -8,123 +8,15 @@ own loop (PPO) reuse the smaller pieces.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
-import os
-import random
-import shutil
 import time
-from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from ..config import TrainConfig, to_yaml
-
-CHECKPOINT_PREFIX = "step-"
-
-
-# ---------------------------------------------------------------- environment
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()) and _cpu_has_bf16()
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
-
-
-def autocast(precision: str, device: torch.device):
-    """bf16 autocast where asked and supported; fp32 master weights and optimiser state either way."""
-    if precision == "bf16" and bf16_supported(device):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """The batch with its tensors on `device` (counts and other values as they are)."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-# ---------------------------------------------------------------- run directory
-
-
-class RunDir:
-    """The run directory contract: config.yaml, metrics.jsonl, summary.json, model/, checkpoints/."""
-
-    def __init__(self, cfg: TrainConfig):
-        self.path = Path(cfg.out)
-        self.checkpoints = self.path / "checkpoints"
-        self.model_dir = self.path / "model"
-        if not cfg.resume and self.checkpoints.exists() and any(self.checkpoints.iterdir()):
-            raise FileExistsError(
-                f"{self.path} already holds checkpoints: pass --resume to continue that run, or choose another --out"
-            )
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-        self.metrics_path = self.path / "metrics.jsonl"
-        if not cfg.resume and self.metrics_path.exists():
-            self.metrics_path.unlink()
-
-    def truncate_metrics(self, after_step: int) -> None:
-        """On resume, drop lines logged after the checkpoint so the log reads as one run."""
-        if not self.metrics_path.exists():
-            return
-        kept = [
-            line
-            for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= after_step
-        ]
-        self.metrics_path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-
-    def log(self, record: dict) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(_plain(record)) + "\n")
-
-    def write_summary(self, summary: dict) -> None:
-        _atomic_write_text(self.path / "summary.json", json.dumps(_plain(summary), indent=2) + "\n")
-
-
-def _plain(record: dict) -> dict:
-    return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
+from ..config import TrainConfig
+from ..runtime import RunDir, autocast, load_latest_checkpoint, save_checkpoint, set_rng_state, to_device
 
 # ---------------------------------------------------------------- data order
 
@@ -197,59 +89,6 @@ def make_scheduler(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio:
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(run: RunDir, step: int, state: dict, keep: int) -> Path:
-    """Write `state` (a dict of state_dicts and plain values) as checkpoints/step-N, atomically.
-
-    Everything goes to a temporary directory first and is renamed into place, so a run killed
-    mid-write leaves either the previous checkpoint or the new one, never half of one.
-    """
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
-    final = run.checkpoints / f"{CHECKPOINT_PREFIX}{step}"
-    tmp = run.checkpoints / f".tmp-{CHECKPOINT_PREFIX}{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    torch.save({**state, "step": step, "rng": rng_state()}, tmp / "state.pt")
-    with open(tmp / "state.pt", "rb") as f:
-        os.fsync(f.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in list_checkpoints(run)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def list_checkpoints(run: RunDir) -> list[Path]:
-    if not run.checkpoints.exists():
-        return []
-    found = [p for p in run.checkpoints.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "state.pt").exists()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
-
-
-def load_latest_checkpoint(run: RunDir) -> dict | None:
-    found = list_checkpoints(run)
-    if not found:
-        return None
-    return torch.load(found[-1] / "state.pt", map_location="cpu", weights_only=False)
 
 
 # ---------------------------------------------------------------- the supervised loop

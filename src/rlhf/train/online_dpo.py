@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .. import runtime
 from ..config import DPOConfig
 from ..data.formats import read_prompts
 from ..data.records import PromptText
@@ -34,7 +35,7 @@ from ..data.tokenize import tokenize_pair
 from ..models.load import load_policy, save_pretrained
 from ..rollout.attention import use_fp32_attention
 from . import loop
-from .dpo import PairData, Reference, attach_reference, make_evaluate, make_loss, reference_dir
+from .direct_alignment import PairData, Reference, attach_reference, make_evaluate, make_loss, reference_dir
 from .preference_lm import reference_context
 
 END_STATE = "end.pt"
@@ -61,10 +62,10 @@ class PairLabeler:
             self.scorer = load_scorer(spec, device)
 
     def __call__(self, prompts: list[PromptText], responses: list[list[str]], seed: int) -> tuple[list[dict], dict]:
-        from ..eval.policy import prompt_as_json
+        from ..data.records import prompt_as_json
 
         if self.scorer is None:
-            from .generate import label_pairs
+            from ..labelers.pairs import label_pairs
 
             rows = label_pairs(prompts, responses, "oracle", self.oracle_temperature, seed, self.device)
             return rows, {"labels": len(rows)}
@@ -104,13 +105,13 @@ def run(cfg: DPOConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("dpo --online needs --model DIR (the SFT policy) and --data FILE of prompts")
     t_start = time.perf_counter()
-    loop.seed_everything(cfg.seed)
-    device = loop.pick_device(cfg.device)
-    run_dir = loop.RunDir(cfg)
+    runtime.seed_everything(cfg.seed)
+    device = runtime.pick_device(cfg.device)
+    run_dir = runtime.RunDir(cfg)
     model, tokenizer = load_policy(cfg, device)
     use_fp32_attention(model)  # CPU only: bf16 attention kernels are slower there (rlhf.rollout.attention)
     pad_id = tokenizer.pad_token_id
-    autocast = lambda: loop.autocast(cfg.precision, device)  # noqa: E731
+    autocast = lambda: runtime.autocast(cfg.precision, device)  # noqa: E731
     prompts = list(dict.fromkeys(p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)))
     labeler = PairLabeler(cfg.labeler, cfg.oracle_temperature, device)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
@@ -139,7 +140,7 @@ def run(cfg: DPOConfig) -> Path:
             rounds.append(json.loads(info_path.read_text()))
             continue
         t_round = time.perf_counter()
-        round_run = loop.RunDir(round_cfg)
+        round_run = runtime.RunDir(round_cfg)
         pairs_path = round_dir / "pairs.jsonl"
         labelled_before = pairs_path.exists()
         if labelled_before:  # resumed mid-round: never sample and label again
@@ -201,13 +202,13 @@ def run(cfg: DPOConfig) -> Path:
         "train_wall_s": total("train_s"),
         "sample_s": total("sample_s"),
         "wall_s": time.perf_counter() - t_start,
-        "peak_memory_mb": loop.peak_memory_mb(device),
+        "peak_memory_mb": runtime.peak_memory_mb(device),
         "per_round": rounds,
     })
     return model_dir
 
 
-def write_metrics(run_dir: loop.RunDir, rounds: list[dict]) -> None:
+def write_metrics(run_dir: runtime.RunDir, rounds: list[dict]) -> None:
     """OUT/metrics.jsonl from the rounds' own logs: steps and elapsed time counted across rounds,
     each line tagged with its round, then a line with the round's labelling figures."""
     lines, step, elapsed = [], 0, 0.0

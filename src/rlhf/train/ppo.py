@@ -28,15 +28,17 @@ from pathlib import Path
 
 import torch
 
+from .. import runtime
 from ..algos import AdaptiveKLController, FixedKLController, kl_estimate
 from ..config import PPOConfig
 from ..data.formats import read_prompts
 from ..data.tokenize import encode_prompt
-from ..eval.policy import prompt_as_json, evaluate_policy
+from ..data.records import prompt_as_json
+from ..eval.policy import evaluate_policy
 from ..models.load import load_causal_lm, load_policy, save_pretrained
 from ..models.reward import disable_dropout
-from ..rollout.generate import SamplingConfig, decode_responses, generate, stop_token_ids
 from ..rollout.attention import use_fp32_attention
+from ..rollout.generate import SamplingConfig, decode_responses, generate, stop_token_ids
 from ..rollout.logprobs import response_logprobs
 from ..rollout.scorers import load_scorer
 from . import loop
@@ -162,11 +164,11 @@ def run(cfg: PPOConfig) -> Path:
     if cfg.model is None or cfg.data is None or cfg.reward is None:
         raise ValueError("ppo needs --model DIR (the SFT policy), --data PROMPTS and --reward (reward-model dir or module:function)")
     t_start = time.perf_counter()
-    loop.seed_everything(cfg.seed)
-    device = loop.pick_device(cfg.device)
-    run_dir = loop.RunDir(cfg)
+    runtime.seed_everything(cfg.seed)
+    device = runtime.pick_device(cfg.device)
+    run_dir = runtime.RunDir(cfg)
     opts = resolve_options(cfg)
-    autocast = lambda: loop.autocast(cfg.precision, device)  # noqa: E731
+    autocast = lambda: runtime.autocast(cfg.precision, device)  # noqa: E731
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
     prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
     plan = loop.BatchPlan(len(prompts), cfg.batch_size, cfg.seed)
@@ -200,7 +202,7 @@ def run(cfg: PPOConfig) -> Path:
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
     start_step, wall_before, tokens_seen = 0, 0.0, 0
-    if cfg.resume and (state := loop.load_latest_checkpoint(run_dir)) is not None:
+    if cfg.resume and (state := runtime.load_latest_checkpoint(run_dir)) is not None:
         actor.load_state_dict(state["actor"], strict=False)
         actor_opt.load_state_dict(state["actor_opt"])
         if critic is not None:
@@ -210,7 +212,7 @@ def run(cfg: PPOConfig) -> Path:
             scheduler.load_state_dict(s)
         kl_ctl.load_state_dict(state["kl_controller"])
         generator.set_state(state["generator"])
-        loop.set_rng_state(state["rng"])
+        runtime.set_rng_state(state["rng"])
         start_step, wall_before, tokens_seen = state["step"], state["wall_s"], state["tokens"]
         run_dir.truncate_metrics(start_step)
         _truncate_samples(run_dir.path / "samples.jsonl", start_step)
@@ -221,7 +223,7 @@ def run(cfg: PPOConfig) -> Path:
                  "generator": generator.get_state(), "wall_s": time.perf_counter() - t0, "tokens": tokens_seen}
         if critic is not None:
             state.update(critic=critic.state_dict(), critic_opt=critic_opt.state_dict())
-        loop.save_checkpoint(run_dir, step, state, cfg.keep_checkpoints)
+        runtime.save_checkpoint(run_dir, step, state, cfg.keep_checkpoints)
 
     from tqdm.auto import tqdm
 
@@ -296,7 +298,7 @@ def run(cfg: PPOConfig) -> Path:
         **final_eval,
         "generated_tokens": tokens_seen, "tokens_per_s": tokens_seen / max(train_wall, 1e-9),
         "train_wall_s": train_wall, "wall_s": time.perf_counter() - t_start,
-        "peak_memory_mb": loop.peak_memory_mb(device),
+        "peak_memory_mb": runtime.peak_memory_mb(device),
     })
     return model_dir
 

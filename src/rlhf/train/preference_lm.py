@@ -20,7 +20,7 @@ import torch
 from ..algos.logprobs import token_logprobs
 from ..data.collate import collate_completions
 from ..data.tokenize import TokenizedExample
-from .lm import target_logits
+from ..models.lm import target_logits
 
 LOGPROB_CHUNK_ROWS = 1024  # target rows upcast to fp32 at a time when taking log-softmax
 

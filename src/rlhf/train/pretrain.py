@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .. import runtime
 from ..config import PretrainConfig
 from ..data.formats import read_documents
 from ..data.tokenize import count_bytes, tokenize_documents
@@ -20,7 +21,7 @@ from ..models.load import load_causal_lm, load_tokenizer, save_pretrained
 from ..models.tiny import build_model, train_tokenizer
 from ..resources import TINYSTORIES_TRAIN, TINYSTORIES_VALIDATION
 from . import loop
-from .lm import dense_lm_loss_sum, score_nll
+from ..models.lm import dense_lm_loss_sum, score_nll
 
 
 def _blocks_to_batch(blocks: list[list[int]]) -> dict:
@@ -30,9 +31,9 @@ def _blocks_to_batch(blocks: list[list[int]]) -> dict:
 
 def run(cfg: PretrainConfig) -> Path:
     t_start = time.perf_counter()
-    loop.seed_everything(cfg.seed)
-    device = loop.pick_device(cfg.device)
-    run_dir = loop.RunDir(cfg)
+    runtime.seed_everything(cfg.seed)
+    device = runtime.pick_device(cfg.device)
+    run_dir = runtime.RunDir(cfg)
     data_path = cfg.data or TINYSTORIES_TRAIN
     eval_path = cfg.eval_data or (TINYSTORIES_VALIDATION if cfg.data is None else None)
     documents = [d.text for d in read_documents(data_path, skip_bad_rows=cfg.skip_bad_rows)]
@@ -61,7 +62,7 @@ def run(cfg: PretrainConfig) -> Path:
         if not eval_blocks:
             return {}
         batches = (_blocks_to_batch(eval_blocks[i : i + cfg.batch_size]) for i in range(0, len(eval_blocks), cfg.batch_size))
-        nll, n = score_nll(model, batches, device, lambda: loop.autocast(cfg.precision, device))
+        nll, n = score_nll(model, batches, device, lambda: runtime.autocast(cfg.precision, device))
         return {"eval_loss": nll / n, "eval_perplexity": perplexity(nll, n), "eval_bits_per_byte": bits_per_byte(nll, eval_bytes)}
 
     result = loop.fit(
@@ -91,7 +92,7 @@ def run(cfg: PretrainConfig) -> Path:
         "tokens_per_s": result.tokens_per_s,
         "train_wall_s": result.wall_s,
         "wall_s": time.perf_counter() - t_start,
-        "peak_memory_mb": loop.peak_memory_mb(device),
+        "peak_memory_mb": runtime.peak_memory_mb(device),
         "samples": samples,
     }
     run_dir.write_summary(summary)

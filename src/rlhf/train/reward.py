@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .. import runtime
 from ..algos.preference import bradley_terry, plackett_luce
 from ..config import RewardConfig
 from ..data.collate import collate_rewards, pack_rewards
@@ -28,8 +29,14 @@ from ..data.formats import read_comparisons, read_preferences
 from ..data.records import Comparison
 from ..data.tokenize import RewardExample, tokenize_for_reward
 from ..models.load import save_pretrained
-from ..models.reward import (RewardModel, disable_dropout, load_reward_backbone, record_reward_stats,
-                             sequence_rewards, supports_packing)
+from ..models.reward import (
+    RewardModel,
+    disable_dropout,
+    load_reward_backbone,
+    record_reward_stats,
+    sequence_rewards,
+    supports_packing,
+)
 from . import loop
 from .probe import fit_linear_probe
 
@@ -147,9 +154,9 @@ def run(cfg: RewardConfig) -> Path:
         raise ValueError("rm needs --model DIR (a causal LM such as runs/sft/model, or an encoder) "
                          "and --data FILE of comparisons or rankings")
     t_start = time.perf_counter()
-    loop.seed_everything(cfg.seed)  # before the model: the new value head is drawn from it
-    device = loop.pick_device(cfg.device)
-    run_dir = loop.RunDir(cfg)
+    runtime.seed_everything(cfg.seed)  # before the model: the new value head is drawn from it
+    device = runtime.pick_device(cfg.device)
+    run_dir = runtime.RunDir(cfg)
     records = read_preferences(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     model, tokenizer, input_format = build_model(cfg, device)
     pad_id = tokenizer.pad_token_id
@@ -160,14 +167,14 @@ def run(cfg: RewardConfig) -> Path:
     lengths = [max(len(r.input_ids) for r in p.responses) for p in preferences]
     plan = loop.BatchPlan(len(preferences), cfg.batch_size, cfg.seed, lengths=lengths if cfg.group_by_length else None)
     batch_at = lambda i: make_batch([preferences[j] for j in plan.micro_batch(i)], pad_id, packing, cfg.max_length)  # noqa: E731
-    precision = "bf16" if cfg.precision == "bf16" and loop.bf16_supported(device) else "fp32"
+    precision = "bf16" if cfg.precision == "bf16" and runtime.bf16_supported(device) else "fp32"
 
     probe = {}
     if cfg.head_init == "probe":  # deterministic, so a resumed run recomputes the same head (then loads its checkpoint)
         chunks = [preferences[i : i + 4 * cfg.batch_size] for i in range(0, len(preferences), 4 * cfg.batch_size)]
-        batches = [loop.to_device(make_batch(c, pad_id, packing, cfg.max_length), device) for c in chunks]
+        batches = [runtime.to_device(make_batch(c, pad_id, packing, cfg.max_length), device) for c in chunks]
         probe = fit_linear_probe(model, batches, preference_loss_from_rewards, pad_id, cfg.probe_l2,
-                                 loop.autocast(cfg.precision, device))
+                                 runtime.autocast(cfg.precision, device))
     model = add_lora(model, cfg).to(device)
 
     eval_pairs = tokenize(read_comparisons(cfg.eval_data)) if cfg.eval_data else []
@@ -221,6 +228,6 @@ def run(cfg: RewardConfig) -> Path:
         "tokens_per_s": result.tokens_per_s,
         "train_wall_s": result.wall_s,
         "wall_s": time.perf_counter() - t_start,
-        "peak_memory_mb": loop.peak_memory_mb(device),
+        "peak_memory_mb": runtime.peak_memory_mb(device),
     })
     return model_dir

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import torch
 
+from .. import runtime
 from ..config import SFTConfig
 from ..data.collate import collate_completions, pack_completions, pad_right
 from ..data.formats import read_demonstrations
 from ..data.tokenize import TokenizedExample, tokenize_completion
 from ..models.load import load_policy, save_pretrained
 from . import loop
-from .lm import lm_loss_sum, score_nll
+from ..models.lm import lm_loss_sum, score_nll
 
 
 def tokenize_demonstrations(tokenizer, demonstrations, max_length: int) -> list[TokenizedExample]:
@@ -47,9 +48,9 @@ def run(cfg: SFTConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("sft needs --model DIR (e.g. runs/pretrain/model) and --data FILE of demonstrations")
     t_start = time.perf_counter()
-    loop.seed_everything(cfg.seed)
-    device = loop.pick_device(cfg.device)
-    run_dir = loop.RunDir(cfg)
+    runtime.seed_everything(cfg.seed)
+    device = runtime.pick_device(cfg.device)
+    run_dir = runtime.RunDir(cfg)
     demonstrations = read_demonstrations(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     model, tokenizer = load_policy(cfg, device)
     pad_id = tokenizer.pad_token_id
@@ -72,7 +73,7 @@ def run(cfg: SFTConfig) -> Path:
         if not eval_examples:
             return {}
         batches = (make_batch(eval_examples[i : i + cfg.batch_size], pad_id) for i in range(0, len(eval_examples), cfg.batch_size))
-        nll, n = score_nll(model, batches, device, lambda: loop.autocast(cfg.precision, device))
+        nll, n = score_nll(model, batches, device, lambda: runtime.autocast(cfg.precision, device))
         return {"eval_loss": nll / n, "eval_perplexity": float(torch.tensor(nll / n).exp())}
 
     result = loop.fit(model, lambda i: batch_of(plan.micro_batch(i)), plan, lm_loss_sum, cfg, run_dir, device,
@@ -90,6 +91,6 @@ def run(cfg: SFTConfig) -> Path:
         "tokens_per_s": result.tokens_per_s,
         "train_wall_s": result.wall_s,
         "wall_s": time.perf_counter() - t_start,
-        "peak_memory_mb": loop.peak_memory_mb(device),
+        "peak_memory_mb": runtime.peak_memory_mb(device),
     })
     return model_dir

@@ -1,7 +1,7 @@
 import math
 
-from rlhf.data.tasks import story_demonstrations, story_prompts
-from rlhf.labelers.oracle import SentimentOracle, gold_reward
+from rlhf.demo.tasks import story_demonstrations, story_prompts
+from rlhf.demo.oracle import SentimentOracle, gold_reward
 
 
 def test_gold_reward_orders_sentiment():

@@ -11,8 +11,8 @@ import random
 import re
 
 from ..resources import TINYSTORIES_TRAIN, TINYSTORIES_VALIDATION
-from .formats import read_documents
-from .records import Demonstration, Prompt
+from ..data.formats import read_documents
+from ..data.records import Demonstration, Prompt
 
 OPENING_WORDS = 8  # words of a story shown as the prompt
 CONTINUATION_WORDS = 40  # words of the story's own continuation used as an SFT demonstration

@@ -1,4 +1,4 @@
-"""Language-model losses and scoring shared by pretraining and SFT.
+"""The LM forward restricted to the positions a loss reads, and the LM losses of pretraining and SFT.
 
 The LM head runs only where a loss is taken: hidden states of the positions whose next token is
 a target are gathered first, and only those rows are projected onto the vocabulary. Prompt and

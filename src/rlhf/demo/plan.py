@@ -1,6 +1,6 @@
 """The sizes of `rlhf demo`: how much of each stage the full demo and `--quick` run.
 
-Kept apart from the orchestration in `rlhf.demo` so the numbers that trade quality for time sit
+Kept apart from the orchestration in `rlhf.demo.pipeline` so the numbers that trade quality for time sit
 together in one readable table. `seconds` are rough expectations on 2 CPU cores, used only to
 estimate the time left in the progress display.
 """

@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DemoConfig, DPOConfig, EvalRMConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
-from .demo_plan import FULL, QUICK, DemoPlan
+from ..config import DemoConfig, DPOConfig, EvalRMConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
+from .plan import FULL, QUICK, DemoPlan
 
-GOLD = "rlhf.labelers.oracle:gold_reward"
+GOLD = "rlhf.demo.oracle:gold_reward"
 
 
 @dataclass
@@ -133,7 +133,7 @@ class Demo:
                 + ["online_dpo"])
 
     def make_data(self) -> None:
-        from .data.tasks import story_demonstrations, story_prompts
+        from .tasks import story_demonstrations, story_prompts
 
         p, seed = self.plan, self.cfg.seed
         demos = story_demonstrations(p.demonstrations, seed)
@@ -147,7 +147,7 @@ class Demo:
         _write_jsonl(self.data / "prompts-rm-heldout.jsonl", [{"prompt": x.prompt} for x in heldout[p.eval_prompts:]])
 
     def sft(self) -> None:
-        from .train import sft
+        from ..train import sft
 
         sft.run(SFTConfig(model=self.cfg.base or str(_shipped_base()), data=str(self.data / "demonstrations.jsonl"),
                           epochs=self.plan.sft_epochs, batch_size=16, lr=3e-4, max_length=96, **self._common("sft")))
@@ -155,8 +155,8 @@ class Demo:
     def label(self) -> None:
         """Candidate pairs from the SFT policy, labelled by the noisy oracle (training) and the
         noiseless one (held-out pairs for the reward model's accuracy against gold)."""
-        from .labelers.oracle import gold_reward
-        from .train import generate
+        from .oracle import gold_reward
+        from ..train import generate
 
         p, cfg = self.plan, self.cfg
         per_prompt = 2 * -(-p.label_budget // p.train_prompts)  # enough pairs per prompt to fill the budget
@@ -179,8 +179,8 @@ class Demo:
         _write_jsonl(self.data / "pairs-heldout.jsonl", [r for r, c, j in zip(rows, chosen, rejected) if c != j])
 
     def reward_model(self) -> None:
-        from .eval import reward as eval_reward
-        from .train import reward
+        from ..eval import reward as eval_reward
+        from ..train import reward
 
         p = self.plan
         if self.cfg.reward_backbone == "minilm":
@@ -194,7 +194,7 @@ class Demo:
                                      device=self.cfg.device))
 
     def ppo(self, algo: str, name: str, kl_coef: float) -> None:
-        from .train import ppo
+        from ..train import ppo
 
         p = self.plan
         sizes = (dict(max_steps=p.ppo_steps, batch_size=p.ppo_batch, lr=p.ppo_lr, minibatch_size=p.ppo_batch)
@@ -206,7 +206,7 @@ class Demo:
                           max_length=128, samples_every=5, **sizes, **self._common(name)))
 
     def dpo(self, name: str, beta: float) -> None:
-        from .train import dpo
+        from ..train import dpo
 
         p = self.plan
         dpo.run(DPOConfig(model=self._model("sft"), data=str(self.data / "pairs-train.jsonl"), loss="dpo", beta=beta,
@@ -216,7 +216,7 @@ class Demo:
     def online_dpo(self) -> None:
         """DPO on pairs the policy samples as it learns, labelled by the same noisy oracle, with the
         same number of labels as the offline runs (rounds x prompts per round)."""
-        from .train import online_dpo
+        from ..train import online_dpo
 
         p = self.plan
         online_dpo.run(DPOConfig(model=self._model("sft"), data=str(self.data / "prompts-train.jsonl"), online=True,
@@ -228,8 +228,8 @@ class Demo:
 
     def evaluate(self, run: str) -> None:
         """`run`'s policy against SFT on the held-out prompts, judged by the noiseless oracle."""
-        from .config import EvalPolicyConfig
-        from .eval import policy
+        from ..config import EvalPolicyConfig
+        from ..eval import policy
 
         p, cfg = self.plan, self.cfg
         with contextlib.redirect_stdout(io.StringIO()):  # the stage prints its whole report; one line here
@@ -244,7 +244,7 @@ class Demo:
               f"KL to SFT {result['kl_to_reference']:.2f}")
 
     def report(self) -> None:
-        from .eval.report import write_report
+        from ..eval.report import write_report
 
         summary = self.summary()
         tmp = self.out / "summary.json.tmp"
@@ -301,7 +301,7 @@ def _minilm() -> str:
 
 
 def _shipped_base() -> Path:
-    from .resources import BASE_MODEL
+    from ..resources import BASE_MODEL
 
     return BASE_MODEL
 

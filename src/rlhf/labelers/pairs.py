@@ -1,0 +1,32 @@
+"""Comparisons from sampled responses: each prompt's k responses form k // 2 disjoint pairs, and a
+labeler decides each pair.
+
+A labeler is named by `--label`: a registered name (NAMED_LABELERS, resolved by name so that the
+demo's oracle stays in `rlhf.demo`) or any scorer (`module:function` or a reward-model
+directory), whose higher score wins.
+"""
+
+from __future__ import annotations
+
+from ..data.records import prompt_as_json
+from ..rollout.scorers import load_callable, load_scorer
+
+# name -> `module:Class` whose instances take (temperature, seed) and have prefer(prompts, a, b) -> [0 | 1]
+NAMED_LABELERS = {"oracle": "rlhf.demo.oracle:SentimentOracle"}
+
+
+def label_pairs(prompts: list, responses: list[list[str]], label: str, oracle_temperature: float, seed: int,
+                device="cpu") -> list[dict]:
+    """Comparisons `{"prompt", "chosen", "rejected"}` from k responses per prompt, labelled by `label`."""
+    pairs = [(p, rs[j], rs[j + 1]) for p, rs in zip(prompts, responses) for j in range(0, len(rs) - 1, 2)]
+    firsts, seconds = [a for _, a, _ in pairs], [b for _, _, b in pairs]
+    texts = [p for p, _, _ in pairs]
+    if label in NAMED_LABELERS:
+        labeler = load_callable(NAMED_LABELERS[label])(oracle_temperature, seed)
+        picks = labeler.prefer(texts, firsts, seconds)  # 0: a preferred
+    else:
+        scorer = load_scorer(label, device)
+        score_a, score_b = scorer(texts, firsts), scorer(texts, seconds)
+        picks = [0 if a >= b else 1 for a, b in zip(score_a.tolist(), score_b.tolist())]
+    return [{"prompt": prompt_as_json(p), "chosen": a if pick == 0 else b, "rejected": b if pick == 0 else a}
+            for (p, a, b), pick in zip(pairs, picks)]
