@@ -21,6 +21,11 @@ COMMANDS = {
     "generate": ("GenerateConfig", "rlhf.train.generate", "sample candidate responses to label; --label oracle|SCORER writes comparisons"),
     "eval": ("EvalPolicyConfig", "rlhf.eval.policy", "same as `rlhf eval policy`"),
     "eval policy": ("EvalPolicyConfig", "rlhf.eval.policy", "win rate of a policy against a reference (judged by a scorer) and KL to it"),
+    "label serve": ("LabelServeConfig", "rlhf.feedback.serve", "the human-feedback labelling web app (pairwise with strength, rankings, thumbs; dashboard)"),
+    "label import": ("LabelImportConfig", "rlhf.feedback.importer", "tasks from `rlhf generate` output or labelled files into a labelling project"),
+    "label export": ("LabelExportConfig", "rlhf.feedback.export", "a labelling project's labels as comparisons, rankings or binary feedback for rm/dpo/kto"),
+    # No config class of its own: `rlhf doctor STAGE ...` parses STAGE's config (see _doctor).
+    "doctor": (None, "rlhf.doctor", "preflight of `rlhf sft|rm|dpo|ppo` with the same flags: batch arithmetic, cut prompts, round trip, PPO at lr 0, time, memory, resume"),
 }
 
 
@@ -30,18 +35,13 @@ def _usage() -> str:
     return f"usage: rlhf <command> [--config FILE.yaml] [--field value ...]\n\ncommands:\n{rows}\n\nrlhf <command> --help lists every option."
 
 
-def parse(command: str, argv: list[str]):
-    """The stage's config from an optional YAML file and command-line flags (flags win)."""
-    import dataclasses
+CONFIG_HELP = ("--config FILE.yaml: read options from a YAML file of `option: value` lines (names as below, "
+               "with _ or -), typed and checked as the flags are; flags given as well win over the file.")
 
-    import tyro
 
-    from . import config
-
-    cls = getattr(config, COMMANDS[command][0])
-    config_file = None
-    rest: list[str] = []
-    i = 0
+def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(the --config file or None, the other arguments): tyro never sees --config."""
+    config_file, rest, i = None, [], 0
     while i < len(argv):
         if argv[i] == "--config":
             if i + 1 >= len(argv):
@@ -52,10 +52,69 @@ def parse(command: str, argv: list[str]):
         else:
             rest.append(argv[i])
             i += 1
-    defaults = None
+    return config_file, rest
+
+
+def _required_marked(cfg):
+    """A copy of `cfg` whose unset required fields hold tyro.MISSING, so that --help says
+    "(required)" for them instead of "(default: None)". Copied without __init__, whose
+    validation would reject the markers; it only ever serves as tyro's defaults for --help."""
+    import copy
+
+    import tyro
+
+    from .config.fields import missing_required
+
+    marked = copy.copy(cfg)
+    for name in missing_required(cfg):
+        object.__setattr__(marked, name, tyro.MISSING)
+    return marked
+
+
+def parse(command: str, argv: list[str]):
+    """The stage's config from an optional YAML file and command-line flags (flags win).
+
+    Fields the command cannot run without (its config class's REQUIRED) read "(required)" in
+    --help; a config still lacking one is returned as it is, and `main` refuses it.
+    """
+    import dataclasses
+    import inspect
+
+    import tyro
+
+    from . import config
+
+    cls = getattr(config, COMMANDS[command][0])
+    config_file, rest = _split_config_flag(argv)
+    defaults = cls()
     if config_file:
-        defaults = dataclasses.replace(cls(), **config.load_yaml(config_file, cls))
-    return tyro.cli(cls, args=rest, default=defaults, prog=f"rlhf {command}", description=cls.__doc__)
+        values = config.load_yaml(config_file, cls)
+        try:
+            defaults = dataclasses.replace(defaults, **values)
+        except ValueError as err:  # the file's values together fail the config's validation
+            raise ValueError(f"{config_file}: {err}") from None
+    if "-h" in rest or "--help" in rest:
+        defaults = _required_marked(defaults)
+    description = f"{inspect.cleandoc(cls.__doc__ or '')}\n\n{CONFIG_HELP}"
+    return tyro.cli(cls, args=rest, default=defaults, prog=f"rlhf {command}", description=description)
+
+
+def _doctor(argv: list[str]) -> int:
+    """`rlhf doctor STAGE [--config FILE.yaml] [STAGE's flags]`: STAGE's config, parsed exactly as
+    `rlhf STAGE` parses it, checked by rlhf.doctor, which prints a table; 1 when a check failed."""
+    from .doctor import STAGES, run
+
+    if not argv or argv[0] not in STAGES:
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        print(f"usage: rlhf doctor {{{'|'.join(STAGES)}}} [--config FILE.yaml] [the stage's options]\n\n"
+              f"{COMMANDS['doctor'][2]}", file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
+    try:
+        cfg = parse(argv[0], argv[1:])
+    except (ValueError, FileNotFoundError) as err:
+        print(f"rlhf doctor {argv[0]}: {err}", file=sys.stderr)
+        return 2
+    return run(argv[0], cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,14 +128,37 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"rlhf: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if command == "doctor":  # `rlhf doctor STAGE ...`: a preflight of STAGE's config, not a stage of its own
+        return _doctor(rest)
     try:
         cfg = parse(command, rest)
-    except ValueError as err:  # a config that fails validation
+    except (ValueError, FileNotFoundError) as err:  # a config that fails validation, a missing --config file
         print(f"rlhf {command}: {err}", file=sys.stderr)
         return 2
-    stage = importlib.import_module(COMMANDS[command][1])
+    from .config.fields import missing_required
+
+    missing = missing_required(cfg)
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        print(f"rlhf {command}: missing required option(s) {flags} (see rlhf {command} --help)", file=sys.stderr)
+        return 2
+    try:  # before the stage's heavy imports and before anything is written: data, models, tokenizers
+        # `rlhf label` needs only the web dependencies (no torch): its commands check their own files.
+        if not COMMANDS[command][1].startswith("rlhf.feedback."):
+            from .train.inputs import check_inputs
+
+            check_inputs(command, cfg)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"rlhf {command}: error: {err}", file=sys.stderr)
+        return 1
     try:
+        stage = importlib.import_module(COMMANDS[command][1])
         out = stage.run(cfg)
+    except KeyboardInterrupt:  # Ctrl-C: where the run stopped and how to continue, not a traceback
+        from .runtime.progress import interrupted_message
+
+        print(f"\nrlhf {command}: {interrupted_message()}", file=sys.stderr)
+        return 130
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         # Bad input (data rows, model directories, run directories) is the user's to fix: no traceback.
         print(f"rlhf {command}: error: {err}", file=sys.stderr)

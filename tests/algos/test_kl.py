@@ -88,3 +88,23 @@ def test_fixed_controller():
     other = FixedKLController(1.0)
     other.load_state_dict(ctl.state_dict())
     assert other.value == 0.05
+
+
+def test_adaptive_controller_ignores_a_non_finite_kl():
+    # target 6, horizon 10000, 256 steps: nan and inf leave 0.1 as it is; the next finite
+    # measurement (kl 12, error clipped to 0.2) moves it as usual: 0.1 * (1 + 0.2 * 0.0256) = 0.100512
+    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10000)
+    for kl in (float("nan"), float("inf"), torch.tensor(float("-inf"))):
+        assert ctl.update(kl, n_steps=256) == 0.1
+    assert ctl.update(12.0, n_steps=256) == pytest.approx(0.100512)
+
+
+def test_adaptive_controller_never_leaves_the_finite_positive_range():
+    # an n_steps far above the horizon would drive 1 + error * n / horizon below 0 (error -0.2,
+    # n / horizon = 10: factor 1 - 2 = -1): the coefficient must stay positive and finite
+    # (a negative coefficient would reward drifting from the reference): such a move is not taken.
+    # Likewise one that would overflow to inf: 1.5e308 * (1 + 0.2 * 10 / 10) = 1.8e308 > 1.797e308.
+    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10)
+    assert ctl.update(0.0, n_steps=100) == 0.1
+    ctl = AdaptiveKLController(1.5e308, target=6.0, horizon=10)
+    assert ctl.update(12.0, n_steps=10) == 1.5e308

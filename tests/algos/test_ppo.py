@@ -99,3 +99,54 @@ def test_reinforce_hand_and_broadcast():
     assert_close(logp.grad, torch.tensor([[-1.0, -1.0, 0.0]]))
     per_token, _ = reinforce_loss(logp, torch.full((1, 3), 2.0), mask)
     assert_close(per_token, loss)
+
+
+# Dual clip (Ye et al. 2020): where A < 0 the clipped objective is further bounded below by c * A,
+# so a huge ratio on a bad token cannot make the loss (and its gradient) unbounded.
+# clip = 0.2, c = 3, old_logp = 0:
+#   token  ratio  A    min(unclipped, clipped)  max(that, c*A)  gradient d/dlogp of -objective/4
+#   0      5.0    -1   min(-5, -1.2) = -5       max(-5, -3) = -3     0 (dual-clipped)
+#   1      2.0    -1   min(-2, -1.2) = -2       max(-2, -3) = -2     -ratio*A/4 = 0.5
+#   2      5.0    +1   min(5, 1.2) = 1.2        (A > 0: no bound) 1.2  0 (clipped)
+#   3      4.0    -0.5 min(-2, -0.6) = -2       max(-2, -1.5) = -1.5  0 (dual-clipped)
+# sum = -3 - 2 + 1.2 - 1.5 = -5.3 -> loss = 5.3 / 4; without dual clip: -(-5 - 2 + 1.2 - 2) / 4 = 7.8 / 4
+DUAL_RATIOS = [5.0, 2.0, 5.0, 4.0]
+DUAL_ADV = torch.tensor([[-1.0, -1.0, 1.0, -0.5]])
+
+
+def dual_clip_case(dual_clip):
+    logp = torch.tensor([[math.log(r) for r in DUAL_RATIOS]], requires_grad=True)
+    loss, stats = ppo_policy_loss(logp, torch.zeros(1, 4), DUAL_ADV, torch.ones(1, 4), clip=0.2, dual_clip=dual_clip)
+    return logp, loss, stats
+
+
+def test_dual_clip_hand():
+    logp, loss, stats = dual_clip_case(3.0)
+    assert_close(loss, torch.tensor(5.3 / 4))
+    assert_close(stats["dual_clipfrac"], torch.tensor(2 / 4))
+    assert_close(stats["clipfrac"], torch.tensor(1 / 4))  # token 2 only: clipped, not dual-clipped
+    loss.backward()
+    assert_close(logp.grad, torch.tensor([[0.0, 0.5, 0.0, 0.0]]))
+
+
+def test_dual_clip_off_is_the_plain_surrogate():
+    for off in (None, 0.0):
+        _, loss, stats = dual_clip_case(off)
+        assert_close(loss, torch.tensor(7.8 / 4))
+        assert_close(stats["dual_clipfrac"], torch.tensor(0.0))
+
+
+def test_dual_clip_leaves_the_ordinary_case_alone():
+    # the earlier hand-worked case has ratios <= 1.5 < c = 3: nothing is dual-clipped
+    logp = torch.tensor([[math.log(r) for r in RATIOS]])
+    plain, _ = ppo_policy_loss(logp, torch.zeros(1, 7), ADV, MASK, clip=0.2)
+    dual, stats = ppo_policy_loss(logp, torch.zeros(1, 7), ADV, MASK, clip=0.2, dual_clip=3.0)
+    assert_close(dual, plain)
+    assert stats["dual_clipfrac"].item() == 0.0
+
+
+def test_dual_clip_must_exceed_one():
+    import pytest
+
+    with pytest.raises(ValueError, match="dual_clip"):
+        dual_clip_case(0.5)

@@ -63,9 +63,9 @@ def test_eval_rm_command_writes_json(tiny_model_dir, tmp_path, capsys):
 
 
 def test_eval_rm_needs_model_and_data(capsys):
-    assert main(["eval", "rm", "--data", "x.jsonl"]) == 1
+    assert main(["eval", "rm", "--data", "x.jsonl"]) == 2
     assert "--model" in capsys.readouterr().err
-    assert main(["eval"]) == 1  # `eval` alone is `eval policy`, which names what it needs
+    assert main(["eval"]) == 2  # `eval` alone is `eval policy`, which names what it needs
     assert "--reference" in capsys.readouterr().err
     assert main(["evaluate"]) == 2  # unknown: the usage lists the commands, the eval ones included
     assert "eval rm" in capsys.readouterr().err

@@ -23,3 +23,21 @@ def test_saved_default_loads_with_transformers_alone(tiny_model_dir):
     assert model.config.model_type == "llama"
     assert tokenizer.chat_template and tokenizer.pad_token_id != tokenizer.eos_token_id
     assert load_causal_lm(tiny_model_dir).num_parameters() == model.num_parameters()
+
+
+def test_disable_dropout_reaches_llama_attention_dropout(tiny_model_dir):
+    """Llama's attention dropout is a float the attention layers read, not an nn.Dropout module:
+    with it left on, two training-mode forwards differ and PPO's first ratio is not 1."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlhf.models.reward import disable_dropout
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attention_dropout=0.3,
+                                                 attn_implementation="eager")
+    model.train()
+    ids = torch.arange(1, 17).unsqueeze(0)
+    torch.manual_seed(0)
+    assert not torch.equal(model(ids).logits, model(ids).logits)  # the dropout is really there
+    disable_dropout(model)
+    assert torch.equal(model(ids).logits, model(ids).logits)

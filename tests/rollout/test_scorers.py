@@ -29,3 +29,19 @@ def test_bad_specs_and_bad_outputs():
 def test_normalisation_uses_stored_statistics():
     scorer = Scorer("rm", lambda p, r: [3.0, 1.0], mean=1.0, std=2.0)
     assert torch.equal(scorer.normalize(scorer(["a", "b"], ["x", "y"])), torch.tensor([1.0, 0.0]))
+
+
+def test_a_scorer_that_raises_is_named_with_the_cause_kept():
+    def broken(prompts, responses):
+        return [1.0 / 0 for _ in responses]
+
+    with pytest.raises(Exception) as err:
+        Scorer("my_rules:broken", broken)(["a"], ["x"])
+    assert "my_rules:broken" in str(err.value) and "ZeroDivisionError" in str(err.value)
+    assert isinstance(err.value.__cause__, ZeroDivisionError)
+
+
+@pytest.mark.parametrize("returned", [["good"], None, 3.0])
+def test_a_scorer_returning_non_numbers_is_named(returned):
+    with pytest.raises(ValueError, match="my_rules:words"):
+        Scorer("my_rules:words", lambda p, r: returned)(["a"], ["x"])

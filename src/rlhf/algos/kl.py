@@ -7,6 +7,7 @@ divergence" (2020, http://joschu.net/blog/kl-approx.html). With logr = ref_logp 
     k3 = exp(logr) - 1 - logr unbiased, low variance, >= 0
 """
 
+import math
 from typing import Callable, Union
 
 import torch
@@ -63,6 +64,10 @@ class AdaptiveKLController:
 
         error = clip(current_kl / target - 1, -0.2, 0.2)
         value *= 1 + error * n_steps / horizon
+
+    The coefficient always stays finite and positive: a non-finite KL measurement (a NaN from
+    one broken batch) is ignored, and a move that would take the value to zero or below (when
+    n_steps exceeds the horizon) or past the float range is not taken.
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float):
@@ -75,8 +80,13 @@ class AdaptiveKLController:
     def update(self, current_kl: Union[float, Tensor], n_steps: int) -> float:
         """Move the coefficient after ``n_steps`` samples (or steps) with measured ``current_kl``.
         Returns the new value."""
-        error = min(max(_as_float(current_kl) / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + error * n_steps / self.horizon
+        current_kl = _as_float(current_kl)
+        if not math.isfinite(current_kl):
+            return self.value
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        proposed = self.value * (1.0 + error * n_steps / self.horizon)
+        if math.isfinite(proposed) and proposed > 0:
+            self.value = proposed
         return self.value
 
     def state_dict(self) -> dict:

@@ -12,27 +12,42 @@ from rlhf.algos.masked import masked_mean, masked_var
 
 
 def ppo_policy_loss(
-    logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, clip: float
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, clip: float, dual_clip: float | None = None
 ) -> tuple[Tensor, dict]:
-    """Clipped surrogate objective of PPO (Schulman et al. 2017, eq. 7), as a loss to minimise.
+    """Clipped surrogate objective of PPO (Schulman et al. 2017, eq. 7), as a loss to minimise,
+    with the optional dual clip of Ye et al. 2020 ("Mastering Complex Control in MOBA Games with
+    Deep Reinforcement Learning", eq. 5).
 
     logp: (B, T) log pi_theta of the sampled tokens (with grad); old_logp: (B, T) log pi_old from
     the rollout; advantages: (B, T), or (B,) broadcast over tokens; mask: (B, T).
-        ratio = exp(logp - old_logp)
-        loss  = -masked_mean(min(ratio * A, clip(ratio, 1 - clip, 1 + clip) * A))
+        ratio     = exp(logp - old_logp)
+        objective = min(ratio * A, clip(ratio, 1 - clip, 1 + clip) * A)
+        objective = max(objective, dual_clip * A)   where A < 0 (dual clip; None or 0 = off)
+        loss      = -masked_mean(objective)
+    Where A < 0 the plain surrogate is unbounded in the ratio: a token that became far more
+    likely (ratio 100) than when sampled weighs 100 times A. The dual clip (c > 1, e.g. 3) caps
+    it at c * A, and its gradient there is 0.
     Returns (loss, stats), stats detached:
         clipfrac   share of tokens where the clipped branch is the minimum and the gradient is 0
                    (ratio > 1 + clip with A > 0, or ratio < 1 - clip with A < 0);
+        dual_clipfrac share of tokens held at dual_clip * A (A < 0 and ratio > dual_clip);
         approx_kl  masked mean of k3 = (ratio - 1) - log ratio, an unbiased, non-negative estimate
                    of KL(pi_old || pi_theta) from tokens sampled by pi_old (Schulman 2020);
         ratio_mean masked mean of the ratio.
     """
+    if dual_clip and dual_clip <= 1:
+        raise ValueError(f"dual_clip must be > 1 (or None/0 for off), got {dual_clip}")
     advantages = _per_token(advantages, logp).detach()
     log_ratio = logp - old_logp.detach()
     ratio = log_ratio.exp()
     unclipped = ratio * advantages
     clipped = ratio.clamp(1 - clip, 1 + clip) * advantages
-    loss = -masked_mean(torch.min(unclipped, clipped), mask)
+    objective = torch.min(unclipped, clipped)
+    dual_clipped = torch.zeros_like(ratio, dtype=torch.bool)
+    if dual_clip:
+        dual_clipped = (advantages < 0) & (objective < dual_clip * advantages)
+        objective = torch.where(dual_clipped, dual_clip * advantages, objective)
+    loss = -masked_mean(objective, mask)
 
     with torch.no_grad():
         above = (ratio > 1 + clip) & (advantages > 0)
@@ -40,6 +55,7 @@ def ppo_policy_loss(
         clipped_active = above | below
         stats = {
             "clipfrac": masked_mean(clipped_active.to(ratio.dtype), mask),
+            "dual_clipfrac": masked_mean(dual_clipped.to(ratio.dtype), mask),
             "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask),
             "ratio_mean": masked_mean(ratio, mask),
         }

@@ -4,10 +4,11 @@ Validation lives in `__post_init__`; a config never rewrites itself.
 """
 
 from .base import TrainConfig, load_yaml, to_yaml
+from .feedback import LabelExportConfig, LabelImportConfig, LabelServeConfig
 from .offline import (DPO_BETA, DPO_GAMMA, DPO_LABEL_SMOOTHING, DPOConfig, EvalRMConfig, PretrainConfig,
                       RewardConfig, SFTConfig)
 from .online import DemoConfig, EvalPolicyConfig, GenerateConfig, PPOConfig
 
 __all__ = ["TrainConfig", "load_yaml", "to_yaml", "DPO_BETA", "DPO_GAMMA", "DPO_LABEL_SMOOTHING", "DPOConfig",
            "EvalRMConfig", "PretrainConfig", "RewardConfig", "SFTConfig", "DemoConfig", "EvalPolicyConfig",
-           "GenerateConfig", "PPOConfig"]
+           "GenerateConfig", "PPOConfig", "LabelServeConfig", "LabelImportConfig", "LabelExportConfig"]

@@ -28,9 +28,12 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up steps before the cosine decay
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     max_grad_norm: float = 1.0  # gradient clipping by global norm; 0 = off
+    max_bad_steps: int = 5  # steps with a NaN/inf loss or gradient are skipped; stop after this many in a row
     max_length: int = 512  # tokens per training sequence (longer ones are truncated)
     precision: Literal["fp32", "bf16"] = "bf16"  # bf16 = autocast on CPUs/GPUs that support it (fp32 master weights)
     resume: bool = False  # continue from the newest checkpoint in `out`
+    overwrite: bool = False  # clear a non-empty `out` (an earlier run's files) and start again
+    resume_force: bool = False  # resume even when the result-relevant config differs from the checkpoint's
     save_every: int = 200  # checkpoint every N optimiser steps (0 = only at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     log_every: int = 10  # log metrics every N optimiser steps
@@ -47,7 +50,7 @@ class TrainConfig:
         checks = {
             "batch_size": self.batch_size >= 1,
             "grad_accum": self.grad_accum >= 1,
-            "lr": self.lr > 0,
+            "lr": self.lr >= 0,  # 0: a dry run that moves nothing (`rlhf doctor`'s PPO step)
             "max_length": self.max_length >= 8,
             "epochs": self.epochs > 0,
             "max_steps": self.max_steps == -1 or self.max_steps >= 1,
@@ -56,6 +59,7 @@ class TrainConfig:
             "warmup_steps": self.warmup_steps >= 0,
             "save_every": self.save_every >= 0,
             "log_every": self.log_every >= 1,
+            "max_bad_steps": self.max_bad_steps >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -64,17 +68,31 @@ class TrainConfig:
 
 
 def load_yaml(path: str | Path, cls) -> dict:
-    """Fields from a YAML file, checked against `cls`'s field names."""
-    with open(path, encoding="utf-8") as f:
-        values = yaml.safe_load(f) or {}
+    """Fields from a YAML file, checked against `cls`'s field names and typed as its flags are
+    (`rlhf.config.fields.coerce`). Errors name the file, the line and the field."""
+    from .fields import coerce, field_types
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        values = yaml.safe_load(text) or {}
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a config file must be a mapping of field: value")
-    values = {k.replace("-", "_"): v for k, v in values.items()}
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    lines = {str(key.value).replace("-", "_"): key.start_mark.line + 1 for key, _ in root.value} if root else {}
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    types = field_types(cls)
+    unknown = sorted(set(values) - set(types))
     if unknown:
         raise ValueError(f"{path}: unknown field(s) {unknown} for {cls.__name__}")
-    return values
+    typed = {}
+    for name, value in values.items():
+        try:
+            typed[name] = coerce(value, types[name])
+        except ValueError as err:
+            raise ValueError(f"{path}:{lines.get(name, '?')}: {name}: {err}") from None
+    return typed
 
 
 def to_yaml(cfg) -> str:

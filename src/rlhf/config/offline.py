@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from .base import TrainConfig
 
@@ -30,6 +30,8 @@ class PretrainConfig(TrainConfig):
 class SFTConfig(TrainConfig):
     """`rlhf sft`: cross-entropy on completions only (prompt tokens masked)."""
 
+    REQUIRED: ClassVar[tuple[str, ...]] = ("model", "data")  # --help says (required); rlhf sft refuses a run without them
+
     out: str = "runs/sft"  # run directory: config.yaml, metrics.jsonl, summary.json, model/, checkpoints/
     epochs: float = 2.0  # passes over the demonstrations when max_steps is -1
     batch_size: int = 16  # demonstrations per micro-batch (packed rows with --packing)
@@ -51,6 +53,8 @@ class DPOConfig(TrainConfig):
     """`rlhf dpo`: direct alignment on preferences (DPO, cDPO, IPO, SimPO, ORPO) or on thumbs
     up/down (KTO); with --online, each round samples responses from the policy, labels pairs and
     trains on them."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("model", "data")
 
     out: str = "runs/dpo"  # run directory: config.yaml, metrics.jsonl, summary.json, model/, checkpoints/, reference_logps.pt
     data: str | None = None  # comparisons {"prompt","chosen","rejected"} (kto: binary feedback, or comparisons split into thumbs up/down); --online: prompts
@@ -142,6 +146,8 @@ class RewardConfig(TrainConfig):
     """`rlhf rm`: a scalar reward model trained on preferences: Bradley-Terry on pairs (with an
     optional per-pair margin), Plackett-Luce on rankings."""
 
+    REQUIRED: ClassVar[tuple[str, ...]] = ("model", "data")
+
     model: str | None = None  # starting model dir: a causal LM (e.g. runs/sft/model, as InstructGPT), an encoder (e.g. all-MiniLM-L6-v2) or a reward model
     data: str | None = None  # preferences: comparisons {"prompt","chosen","rejected","margin"?} (HH transcripts too) and/or rankings {"prompt","responses","ranking"}
     eval_data: str | None = None  # held-out comparisons: accuracy and loss at eval steps and at the end
@@ -174,6 +180,8 @@ class EvalRMConfig:
     """`rlhf eval rm`: score held-out comparisons with a reward model: accuracy, mean margin,
     calibration and accuracy by prompt length; prints a table and writes JSON."""
 
+    REQUIRED: ClassVar[tuple[str, ...]] = ("model", "data")
+
     model: str | None = None  # reward model directory (the model/ of an `rlhf rm` run)
     data: str | None = None  # comparisons {"prompt","chosen","rejected"} (HH transcripts, conversational messages too)
     out: str | None = None  # JSON report; default: runs/eval-rm/<data file name>.json
@@ -184,6 +192,7 @@ class EvalRMConfig:
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast (faster on CPUs/GPUs that support it)
     skip_bad_rows: bool = False  # drop malformed data rows (counted in the report) instead of stopping
+    progress: bool = True  # show progress bars (scoring, model loading)
 
     def __post_init__(self):
         checks = {

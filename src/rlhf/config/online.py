@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from .base import TrainConfig
 
@@ -14,6 +14,8 @@ class PPOConfig(TrainConfig):
     PPO with a critic, or the critic-free RLOO, GRPO and REINFORCE, with a KL penalty to the
     reference (the starting policy)."""
 
+    REQUIRED: ClassVar[tuple[str, ...]] = ("model", "data", "reward")  # --help says (required); rlhf ppo refuses a run without them
+
     model: str | None = None  # the policy to train (e.g. runs/sft/model); also the reference unless --reference
     data: str | None = None  # prompts: {"prompt"} rows (text or conversation) or a .txt with one per line
     eval_data: str | None = None  # held-out prompts: at the end (and every eval_every steps), win rate against the reference judged by --gold (else the reward) and KL to the reference
@@ -22,7 +24,7 @@ class PPOConfig(TrainConfig):
     reward: str | None = None  # the reward: a reward-model directory (from `rlhf rm`) or module:function scoring (prompts, responses) -> floats
     gold: str | None = None  # optional gold scorer (same forms as --reward), logged beside the reward to expose over-optimisation
     reference: str | None = None  # reference model directory; default: the starting --model (with LoRA: the policy with its adapter disabled)
-    critic: str | None = None  # ppo: directory the critic starts from; default: the reward model when it reads the policy's tokens, else --model
+    critic: str | None = None  # ppo: directory the critic starts from (sharing the policy's tokenizer); default: a causal reward model (rlhf ppo refuses one whose tokenizer differs), else --model
     max_steps: int = -1  # rollout steps to run (each: sample, score, update); -1 = as many as `epochs` gives
     epochs: float = 1.0  # passes over the prompts when max_steps is -1
     batch_size: int = 32  # prompts per rollout step (each sampled num_samples times)
@@ -46,6 +48,7 @@ class PPOConfig(TrainConfig):
     gamma: float = 1.0  # ppo: discount over response tokens
     lam: float = 0.95  # ppo: GAE lambda
     clip: float = 0.2  # policy ratio clip range (ppo, rloo, grpo)
+    dual_clip: float = 3.0  # where the advantage is negative, bound the clipped objective by dual_clip * A (Ye et al. 2020; > 1); 0 = off
     value_clip: float = 0.2  # ppo: value clip range around the rollout's values
     whiten_advantages: bool = True  # ppo: normalise advantages to zero mean, unit variance over each rollout
     grpo_scale_by_std: bool = True  # grpo: divide by the group's reward std (off = Dr. GRPO)
@@ -74,6 +77,7 @@ class PPOConfig(TrainConfig):
             "gamma": 0 <= self.gamma <= 1,
             "lam": 0 <= self.lam <= 1,
             "clip": 0 < self.clip < 1,
+            "dual_clip": self.dual_clip == 0 or self.dual_clip > 1,
             "value_clip": self.value_clip > 0,
             "reward_clip": self.reward_clip >= 0,
             "samples_every": self.samples_every >= 0,
@@ -94,6 +98,8 @@ class PPOConfig(TrainConfig):
 class GenerateConfig:
     """`rlhf generate`: sample candidate responses from a policy for labelling; with --label,
     label them into comparisons {"prompt","chosen","rejected"} (e.g. by the demo's oracle)."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("model", "data")
 
     model: str | None = None  # policy directory to sample from (e.g. runs/sft/model)
     data: str | None = None  # prompts: {"prompt"} rows (text or conversation) or a .txt with one per line
@@ -135,6 +141,8 @@ class EvalPolicyConfig:
     """`rlhf eval policy`: a policy against a reference on held-out prompts: win rate judged by a
     scorer (ties count half, 95% interval), KL(policy || reference), mean scores and lengths."""
 
+    REQUIRED: ClassVar[tuple[str, ...]] = ("model", "reference", "data", "judge")
+
     model: str | None = None  # the policy directory (e.g. runs/ppo/model)
     reference: str | None = None  # the policy it is compared with and KL is measured to (e.g. runs/sft/model)
     data: str | None = None  # prompts: {"prompt"} rows or a .txt with one per line
@@ -150,6 +158,7 @@ class EvalPolicyConfig:
     seed: int = 0  # sampling seed (the same for both policies)
     precision: Literal["fp32", "bf16"] = "bf16"  # bf16 = autocast where supported
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
+    progress: bool = True  # show progress bars (sampling, model loading)
 
     def __post_init__(self):
         checks = {

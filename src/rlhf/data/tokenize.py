@@ -20,6 +20,12 @@ class TokenizedExample:
     prompt_len: int  # number of leading prompt tokens
 
 
+# Texts are encoded whole and then cut by `truncate` (or the caller's own limit), so the
+# tokenizer's check against its `model_max_length` only warns, wrongly, that a sequence rlhf is
+# about to shorten "will result in indexing errors" (a long HH transcript did, on every stage).
+UNCHECKED_LENGTH = {"verbose": False}
+
+
 def _messages(prompt: tuple[Message, ...]) -> list[dict]:
     return [{"role": m.role, "content": m.content} for m in prompt]
 
@@ -30,7 +36,8 @@ def _template_ids(tokenizer, messages: list[dict], add_generation_prompt: bool) 
             "this data is conversational but the tokenizer has no chat template; "
             "use a tokenizer with one, or plain-text prompts"
         )
-    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
+                                        tokenizer_kwargs=UNCHECKED_LENGTH)
     if isinstance(out, dict) or hasattr(out, "keys"):  # transformers 5 returns a BatchEncoding
         out = out["input_ids"]
     return list(out)
@@ -40,7 +47,7 @@ def encode_prompt(tokenizer, prompt: PromptText) -> list[int]:
     """Token ids a model continues from: the plain text, or the conversation with an open assistant turn."""
     if is_conversation(prompt):
         return _template_ids(tokenizer, _messages(prompt), add_generation_prompt=True)
-    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt, add_special_tokens=False, **UNCHECKED_LENGTH)["input_ids"]
 
 
 def encode_completion(tokenizer, prompt: PromptText, completion: str) -> list[int]:
@@ -52,7 +59,7 @@ def encode_completion(tokenizer, prompt: PromptText, completion: str) -> list[in
         if full[: len(head)] != head:
             raise ValueError("the chat template does not render the prompt as a prefix of prompt + reply")
         return full[len(head):]
-    return tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return tokenizer(completion, add_special_tokens=False, **UNCHECKED_LENGTH)["input_ids"] + [tokenizer.eos_token_id]
 
 
 def truncate(prompt_ids: list[int], completion_ids: list[int], max_length: int) -> tuple[list[int], list[int]]:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DemoConfig, DPOConfig, EvalRMConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
+from ..runtime.files import atomic_write_text
+from ..runtime.files import dumps as strict_json
 from .plan import FULL, QUICK, DemoPlan
 
 GOLD = "rlhf.demo.oracle:gold_reward"
@@ -67,9 +69,7 @@ def _clock(seconds: float) -> str:
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(strict_json(r) + "\n" for r in rows))
 
 
 def _read_json(path: Path) -> dict:
@@ -246,10 +246,7 @@ class Demo:
     def report(self) -> None:
         from ..eval.report import write_report
 
-        summary = self.summary()
-        tmp = self.out / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(self.out / "summary.json")
+        atomic_write_text(self.out / "summary.json", strict_json(self.summary(), indent=2) + "\n")
         write_report(self.out)
 
     # ------------------------------------------------------------ results
@@ -329,7 +326,7 @@ def run(cfg: DemoConfig) -> Path:
         started = time.perf_counter()
         step.action()
         demo.timings[step.name] = time.perf_counter() - started
-        timings_path.write_text(json.dumps(demo.timings, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(timings_path, json.dumps(demo.timings, indent=2) + "\n")
         progress.end(index)
     summary = _read_json(out / "summary.json")
     print(f"\nrlhf demo: finished in {_clock(summary['wall_s'])}")

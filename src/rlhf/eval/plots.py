@@ -34,10 +34,12 @@ STAGE_CURVES = {
            [("loss", "loss (Bradley–Terry)"), ("accuracy", "batch accuracy vs labels"),
             ("margin", "margin r_chosen − r_rejected"), ("lr", "learning rate")]),
     "policy": ("PPO, RLOO and GRPO",
-               "Proxy and gold reward, KL to the reference measured on each batch of rollouts, policy entropy, "
+               "Proxy and gold reward, KL to the reference measured on each batch of rollouts (the k3 "
+               "estimator per response: unbiased and never negative, where k1, the reward's default, can dip "
+               "below 0 on a batch; metrics.jsonl has both), policy entropy, "
                "response length and the share of responses that ended before the token limit.",
                [("reward", "proxy reward (reward model)"), ("gold", "gold reward (oracle)"),
-                ("kl", "KL to reference (rollouts)"), ("entropy", "entropy (nats/token)"),
+                ("kl_k3", "KL to reference (rollouts, k3)"), ("entropy", "entropy (nats/token)"),
                 ("response_length", "response length (tokens)"), ("eos_rate", "share ending with EOS")]),
     "policy-diagnostics": ("PPO, RLOO and GRPO: optimisation diagnostics",
                            "Health of the updates: clip fraction and approximate KL between the rollout policy and "

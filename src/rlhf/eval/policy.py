@@ -3,8 +3,11 @@
 Both policies answer every prompt once, sampled with the same settings and seed; a judge (any
 scorer: the demo's noiseless oracle `rlhf.demo.oracle:gold_reward`, a reward model, a rule)
 scores both answers and the higher score wins, ties counting half. KL(policy || reference) is
-measured on the policy's own samples as the mean over prompts of
-sum_t [log pi(y_t | ...) - log pi_ref(y_t | ...)], an unbiased estimate of the sequence-level KL.
+measured on the policy's own samples as the mean over prompts of sum_t KL(pi(.|y_<t) || pi_ref(.|y_<t)),
+the exact KL of the two next-token distributions summed over the response
+(`rlhf.algos.kl_exact`): an unbiased estimate of the sequence-level KL that is never negative.
+The sampled k1 estimate, sum_t [log pi(y_t | ...) - log pi_ref(y_t | ...)], also unbiased but
+negative on some samples (and, near KL 0, often in the mean), is kept as `kl_to_reference_k1`.
 
     from rlhf.eval.policy import evaluate_policy
     report = evaluate_policy(policy, reference, tokenizer, prompts, judge, SamplingConfig(max_new_tokens=48))
@@ -26,24 +29,39 @@ import torch
 
 from ..data.records import PromptText, Rollout, prompt_as_json
 from ..rollout.generate import SamplingConfig, decode_responses, generate, stop_token_ids
-from ..rollout.logprobs import response_logprobs
+from ..algos.kl_exact import exact_token_kl
+from ..algos.logprobs import token_logprobs
+from ..rollout.logprobs import response_logits
 from ..rollout.scorers import Scorer
 from .metrics import pairwise_outcomes, win_rate
 
 
+def kl_estimates(logits: torch.Tensor, ref_logits: torch.Tensor, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two (B,) estimates of KL(pi || pi_ref) per response of `rollout` (sampled from pi), from
+    the (B, T, V) logits of both models at its response positions (`response_logits`): the exact
+    per-position KL summed over the response (never negative), and the sampled k1 sum of
+    log pi - log pi_ref over its tokens (can be negative). See the module docstring."""
+    mask, ids = rollout.response_mask, rollout.response_ids
+    exact = (exact_token_kl(logits, ref_logits) * mask).sum(1)
+    k1 = (token_logprobs(logits, ids, chunk_size=8) - token_logprobs(ref_logits, ids, chunk_size=8)) * mask
+    return exact, k1.sum(1).float()
+
+
 @torch.no_grad()
-def sequence_kl(policy, reference, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
-    """(B,) sum over response tokens of log pi - log pi_ref, on the rollout's tokens (sampled from pi)."""
-    logp = response_logprobs(policy, rollout, temperature)
-    ref_logp = response_logprobs(reference, rollout, temperature)
-    return ((logp - ref_logp) * rollout.response_mask).sum(1).float()
+def sequence_kl(policy, reference, rollout: Rollout, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`kl_estimates` (exact, k1), each (B,), of the two models on the rollout's tokens."""
+    return kl_estimates(response_logits(policy, rollout, temperature), response_logits(reference, rollout, temperature),
+                        rollout)
 
 
-def _sample(model, tokenizer, prompt_ids, sampling, seed, batch_size, autocast) -> tuple[list[Rollout], list[str]]:
+def _sample(model, tokenizer, prompt_ids, sampling, seed, batch_size, autocast, progress: bool = False,
+            desc: str = "sampling") -> tuple[list[Rollout], list[str]]:
+    from tqdm.auto import tqdm
+
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     stops = stop_token_ids(tokenizer, model)
     rollouts, texts = [], []
-    for start in range(0, len(prompt_ids), batch_size):
+    for start in tqdm(range(0, len(prompt_ids), batch_size), desc=desc, disable=not progress, dynamic_ncols=True):
         with autocast():
             rollout = generate(model, prompt_ids[start : start + batch_size], sampling, stops, tokenizer.pad_token_id,
                                generator)
@@ -64,16 +82,18 @@ def evaluate_policy(
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
     max_prompt_tokens: int | None = None,
     scorers: dict[str, Callable] | None = None,
+    progress: bool = False,
 ) -> dict:
     """Win rate of `policy` over `reference` and KL(policy || reference) on `prompts`.
 
     Both models share `tokenizer`. `judge(prompts, responses) -> (B,) scores`. Prompts longer
     than `max_prompt_tokens` keep their last tokens. Returns the `rlhf.eval.metrics.win_rate`
     fields (win_rate, ci_low, ci_high, n, wins, ties, losses) and kl_to_reference (nats per
-    response), policy_score / reference_score (mean judge scores), policy_length /
-    reference_length (mean response tokens), lengths (`length_stats` of each side), scores (the
+    response, exact per-position KL; kl_to_reference_k1 the sampled k1 figure), policy_score /
+    reference_score (mean judge scores), policy_length / reference_length (mean response tokens), lengths (`length_stats` of each side), scores (the
     mean score of each side under every extra scorer in `scorers`, by name), seconds (wall time),
-    and samples: one dict per prompt with both responses and scores.
+    and samples: one dict per prompt with both responses and scores. `progress` shows a bar per
+    side while sampling.
     """
     from ..data.tokenize import encode_prompt
 
@@ -85,10 +105,13 @@ def evaluate_policy(
     was_training = policy.training
     policy.eval()
     try:
-        rollouts, policy_texts = _sample(policy, tokenizer, prompt_ids, sampling, seed, batch_size, autocast)
-        reference_rollouts, reference_texts = _sample(reference, tokenizer, prompt_ids, sampling, seed, batch_size, autocast)
+        rollouts, policy_texts = _sample(policy, tokenizer, prompt_ids, sampling, seed, batch_size, autocast,
+                                         progress, "sampling the policy")
+        reference_rollouts, reference_texts = _sample(reference, tokenizer, prompt_ids, sampling, seed, batch_size,
+                                                      autocast, progress, "sampling the reference")
         with autocast():
-            kl = torch.cat([sequence_kl(policy, reference, r, sampling.temperature or 1.0) for r in rollouts])
+            estimates = [sequence_kl(policy, reference, r, sampling.temperature or 1.0) for r in rollouts]
+        kl, kl_k1 = torch.cat([exact for exact, _ in estimates]), torch.cat([k1 for _, k1 in estimates])
     finally:
         policy.train(was_training)
     policy_scores = [float(s) for s in judge(list(prompts), policy_texts)]
@@ -97,6 +120,7 @@ def evaluate_policy(
     report = win_rate(pairwise_outcomes(policy_scores, reference_scores))
     report.update(
         kl_to_reference=float(kl.mean()),
+        kl_to_reference_k1=float(kl_k1.mean()),
         policy_score=sum(policy_scores) / len(policy_scores),
         reference_score=sum(reference_scores) / len(reference_scores),
         policy_length=length(rollouts),
@@ -124,7 +148,8 @@ def format_report(report: dict, judge: str) -> str:
     """The short table `rlhf eval policy` prints."""
     lines = [f"win rate                 {report['win_rate']:.3f}  (95% CI {report['ci_low']:.3f}-{report['ci_high']:.3f}; "
              f"{report['wins']} wins, {report['ties']} ties, {report['losses']} losses of {report['n']}; judge {judge})",
-             f"KL to reference          {report['kl_to_reference']:.3f} nats per response",
+             f"KL to reference          {report['kl_to_reference']:.3f} nats per response (exact per-token KL, "
+             f"never negative; sampled k1 estimate {report.get('kl_to_reference_k1', float('nan')):.3f})",
              f"{'':<24} {'policy':>10} {'reference':>10}",
              f"{'judge score':<24} {report['policy_score']:>10.3f} {report['reference_score']:>10.3f}"]
     for name, pair in report["scores"].items():
@@ -143,6 +168,7 @@ def format_report(report: dict, judge: str) -> str:
 def run(cfg) -> Path | str:
     """`rlhf eval policy`: load both models and the judge, evaluate, print, write cfg.out."""
     from ..data.formats import read_prompts
+    from ..models import compat
     from ..models.load import load_causal_lm, load_tokenizer
     from ..rollout.attention import use_fp32_attention
     from ..rollout.scorers import load_scorer
@@ -150,10 +176,13 @@ def run(cfg) -> Path | str:
 
     if not (cfg.model and cfg.reference and cfg.data and cfg.judge):
         raise ValueError("eval policy needs --model DIR --reference DIR --data PROMPTS --judge SCORER")
+    if not cfg.progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # the "Loading weights" bars of the model loads
     device = pick_device(cfg.device)
     tokenizer = load_tokenizer(cfg.model)
-    if load_tokenizer(cfg.reference).get_vocab() != tokenizer.get_vocab():
-        raise ValueError("the policy and the reference must share a tokenizer (KL is measured token by token)")
+    compat.check_shared_tokenizer(tokenizer, cfg.reference, "--reference")  # KL is measured token by token
     policy = load_causal_lm(cfg.model).to(device).eval()
     reference = load_causal_lm(cfg.reference).to(device).eval()
     for model in (policy, reference):
@@ -165,7 +194,7 @@ def run(cfg) -> Path | str:
     scorers = {spec: load_scorer(spec, device) for spec in cfg.scorers}
     report = evaluate_policy(policy, reference, tokenizer, prompts, load_scorer(cfg.judge, device), sampling,
                              seed=cfg.seed, batch_size=cfg.batch_size,
-                             autocast=lambda: autocast(cfg.precision, device), scorers=scorers)
+                             autocast=lambda: autocast(cfg.precision, device), scorers=scorers, progress=cfg.progress)
     print(format_report(report, cfg.judge))
     if cfg.out:
         out = Path(cfg.out)

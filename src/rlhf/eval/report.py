@@ -230,8 +230,12 @@ on {_keyed(summary, "rm.n_vs_gold")} held-out pairs (against its own noisy train
 {_keyed(summary, "rm.accuracy_vs_labels")}; trained in {_keyed(summary, "rm.wall_s")} s).</p>
 <p class="lede">Gold reward: the noiseless oracle's mean score of the policy's responses to the held-out
 prompts. Win rate: share of those prompts where the oracle prefers the policy's response to SFT's (ties
-count half). KL: sequence-level KL(policy ‖ SFT) on the policy's own samples. KL strength: the KL
-coefficient of PPO, RLOO and GRPO, β of DPO, for the run shown here. Shaded: best of the column.</p>"""
+count half). KL: sequence-level KL(policy ‖ SFT) in nats per response on the policy's own samples,
+the exact KL between the two models' next-token distributions summed over each response: unbiased and
+never negative. (The sampled estimate log π(y) − log π_SFT(y), "k1", is unbiased too but can come out
+below 0 near KL 0, since a sampled token can be likelier under SFT; it is kept in the evaluation's JSON
+as <code>kl_to_reference_k1</code>. See J. Schulman, "Approximating KL divergence", 2020.) KL strength:
+the KL coefficient of PPO, RLOO and GRPO, β of DPO, for the run shown here. Shaded: best of the column.</p>"""
 
 
 def _frontier_section(summary: dict, figures: dict[str, str]) -> str:

@@ -106,14 +106,31 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def score_with_progress(rm, examples: list, batch_size: int, progress: bool) -> torch.Tensor:
+    """(N,) rewards of tokenised examples, in their order, batched by length exactly as
+    `RewardModel.score_examples` batches them, with a progress bar over the batches."""
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    rewards = torch.empty(len(examples))
+    for start in tqdm(range(0, len(order), batch_size), desc="scoring", disable=not progress, dynamic_ncols=True):
+        batch = order[start : start + batch_size]
+        rewards[batch] = rm.score_examples([examples[i] for i in batch], batch_size)
+    return rewards
+
+
 def run(cfg: EvalRMConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("eval rm needs --model DIR (a reward model, e.g. runs/rm/model) and --data FILE of comparisons")
+    if not cfg.progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # the "Loading weights" bar of the model load
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     rm = load_reward_model(cfg.model, device=device, precision=cfg.precision, max_length=cfg.max_length or None)
     pairs = read_comparisons(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     examples = [rm.tokenize(p.prompt, response) for p in pairs for response in (p.chosen, p.rejected)]
-    rewards = rm.score_examples(examples, cfg.batch_size).view(-1, 2)  # (P, 2): chosen, rejected
+    rewards = score_with_progress(rm, examples, cfg.batch_size, cfg.progress).view(-1, 2)  # (P, 2): chosen, rejected
     margins = rewards[:, 0] - rewards[:, 1]
     texts = [conversation_text(p.prompt) for p in pairs]
     prompt_ids = rm.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]  # untruncated: no warning

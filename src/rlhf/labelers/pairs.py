@@ -3,7 +3,8 @@ labeler decides each pair.
 
 A labeler is named by `--label`: a registered name (NAMED_LABELERS, resolved by name so that the
 demo's oracle stays in `rlhf.demo`) or any scorer (`module:function` or a reward-model
-directory), whose higher score wins.
+directory), whose higher score wins; a pair the scorer scores equal says nothing about which is
+better, so it is skipped and counted, never labelled as if the first response had won.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ NAMED_LABELERS = {"oracle": "rlhf.demo.oracle:SentimentOracle"}
 
 
 def label_pairs(prompts: list, responses: list[list[str]], label: str, oracle_temperature: float, seed: int,
-                device="cpu") -> list[dict]:
-    """Comparisons `{"prompt", "chosen", "rejected"}` from k responses per prompt, labelled by `label`."""
+                device="cpu") -> tuple[list[dict], int]:
+    """(comparisons `{"prompt", "chosen", "rejected"}`, ties skipped) from k responses per prompt,
+    labelled by `label`; pairs a scorer scores equal are the ties, left out of the comparisons."""
     pairs = [(p, rs[j], rs[j + 1]) for p, rs in zip(prompts, responses) for j in range(0, len(rs) - 1, 2)]
     firsts, seconds = [a for _, a, _ in pairs], [b for _, _, b in pairs]
     texts = [p for p, _, _ in pairs]
@@ -27,6 +29,7 @@ def label_pairs(prompts: list, responses: list[list[str]], label: str, oracle_te
     else:
         scorer = load_scorer(label, device)
         score_a, score_b = scorer(texts, firsts), scorer(texts, seconds)
-        picks = [0 if a >= b else 1 for a, b in zip(score_a.tolist(), score_b.tolist())]
-    return [{"prompt": prompt_as_json(p), "chosen": a if pick == 0 else b, "rejected": b if pick == 0 else a}
-            for (p, a, b), pick in zip(pairs, picks)]
+        picks = [None if a == b else 0 if a > b else 1 for a, b in zip(score_a.tolist(), score_b.tolist())]
+    rows = [{"prompt": prompt_as_json(p), "chosen": a if pick == 0 else b, "rejected": b if pick == 0 else a}
+            for (p, a, b), pick in zip(pairs, picks) if pick is not None]
+    return rows, len(pairs) - len(rows)

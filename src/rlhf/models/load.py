@@ -8,14 +8,38 @@ that says so instead of hanging on the network.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from ..runtime.files import fsync_dir, fsync_tree
+from ..runtime.guard import assert_finite
+
 
 class ModelNotFound(FileNotFoundError):
     pass
+
+
+COMPLETE_MARKER = "rlhf-complete.json"  # written last into every model/ that save_pretrained writes
+TMP_INFIX = ".tmp-"  # save_pretrained writes `.model.tmp-PID` first
+
+
+def check_complete(path: Path) -> None:
+    """Refuse a model directory an rlhf run left unfinished: its temporary directory, or the
+    `model/` of a run directory (beside config.yaml) without the completion marker. Any other
+    directory (a downloaded model, one a user built) carries no marker and is not judged."""
+    if path.name.startswith(".") and TMP_INFIX in path.name:
+        raise ModelNotFound(f"{path} is the temporary directory of a model save that was interrupted; "
+                            "use the run's model/ once the run has finished")
+    in_run_dir = path.name == "model" and (path.parent / "config.yaml").exists()
+    if in_run_dir and not (path / COMPLETE_MARKER).exists():
+        raise ModelNotFound(
+            f"{path} is the model of the run in {path.parent}, but it has no {COMPLETE_MARKER}: the run stopped "
+            f"before it finished writing it. Continue that run with --resume (or, if you know the model is "
+            f"complete, create {path / COMPLETE_MARKER})"
+        )
 
 
 def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:
@@ -24,6 +48,7 @@ def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelNotFound(f"{path} is a directory but holds no config.json: not a Hugging Face model directory")
+        check_complete(path)
         return path
     text = str(name_or_dir)
     looks_like_hub_id = text.count("/") <= 1 and not text.startswith((".", "/", "~"))
@@ -75,13 +100,29 @@ def add_lora(model: PreTrainedModel, r: int, alpha: float, dropout: float, targe
 
 
 def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
-    """Save a plain `transformers` directory (LoRA adapters merged in) loadable without rlhf."""
+    """Save a plain `transformers` directory (LoRA adapters merged in) loadable without rlhf.
+
+    Written atomically: into a temporary sibling directory, fsynced, marked complete
+    (COMPLETE_MARKER) and renamed into place, so `out_dir` is the old model or the new one,
+    never half of one. An earlier model at `out_dir` is replaced.
+    """
+    assert_finite(model, f"the model for {out_dir}")  # NaN weights are never saved
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}{TMP_INFIX}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / COMPLETE_MARKER).write_text('{"complete": true}\n', encoding="utf-8")
+    fsync_tree(tmp)
+    replaced = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, replaced)
+    os.replace(tmp, out)
+    fsync_dir(out.parent)
+    shutil.rmtree(replaced, ignore_errors=True)
     return out
 
 

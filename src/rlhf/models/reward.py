@@ -76,6 +76,30 @@ def _quiet_transformers():
         logger.setLevel(level)
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def _no_padding_mask_warning():
+    """GPT-2 and some encoders warn "We strongly recommend passing in an `attention_mask`" when a
+    pad id ends a row and no mask is given; `sequence_rewards` leaves the mask out on purpose (right
+    padding under causal attention, or after the last sequence of a packed row), so that one
+    message is dropped, only around those calls."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    drop = _DropMessage("We strongly recommend passing in an `attention_mask`")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def load_reward_backbone(
     model_dir: str | os.PathLike, input_format: str = "auto", trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, object, str]:
@@ -106,10 +130,17 @@ def load_reward_backbone(
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
-    """Dropout off in every layer: chosen and rejected are then scored by the same function."""
+    """Dropout off in every layer: chosen and rejected are then scored by the same function, and
+    PPO's first ratio is exactly 1. Attention dropout of Llama-style models is a float that the
+    attention layers read (`attention_dropout`), not an nn.Dropout module: zero it too."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+        config = getattr(module, "config", None)
+        if isinstance(getattr(config, "attention_dropout", None), float):
+            config.attention_dropout = 0.0
 
 
 def _inner(model):
@@ -134,7 +165,8 @@ def sequence_rewards(model, batch: dict) -> torch.Tensor:
     if "score_rows" in batch:
         inner = _inner(model)
         body = getattr(inner, inner.base_model_prefix)
-        hidden = body(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).last_hidden_state
+        with _no_padding_mask_warning():  # padding only after a row's last sequence: no mask needed
+            hidden = body(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).last_hidden_state
         return inner.score(hidden[batch["score_rows"], batch["score_cols"]]).squeeze(-1).float()
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
     if getattr(_inner(model).config, INPUT_FORMAT, None) == "causal":
@@ -142,6 +174,8 @@ def sequence_rewards(model, batch: dict) -> torch.Tensor:
         # see it, so the padding mask changes no real position (and pooling reads input_ids). Without
         # it SDPA takes its is_causal kernel instead of a materialised (N, 1, T, T) mask.
         inputs.pop("attention_mask", None)
+        with _no_padding_mask_warning():
+            return model(**inputs).logits.squeeze(-1).float()
     return model(**inputs).logits.squeeze(-1).float()
 
 

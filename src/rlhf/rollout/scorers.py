@@ -10,6 +10,9 @@ The reward of online RL and the gold reward beside it are both scorers, named by
     scorer = load_scorer("runs/rm/model")               # or "rlhf.demo.oracle:gold_reward"
     raw = scorer(prompts, responses)                    # (B,) float32
     scorer.normalize(raw)                               # (raw - mean) / std; identity for callables
+
+A scorer that raises, or returns anything but one finite number per response, fails with an
+error naming it (its spec), the original exception kept as the cause.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from typing import Callable, Sequence
 import torch
 
 from ..data.records import PromptText
+
+
+class ScorerError(RuntimeError):
+    """A scorer raised: the message names the scorer; `__cause__` is what it raised."""
 
 
 class Scorer:
@@ -36,14 +43,24 @@ class Scorer:
             raise ValueError(f"scorer {name}: std must be > 0, got {std}")
         self.name, self._fn, self.mean, self.std, self.model_dir = name, fn, float(mean), float(std), model_dir
 
-    def __call__(self, prompts: Sequence[PromptText], responses: Sequence[str]) -> torch.Tensor:
+    def __call__(self, prompts: Sequence[PromptText], responses: Sequence[str],
+                 allow_non_finite: bool = False) -> torch.Tensor:
+        """(B,) float32 scores. A non-finite score is an error unless `allow_non_finite` (online RL,
+        whose non-finite guard skips and counts such a rollout instead of stopping the run)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        scores = self._fn(list(prompts), list(responses))
-        out = torch.as_tensor(scores if isinstance(scores, torch.Tensor) else list(scores), dtype=torch.float32).cpu()
+        try:
+            scores = self._fn(list(prompts), list(responses))
+        except Exception as err:  # a user's function or a reward model: say which one failed
+            raise ScorerError(f"scorer {self.name} failed on {len(prompts)} responses: {type(err).__name__}: {err}") from err
+        try:
+            out = torch.as_tensor(scores if isinstance(scores, torch.Tensor) else list(scores), dtype=torch.float32).cpu()
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"scorer {self.name} must return one number per response, got {_preview(scores)} "
+                             f"({type(err).__name__}: {err})") from err
         if out.shape != (len(prompts),):
             raise ValueError(f"scorer {self.name} returned shape {tuple(out.shape)} for {len(prompts)} responses")
-        if not torch.isfinite(out).all():
+        if not allow_non_finite and not torch.isfinite(out).all():
             raise ValueError(f"scorer {self.name} returned a non-finite score")
         return out
 
@@ -53,6 +70,11 @@ class Scorer:
 
     def __repr__(self) -> str:
         return f"Scorer({self.name!r})"
+
+
+def _preview(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_callable_spec(spec: str) -> bool:

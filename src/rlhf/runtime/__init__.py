@@ -3,10 +3,17 @@ directory and its checkpoints. Stages import these from here; nothing here knows
 
 from .checkpoint import (
     CHECKPOINT_PREFIX,
+    ResumeMismatch,
+    UnsafeCheckpoint,
+    check_resume_config,
     list_checkpoints,
     load_latest_checkpoint,
+    load_state,
+    result_config,
+    resume_state,
     rng_state,
     save_checkpoint,
+    saved_result_config,
     set_rng_state,
 )
 from .device import (
@@ -17,9 +24,14 @@ from .device import (
     seed_everything,
     to_device,
 )
-from .rundir import RunDir
+from .progress import record_context, record_step
+from .rundir import RunDir, RunDirNotEmpty
+from .guard import NonFiniteError, NonFiniteGuard, advance_schedulers, assert_finite
 
 __all__ = [
     "CHECKPOINT_PREFIX", "RunDir", "autocast", "bf16_supported", "list_checkpoints", "load_latest_checkpoint",
     "peak_memory_mb", "pick_device", "rng_state", "save_checkpoint", "seed_everything", "set_rng_state", "to_device",
 ]
+__all__ += ["ResumeMismatch", "RunDirNotEmpty", "UnsafeCheckpoint", "check_resume_config", "load_state",
+            "record_context", "record_step", "result_config", "resume_state", "saved_result_config"]
+__all__ += ["NonFiniteError", "NonFiniteGuard", "advance_schedulers", "assert_finite"]

@@ -1,57 +1,96 @@
-"""The run directory contract: config.yaml, metrics.jsonl, summary.json, model/, checkpoints/."""
+"""The run directory contract: config.yaml, metrics.jsonl, summary.json, model/, checkpoints/.
+
+A run never destroys earlier work: a non-empty directory is refused unless the run resumes it
+(--resume) or replaces it (--overwrite), and the refusal comes before anything is written. One
+process at a time runs in a directory (`OUT/.lock`). The original config.yaml is kept on resume;
+each resume records its own config as config.resume-N.yaml.
+"""
 
 from __future__ import annotations
 
-import json
-import os
+import shutil
 from pathlib import Path
 
-import torch
-
 from ..config import TrainConfig, to_yaml
+from . import lock, progress
+from .files import append_jsonl, atomic_write_text, dumps, truncate_jsonl
+
+CONFIG_NAME = "config.yaml"
+
+
+class RunDirNotEmpty(FileExistsError):
+    """The run directory holds an earlier run and the user asked neither to resume nor to overwrite."""
 
 
 class RunDir:
-    """The run directory contract: config.yaml, metrics.jsonl, summary.json, model/, checkpoints/."""
+    """The run directory of `cfg.out`, checked, locked and holding config.yaml once constructed.
 
-    def __init__(self, cfg: TrainConfig):
+    `part_of`: the run directory this one lives inside (an online DPO round): its lock covers
+    this one, and the progress record keeps the outer run's context.
+    """
+
+    def __init__(self, cfg: TrainConfig, part_of: RunDir | None = None):
+        self.cfg = cfg
         self.path = Path(cfg.out)
         self.checkpoints = self.path / "checkpoints"
         self.model_dir = self.path / "model"
-        if not cfg.resume and self.checkpoints.exists() and any(self.checkpoints.iterdir()):
-            raise FileExistsError(
-                f"{self.path} already holds checkpoints: pass --resume to continue that run, or choose another --out"
-            )
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
         self.metrics_path = self.path / "metrics.jsonl"
-        if not cfg.resume and self.metrics_path.exists():
-            self.metrics_path.unlink()
+        self.samples_path = self.path / "samples.jsonl"
+        self.owns_lock = part_of is None
+        if cfg.resume and cfg.overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
+        earlier = self._entries()
+        if earlier and not (cfg.resume or cfg.overwrite):
+            shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
+            raise RunDirNotEmpty(f"{self.path} already holds a run ({shown}): pass --resume to continue it, "
+                                 "--overwrite to delete it and start again, or choose another --out")
+        if earlier and cfg.overwrite and not (self.path / CONFIG_NAME).exists():
+            raise RunDirNotEmpty(f"--overwrite refused: {self.path} is not empty and holds no {CONFIG_NAME}, so it is "
+                                 "not an rlhf run directory; choose another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.owns_lock:
+            lock.acquire(self.path)
+            progress.start_run()
+        if earlier and cfg.overwrite:
+            self._clear()
+        self._write_config()
 
-    def truncate_metrics(self, after_step: int) -> None:
-        """On resume, drop lines logged after the checkpoint so the log reads as one run."""
-        if not self.metrics_path.exists():
+    def _entries(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if p.name != lock.LOCK_NAME)
+
+    def _clear(self) -> None:
+        for entry in self.path.iterdir():
+            if entry.name == lock.LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def _write_config(self) -> None:
+        """config.yaml on a new run; on resume the original stays and this run's goes beside it."""
+        original = self.path / CONFIG_NAME
+        if not original.exists():
+            atomic_write_text(original, to_yaml(self.cfg))
             return
-        kept = [
-            line
-            for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= after_step
-        ]
-        self.metrics_path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        n = 1
+        while (self.path / f"config.resume-{n}.yaml").exists():
+            n += 1
+        atomic_write_text(self.path / f"config.resume-{n}.yaml", to_yaml(self.cfg))
+
+    def truncate_logs(self, after_step: int) -> None:
+        """On resume, drop log lines written after the checkpoint (all of them with no checkpoint),
+        and a torn last line, so the logs read as one uninterrupted run."""
+        for path in (self.metrics_path, self.samples_path):
+            truncate_jsonl(path, after_step)
 
     def log(self, record: dict) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(_plain(record)) + "\n")
+        append_jsonl(self.metrics_path, record)
 
     def write_summary(self, summary: dict) -> None:
-        _atomic_write_text(self.path / "summary.json", json.dumps(_plain(summary), indent=2) + "\n")
-
-
-def _plain(record: dict) -> dict:
-    return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+        """summary.json, the last file a stage writes: the run is over and its lock is released."""
+        atomic_write_text(self.path / "summary.json", dumps(summary, indent=2) + "\n")
+        if self.owns_lock:
+            lock.release(self.path)

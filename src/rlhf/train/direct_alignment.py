@@ -16,6 +16,7 @@ from ..data.collate import collate_completions, collate_pairs
 from ..data.formats import DataError, Records, read_binary_feedback, read_comparisons
 from ..data.records import BinaryFeedback
 from ..data.tokenize import TokenizedPair, mismatched_partners, tokenize_completion, tokenize_pair
+from ..models import compat
 from ..models.load import load_causal_lm, resolve_model_dir
 from ..rollout.attention import use_fp32_attention
 from .preference_lm import (
@@ -26,6 +27,7 @@ from .preference_lm import (
     sampled_kl,
     score_examples,
     sequence_logps,
+    weights_fingerprint,
 )
 
 REFERENCE_CACHE = "reference_logps.pt"
@@ -201,6 +203,7 @@ class Reference:
 
     def __init__(self, cfg: DPOConfig, model, device):
         self.cfg, self.model, self.device, self.frozen = cfg, model, device, None
+        compat.check_shared_tokenizer(cfg.model, cfg.reference, "--reference", cfg.trust_remote_code)
 
     def context(self, before_training: bool = False):
         if self.frozen is None and (separate_reference(self.cfg) or not (before_training or self.cfg.lora_r > 0)):
@@ -210,15 +213,18 @@ class Reference:
         return reference_context(self.model, self.frozen)
 
 
-def attach_reference(data, name: str, cfg: DPOConfig, ref_ctx, ref_identity: str, run_dir: runtime.RunDir, pad_id: int,
+def attach_reference(data, name: str, cfg: DPOConfig, ref_ctx, run_dir: runtime.RunDir, pad_id: int,
                      device) -> tuple[float, bool]:
     """Fill `data.ref` from the run directory's cache, or by scoring `data` under the model that
     the context `ref_ctx()` yields (no grad, training precision) and caching the result; the
-    cache key covers `ref_identity` (which reference), the precision and the tokens.
+    cache key covers the reference's weights (not its path: a directory retrained in place is
+    scored again), the precision and the tokens.
     Returns (seconds spent, whether the cache was used)."""
     t0 = time.perf_counter()
     examples = data.examples()
-    key = fingerprint(ref_identity, cfg.precision, examples_fingerprint(examples))
+    with ref_ctx() as ref_model:
+        reference_weights = weights_fingerprint(ref_model)
+    key = fingerprint(reference_weights, cfg.precision, examples_fingerprint(examples))
 
     def compute() -> torch.Tensor:
         with ref_ctx() as ref_model:

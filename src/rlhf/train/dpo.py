@@ -24,7 +24,7 @@ from ..config import DPOConfig
 from ..models.load import load_policy, save_pretrained
 from ..rollout.attention import use_fp32_attention
 from . import loop
-from .direct_alignment import Reference, attach_reference, kl_prompts, load_data, make_evaluate, make_loss, reference_dir
+from .direct_alignment import Reference, attach_reference, kl_prompts, load_data, make_evaluate, make_loss
 
 
 # ---------------------------------------------------------------- the stage
@@ -49,10 +49,9 @@ def run(cfg: DPOConfig) -> Path:
     eval_data = load_data(cfg, cfg.eval_data, tokenizer, False) if cfg.eval_data else None
     reference = Reference(cfg, model, device)
     ref_ctx = lambda: reference.context(before_training=True)  # noqa: E731  (fit has not started)
-    reference_s, cached = attach_reference(data, "train", cfg, ref_ctx, str(reference_dir(cfg)), run_dir, pad_id, device)
+    reference_s, cached = attach_reference(data, "train", cfg, ref_ctx, run_dir, pad_id, device)
     if eval_data is not None:
-        reference_s += attach_reference(eval_data, "eval", cfg, ref_ctx, str(reference_dir(cfg)), run_dir, pad_id,
-                                        device)[0]
+        reference_s += attach_reference(eval_data, "eval", cfg, ref_ctx, run_dir, pad_id, device)[0]
 
     # Length often tracks the label of unpaired feedback, so kto batches are not grouped by length.
     grouped = cfg.group_by_length and cfg.loss != "kto"
@@ -70,6 +69,7 @@ def run(cfg: DPOConfig) -> Path:
         "loss_type": cfg.loss,
         **cfg.loss_options,
         "steps": result.steps,
+        "skipped_steps": result.skipped_steps,  # non-finite loss or gradient: update skipped
         "examples": len(data),
         "skipped_rows": data.skipped,
         **{f"train_{k}": v for k, v in train_figures.items() if k != "tokens_per_s"},

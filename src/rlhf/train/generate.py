@@ -7,7 +7,7 @@ Samples k responses per prompt with `rlhf.rollout.generate` and writes JSONL:
   as k // 2 disjoint pairs (0, 1), (2, 3), ... and labelled by the scripted oracle
   (`--label oracle`: the demo's VADER sentiment annotator with Bradley-Terry noise of
   --oracle-temperature, 0 = noiseless) or by a scorer (a reward-model directory or
-  `module:function`; the higher score is chosen, ties broken towards the first response).
+  `module:function`; the higher score is chosen; pairs scored equal are skipped and counted).
 
 Every stage that reads comparisons (rm, dpo) reads the labelled file as it is.
 """
@@ -49,8 +49,11 @@ def run(cfg: GenerateConfig) -> Path:
                          f"(first: row {too_long[0] + 1}); raise --max-length or shorten them")
     responses = sample_responses(model, tokenizer, prompts, sampling, k=cfg.num_samples, seed=cfg.seed,
                                  batch_size=cfg.batch_size, autocast=lambda: runtime.autocast(cfg.precision, device))
+    ties = 0
     if cfg.label:
-        rows = label_pairs(prompts, responses, cfg.label, cfg.oracle_temperature, cfg.seed, device)
+        rows, ties = label_pairs(prompts, responses, cfg.label, cfg.oracle_temperature, cfg.seed, device)
+        if not rows:
+            raise ValueError(f"--label {cfg.label} scored every pair equal ({ties} ties): no comparison to write")
     else:
         rows = [{"prompt": prompt_as_json(p), "responses": rs} for p, rs in zip(prompts, responses)]
     out = Path(cfg.out)
@@ -58,6 +61,7 @@ def run(cfg: GenerateConfig) -> Path:
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(out)
-    print(f"rlhf generate: {len(prompts)} prompts x {cfg.num_samples} samples -> {len(rows)} rows "
+    skipped = f" ({ties} tied pairs skipped: the labeler preferred neither)" if ties else ""
+    print(f"rlhf generate: {len(prompts)} prompts x {cfg.num_samples} samples -> {len(rows)} rows{skipped} "
           f"in {time.perf_counter() - start:.1f}s")
     return out

@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 
 from ..config import TrainConfig
-from ..runtime import RunDir, autocast, load_latest_checkpoint, save_checkpoint, set_rng_state, to_device
+from ..runtime.guard import NonFiniteGuard, advance_schedulers
+from ..runtime import RunDir, autocast, record_step, resume_state, save_checkpoint, set_rng_state, to_device
 
 # ---------------------------------------------------------------- data order
 
@@ -101,6 +102,7 @@ class FitResult:
     wall_s: float
     tokens_per_s: float
     last_metrics: dict
+    skipped_steps: int = 0  # optimiser steps skipped for a non-finite loss or gradient norm
 
 
 LossFn = Callable[[torch.nn.Module, dict], "tuple[torch.Tensor, dict]"]
@@ -135,25 +137,24 @@ def fit(
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    guard = NonFiniteGuard(cfg.max_bad_steps)
     start_step, tokens_seen, wall_before = 0, 0, 0.0
 
-    if cfg.resume:
-        state = load_latest_checkpoint(run)
-        if state is not None:
-            model.load_state_dict(state["model"], strict=False)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng"])
-            start_step, tokens_seen, wall_before = state["step"], state["tokens"], state["wall_s"]
-            run.truncate_metrics(start_step)
+    state = resume_state(run)  # None unless --resume finds a checkpoint (config checked, logs cut back)
+    if state is not None:
+        model.load_state_dict(state["model"])  # strict: the same model (and LoRA adapter) that saved it
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        guard.load_state_dict(state["guard"])  # skipped steps count over the whole run
+        start_step, tokens_seen, wall_before = state["step"], state["tokens"], state["wall_s"]
 
     def checkpoint(step: int, wall: float) -> None:
-        trainable_state = {k: v for k, v in model.state_dict().items()}
         save_checkpoint(
             run,
             step,
-            {"model": trainable_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "tokens": tokens_seen, "wall_s": wall},
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "guard": guard.state_dict(), "tokens": tokens_seen, "wall_s": wall},
             cfg.keep_checkpoints,
         )
 
@@ -163,6 +164,7 @@ def fit(
     last: dict = {}
     bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not cfg.progress, dynamic_ncols=True)
     for step in range(start_step, total_steps):
+        record_step(step)  # steps finished, for the Ctrl-C message
         batches = [batch_at(step * cfg.grad_accum + k) for k in range(cfg.grad_accum)]
         group_count = sum(b["n_units"] for b in batches)
         loss_total, stats_total = 0.0, {}
@@ -176,12 +178,15 @@ def fit(
                 stats_total[key] = stats_total.get(key, 0.0) + float(value) / len(batches)
         step_tokens = sum(b["n_tokens"] for b in batches)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        optimizer.step()
-        scheduler.step()
+        done = step + 1
+        if guard.check(done, loss=loss_total, grad_norm=grad_norm):
+            optimizer.step()
+            scheduler.step()
+        else:  # NaN/inf must not reach the weights; the data and the schedule still move on with the step
+            advance_schedulers([scheduler])
         optimizer.zero_grad(set_to_none=True)
         tokens_seen += step_tokens
         window_tokens += step_tokens
-        done = step + 1
         bar.update(1)
 
         is_eval = evaluate is not None and cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < total_steps
@@ -195,6 +200,7 @@ def fit(
                 "tokens_per_s": window_tokens / max(now - window_t, 1e-9),
                 "elapsed_s": now - t0,
                 "tokens": tokens_seen,
+                "skipped_steps": guard.skipped,
             }
             last.update(stats_total)
             if is_eval:
@@ -209,4 +215,5 @@ def fit(
     bar.close()
     wall = time.perf_counter() - t0
     model.eval()
-    return FitResult(steps=total_steps, tokens=tokens_seen, wall_s=wall, tokens_per_s=tokens_seen / max(wall, 1e-9), last_metrics=last)
+    return FitResult(steps=total_steps, tokens=tokens_seen, wall_s=wall, tokens_per_s=tokens_seen / max(wall, 1e-9),
+                     last_metrics=last, skipped_steps=guard.skipped)

@@ -12,8 +12,9 @@ Each of --rounds rounds:
 
 Each round lives in `OUT/rounds/round-R/`: its labelled pairs (`pairs.jsonl`, comparisons any
 stage reads), its reference cache, its own metrics and checkpoints, and once finished the policy
-weights (`end.pt`; only the newest is kept). --resume continues the unfinished round from its
-checkpoint without sampling or labelling again. `OUT/metrics.jsonl` holds every round's training
+weights (`end.pt`; only the newest is kept). --resume first checks that the rounds on disk form
+one run (`resume_point`), then continues the unfinished round from its checkpoint without sampling
+or labelling again. `OUT/metrics.jsonl` holds every round's training
 lines, the step counted across rounds, plus one line per round with its labelling figures.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -28,6 +30,8 @@ from pathlib import Path
 import torch
 
 from .. import runtime
+from ..runtime.files import atomic_write_text, fsync_dir, notice
+from ..runtime.files import dumps as strict_json
 from ..config import DPOConfig
 from ..data.formats import read_prompts
 from ..data.records import PromptText
@@ -35,7 +39,7 @@ from ..data.tokenize import tokenize_pair
 from ..models.load import load_policy, save_pretrained
 from ..rollout.attention import use_fp32_attention
 from . import loop
-from .direct_alignment import PairData, Reference, attach_reference, make_evaluate, make_loss, reference_dir
+from .direct_alignment import PairData, Reference, attach_reference, make_evaluate, make_loss
 from .preference_lm import reference_context
 
 END_STATE = "end.pt"
@@ -67,8 +71,8 @@ class PairLabeler:
         if self.scorer is None:
             from ..labelers.pairs import label_pairs
 
-            rows = label_pairs(prompts, responses, "oracle", self.oracle_temperature, seed, self.device)
-            return rows, {"labels": len(rows)}
+            rows, ties = label_pairs(prompts, responses, "oracle", self.oracle_temperature, seed, self.device)
+            return rows, {"labels": len(rows) + ties, "ties_skipped": ties}
         k = len(responses[0])
         flat_prompts = [p for p in prompts for _ in range(k)]
         scores = self.scorer(flat_prompts, [r for group in responses for r in group]).view(len(prompts), k)
@@ -82,9 +86,36 @@ class PairLabeler:
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(strict_json(r) + "\n" for r in rows))
+
+
+def round_finished(round_dir: Path) -> bool:
+    """A round is finished once its round.json holds its training figures (written after end.pt)."""
+    info = round_dir / "round.json"
+    return info.exists() and "steps" in json.loads(info.read_text(encoding="utf-8"))
+
+
+def resume_point(rounds_dir: Path, n_rounds: int) -> tuple[int, Path | None]:
+    """The first round to run and the policy weights to start it from (None: the starting policy).
+
+    Checks first that the rounds on disk form one run: rounds 0..F finished, the newest of them
+    left its weights (end.pt), and no round after F + 1 has started. Anything else is refused
+    before a file is touched, naming what is wrong.
+    """
+    present = sorted(int(d.name.split("-")[1]) for d in rounds_dir.glob("round-*") if d.is_dir())
+    finished = [r for r in present if round_finished(rounds_dir / f"round-{r}")]
+    first = max(finished) + 1 if finished else 0
+    problems = [f"round {r} did not finish although round {first - 1} did" for r in range(first) if r not in finished]
+    end_state = rounds_dir / f"round-{first - 1}" / END_STATE if first else None
+    if end_state is not None and not end_state.exists():
+        problems.append(f"{end_state} (the policy after round {first - 1}) is missing")
+    problems += [f"round {r} started before round {first} finished" for r in present if r > first]
+    if first > n_rounds:
+        problems.append(f"{first} rounds already finished but --rounds is {n_rounds}")
+    if problems:
+        raise ValueError(f"cannot resume the online run in {rounds_dir.parent}: " + "; ".join(problems)
+                         + ". Nothing was changed.")
+    return first, end_state
 
 
 def round_prompts(prompts: list[PromptText], cfg: DPOConfig, r: int) -> list[PromptText]:
@@ -121,15 +152,14 @@ def run(cfg: DPOConfig) -> Path:
         list(dict.fromkeys(p.prompt for p in read_prompts(cfg.eval_data)))[: cfg.kl_prompts]
 
     first = 0
-    if not cfg.resume and (run_dir.path / "rounds").exists() and any((run_dir.path / "rounds").iterdir()):
-        raise FileExistsError(f"{run_dir.path} already holds online rounds: pass --resume to continue that run, "
-                              "or choose another --out")
-    if cfg.resume:  # continue after the newest finished round
-        finished = sorted((p for p in (run_dir.path / "rounds").glob(f"round-*/{END_STATE}")),
-                          key=lambda p: int(p.parent.name.split("-")[1]))
-        if finished:
-            model.load_state_dict(torch.load(finished[-1], weights_only=True))
-            first = int(finished[-1].parent.name.split("-")[1]) + 1
+    if cfg.resume:  # continue after the newest finished round, once the rounds on disk are checked
+        runtime.check_resume_config(runtime.saved_result_config(run_dir.path / "config.yaml"), cfg,
+                                    f"the online run in {run_dir.path}")
+        first, end_state = resume_point(run_dir.path / "rounds", cfg.rounds)
+        if end_state is not None:
+            model.load_state_dict(torch.load(end_state, weights_only=True))
+        then = f"continuing with round {first + 1}" if first < cfg.rounds else "finishing the run"
+        notice(f"--resume: {first} of {cfg.rounds} rounds of {run_dir.path} finished; {then}")
 
     rounds = []
     for r in range(cfg.rounds):
@@ -140,9 +170,10 @@ def run(cfg: DPOConfig) -> Path:
             rounds.append(json.loads(info_path.read_text()))
             continue
         t_round = time.perf_counter()
-        round_run = runtime.RunDir(round_cfg)
+        runtime.record_context(f"round {r + 1}/{cfg.rounds}")
+        round_run = runtime.RunDir(round_cfg, part_of=run_dir)
         pairs_path = round_dir / "pairs.jsonl"
-        labelled_before = pairs_path.exists()
+        labelled_before = pairs_path.exists() and info_path.exists()  # round.json is written after the pairs
         if labelled_before:  # resumed mid-round: never sample and label again
             label_info = json.loads(info_path.read_text())
         else:
@@ -157,29 +188,28 @@ def run(cfg: DPOConfig) -> Path:
             if not rows:
                 raise ValueError(f"round {r}: the labeler preferred no response over another (all ties)")
             write_rows(pairs_path, rows)
-            info_path.write_text(json.dumps(label_info))
+            atomic_write_text(info_path, strict_json(label_info))
         pairs = read_comparisons(pairs_path)
         data = PairData([tokenize_pair(tokenizer, c.prompt, c.chosen, c.rejected, cfg.max_length) for c in pairs])
         if cfg.update_reference:  # the policy as it starts this round is the reference
-            ref_ctx, ref_name = (lambda: reference_context(model, model)), f"policy at the start of round {r}"
+            ref_ctx = lambda: reference_context(model, model)  # noqa: E731
         else:
-            ref_ctx, ref_name = (lambda: reference.context(before_training=r == 0)), str(reference_dir(cfg))
-        reference_s, _ = attach_reference(data, "train", cfg, ref_ctx, ref_name, round_run, pad_id, device)
+            ref_ctx = lambda: reference.context(before_training=r == 0)  # noqa: E731
+        reference_s, _ = attach_reference(data, "train", cfg, ref_ctx, round_run, pad_id, device)
         plan = loop.BatchPlan(len(data), min(cfg.batch_size, len(data)), cfg.seed + r,
                               lengths=data.lengths() if cfg.group_by_length else None)
         evaluate = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)
         result = loop.fit(model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn, round_cfg, round_run,
                           device, evaluate=evaluate, desc=f"online {cfg.loss} round {r + 1}/{cfg.rounds}")
-        torch.save(model.state_dict(), round_dir / f"{END_STATE}.tmp")
-        (round_dir / f"{END_STATE}.tmp").replace(round_dir / END_STATE)
-        if r > 0:
-            (run_dir.path / "rounds" / f"round-{r - 1}" / END_STATE).unlink(missing_ok=True)
+        save_end_state(model, round_dir / END_STATE)
         info = {**label_info, "steps": result.steps, "train_tokens": result.tokens, "train_s": result.wall_s,
                 "reference_s": reference_s, "train_loss": result.last_metrics.get("loss"),
                 "train_reward_accuracy": result.last_metrics.get("reward_accuracy"),
                 # a resumed round's sampling happened before the resume: count it in
                 "round_s": time.perf_counter() - t_round + (label_info["sample_s"] if labelled_before else 0.0)}
-        info_path.write_text(json.dumps(info))
+        atomic_write_text(info_path, strict_json(info))  # the round is finished from here on
+        for earlier in range(r):  # only the newest finished round's weights are kept
+            (run_dir.path / "rounds" / f"round-{earlier}" / END_STATE).unlink(missing_ok=True)
         rounds.append(info)
     write_metrics(run_dir, rounds)
 
@@ -225,4 +255,14 @@ def write_metrics(run_dir: runtime.RunDir, rounds: list[dict]) -> None:
                       "tokens_per_s": info["train_tokens"] / max(info["train_s"], 1e-9), "elapsed_s": elapsed,
                       **{k: info[k] for k in ("labels", "pairs", "sample_s", "label_s", "sample_score", "ties_skipped")
                          if k in info}})
-    run_dir.metrics_path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    atomic_write_text(run_dir.metrics_path, "".join(strict_json(line) + "\n" for line in lines))
+
+
+def save_end_state(model, path: Path) -> None:
+    """The policy's weights after a round, written atomically and durably."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    fsync_dir(path.parent)

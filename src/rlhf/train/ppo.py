@@ -35,12 +35,14 @@ from ..data.formats import read_prompts
 from ..data.tokenize import encode_prompt
 from ..data.records import prompt_as_json
 from ..eval.policy import evaluate_policy
+from ..models import compat
 from ..models.load import load_causal_lm, load_policy, save_pretrained
 from ..models.reward import disable_dropout
 from ..rollout.attention import use_fp32_attention
 from ..rollout.generate import SamplingConfig, decode_responses, generate, stop_token_ids
 from ..rollout.logprobs import response_logprobs
 from ..rollout.scorers import load_scorer
+from ..runtime.files import dumps as strict_json
 from . import loop
 from .critic import build_critic, same_vocabulary
 from .ppo_update import ALGORITHMS, Experience, rollout_stats, update, values_of
@@ -65,6 +67,8 @@ class Options:
     grpo_scale_by_std: bool
     temperature: float
     max_grad_norm: float
+    dual_clip: float = 3.0  # bound on -ratio * A where A < 0 (Ye et al. 2020); 0 = off (defaults as PPOConfig's)
+    max_bad_steps: int = 5  # non-finite optimiser steps in a row before the run stops
 
 
 def resolve_options(cfg: PPOConfig) -> Options:
@@ -74,9 +78,10 @@ def resolve_options(cfg: PPOConfig) -> Options:
     return Options(
         k=cfg.num_samples or algo.default_samples, epochs=cfg.update_epochs or algo.default_epochs,
         minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum, kl_in_reward=kl_in_reward,
-        kl_estimator=estimator, clipped=algo.clipped, clip=cfg.clip, value_clip=cfg.value_clip, gamma=cfg.gamma,
-        lam=cfg.lam, whiten_advantages=cfg.whiten_advantages, grpo_scale_by_std=cfg.grpo_scale_by_std,
-        temperature=cfg.temperature, max_grad_norm=cfg.max_grad_norm,
+        kl_estimator=estimator, clipped=algo.clipped, clip=cfg.clip, dual_clip=cfg.dual_clip,
+        value_clip=cfg.value_clip, gamma=cfg.gamma, lam=cfg.lam, whiten_advantages=cfg.whiten_advantages,
+        grpo_scale_by_std=cfg.grpo_scale_by_std,
+        temperature=cfg.temperature, max_grad_norm=cfg.max_grad_norm, max_bad_steps=cfg.max_bad_steps,
     )
 
 
@@ -140,7 +145,7 @@ def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_i
     with autocast():
         rollout = generate(actor, rows, sampling, stop_token_ids(tokenizer, actor), tokenizer.pad_token_id, generator)
     responses = decode_responses(tokenizer, rollout)
-    raw = scorer(texts_in, responses).to(rollout.response_ids.device)
+    raw = scorer(texts_in, responses, allow_non_finite=True).to(rollout.response_ids.device)
     score = scorer.normalize(raw) if cfg.normalize_reward else raw
     if cfg.reward_clip > 0:
         score = score.clamp(-cfg.reward_clip, cfg.reward_clip)
@@ -177,6 +182,7 @@ def run(cfg: PPOConfig) -> Path:
     # The four models: actor, reference, reward (scorer), critic.
     actor, tokenizer = load_policy(cfg, device)
     disable_dropout(actor)  # the ratio of the first minibatch must be exactly 1 (and the reference deterministic)
+    compat.check_shared_tokenizer(tokenizer, cfg.reference, "--reference", cfg.trust_remote_code)
     reference = build_reference(cfg, device)
     for model in (actor, reference):  # on CPU, bf16 attention kernels are the slow part of a step
         if model is not None:
@@ -201,9 +207,11 @@ def run(cfg: PPOConfig) -> Path:
               else FixedKLController(cfg.kl_coef))
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
+    update_guard = runtime.NonFiniteGuard(cfg.max_bad_steps, "optimiser step")  # NaN/inf loss or gradient: skipped
+    rollout_guard = runtime.NonFiniteGuard(cfg.max_bad_steps, "rollout")  # NaN/inf reward: no update from it
     start_step, wall_before, tokens_seen = 0, 0.0, 0
-    if cfg.resume and (state := runtime.load_latest_checkpoint(run_dir)) is not None:
-        actor.load_state_dict(state["actor"], strict=False)
+    if (state := runtime.resume_state(run_dir)) is not None:  # config checked, logs cut back to its step
+        actor.load_state_dict(state["actor"])  # strict: the same actor (and LoRA adapter) that saved it
         actor_opt.load_state_dict(state["actor_opt"])
         if critic is not None:
             critic.load_state_dict(state["critic"])
@@ -213,14 +221,15 @@ def run(cfg: PPOConfig) -> Path:
         kl_ctl.load_state_dict(state["kl_controller"])
         generator.set_state(state["generator"])
         runtime.set_rng_state(state["rng"])
+        update_guard.load_state_dict(state["update_guard"])  # skipped steps count over the whole run
+        rollout_guard.load_state_dict(state["rollout_guard"])
         start_step, wall_before, tokens_seen = state["step"], state["wall_s"], state["tokens"]
-        run_dir.truncate_metrics(start_step)
-        _truncate_samples(run_dir.path / "samples.jsonl", start_step)
 
     def checkpoint(step: int) -> None:
-        state = {"actor": {k: v for k, v in actor.state_dict().items()}, "actor_opt": actor_opt.state_dict(),
+        state = {"actor": actor.state_dict(), "actor_opt": actor_opt.state_dict(),
                  "schedulers": [s.state_dict() for s in schedulers], "kl_controller": kl_ctl.state_dict(),
-                 "generator": generator.get_state(), "wall_s": time.perf_counter() - t0, "tokens": tokens_seen}
+                 "generator": generator.get_state(), "wall_s": time.perf_counter() - t0, "tokens": tokens_seen,
+                 "update_guard": update_guard.state_dict(), "rollout_guard": rollout_guard.state_dict()}
         if critic is not None:
             state.update(critic=critic.state_dict(), critic_opt=critic_opt.state_dict())
         runtime.save_checkpoint(run_dir, step, state, cfg.keep_checkpoints)
@@ -232,6 +241,7 @@ def run(cfg: PPOConfig) -> Path:
     last: dict = {}
     bar = tqdm(total=total_steps, initial=start_step, desc=f"{cfg.algo}", disable=not cfg.progress, dynamic_ncols=True)
     for step in range(start_step, total_steps):
+        runtime.record_step(step)  # steps finished, for the Ctrl-C message
         step_t = time.perf_counter()
         batch_prompts = [prompts[i] for i in plan.micro_batch(step)]
         prompt_ids = [encode_prompt(tokenizer, p)[-max_prompt_tokens:] for p in batch_prompts]
@@ -241,6 +251,14 @@ def run(cfg: PPOConfig) -> Path:
                                                prompt_ids, cfg, opts, sampling, generator, autocast)
         rollout_s = time.perf_counter() - step_t
         kl_coef = kl_ctl.value
+        done = step + 1
+        if not rollout_guard.check(done, reward=reward_stats["reward"], score=exp.score, kl_coef=kl_coef):
+            for _ in range(updates_per_step):  # no update, but the schedule stays a function of the step
+                runtime.advance_schedulers(schedulers)
+            bar.update(1)
+            if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
+                checkpoint(done)
+            continue
 
         # 2. update phase (KL in the reward needs log pi_old first; otherwise it is only measured).
         # Without log pi_old yet, the update's single forward supplies it and then the advantages.
@@ -252,13 +270,13 @@ def run(cfg: PPOConfig) -> Path:
         deferred = exp.old_logp is None and opts.kl_in_reward
         advantages, returns = (None, None) if deferred else advantages_of(exp)
         stats, advantages, returns = update(actor, critic, exp, advantages_of if deferred else advantages, returns,
-                                            kl_coef, actor_opt, critic_opt, schedulers, opts, autocast, update_gen)
+                                            kl_coef, actor_opt, critic_opt, schedulers, opts, autocast, update_gen,
+                                            guard=update_guard, step=done)
         kl_by_kind = {kind: kl_estimate(exp.old_logp, exp.ref_logp, kind) for kind in ("k1", "k2", "k3")}
         kl = kl_by_kind[opts.kl_estimator]
         sequence_kl = float((kl * exp.mask).sum(1).mean())
         kl_ctl.update(sequence_kl, n_steps=exp.score.shape[0])
 
-        done = step + 1
         generated = int(exp.mask.sum())
         tokens_seen += generated
         bar.update(1)
@@ -273,13 +291,16 @@ def run(cfg: PPOConfig) -> Path:
                     "loss": stats["policy_loss"] + stats.get("value_loss", 0.0) + kl_coef * stats.get("kl_loss", 0.0),
                     "lr": schedulers[0].get_last_lr()[0], "tokens_per_s": generated / (now - step_t),
                     "samples_per_s": exp.score.shape[0] / (now - step_t), "elapsed_s": now - t0, "tokens": tokens_seen,
+                    "skipped_steps": update_guard.skipped, "skipped_rollouts": rollout_guard.skipped,
                     "rollout_s": rollout_s, "update_s": now - step_t - rollout_s, **reward_stats,
                     "kl": sequence_kl, "kl_coef": kl_coef, **rollout_stats(exp, kl_by_kind, advantages, returns), **stats,
                     **evaluation}
             run_dir.log(last)
-            bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{sequence_kl:.2f}")
+            # k3 per sequence: never negative, where `kl` (the reward's estimator, k1 by default) can be
+            # on one batch; metrics.jsonl keeps k1, k2 and k3
+            bar.set_postfix(reward=f"{last['reward']:.3f}", kl_k3=f"{last['kl_k3']:.2f}")
         if cfg.samples_every and (done % cfg.samples_every == 0 or done == 1):
-            _write_samples(run_dir.path / "samples.jsonl", done, batch_prompts, responses, exp, opts.k)
+            _write_samples(run_dir.samples_path, done, batch_prompts, responses, exp, opts.k)
         if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
             checkpoint(done)
     bar.close()
@@ -293,6 +314,7 @@ def run(cfg: PPOConfig) -> Path:
         "stage": "ppo", "algo": cfg.algo, "steps": total_steps, "samples_per_prompt": opts.k,
         "update_epochs": opts.epochs, "kl_in": "reward" if opts.kl_in_reward else "loss",
         "kl_estimator": opts.kl_estimator, "prompts": len(prompts),
+        "skipped_steps": update_guard.skipped, "skipped_rollouts": rollout_guard.skipped,
         **{k: last.get(k) for k in ("reward", "reward_normalized", "gold", "kl", "kl_coef", "entropy",
                                     "response_length", "eos_rate") if k in last},
         **final_eval,
@@ -326,13 +348,5 @@ def _write_samples(path: Path, step: int, prompts, responses, exp: Experience, k
     with open(path, "a", encoding="utf-8") as f:
         for i in range(min(n, len(prompts))):
             row = i * k
-            f.write(json.dumps({"step": step, "prompt": prompt_as_json(prompts[i]), "response": responses[row],
+            f.write(strict_json({"step": step, "prompt": prompt_as_json(prompts[i]), "response": responses[row],
                                 "score": float(exp.score[row]), "ended": bool(exp.rollout.ended[row])}) + "\n")
-
-
-def _truncate_samples(path: Path, after_step: int) -> None:
-    if path.exists():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= after_step]
-        path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-

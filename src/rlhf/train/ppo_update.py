@@ -36,6 +36,7 @@ from ..algos import (
 )
 from ..data.records import Rollout
 from ..rollout.logprobs import response_logprobs
+from ..runtime.guard import NonFiniteGuard, advance_schedulers
 from .critic import response_values
 
 
@@ -151,7 +152,8 @@ def _chunks(index: Tensor, size: int) -> list[Tensor]:
 
 
 def update(actor, critic, exp: Experience, advantages: Tensor | Callable, returns: Tensor | None, kl_coef: float,
-           actor_opt, critic_opt, schedulers: list, opts, autocast, generator: torch.Generator) -> tuple:
+           actor_opt, critic_opt, schedulers: list, opts, autocast, generator: torch.Generator,
+           guard: NonFiniteGuard | None = None, step: int = 0) -> tuple:
     """K epochs of minibatch steps over one experience; returns (mean stats as floats, advantages,
     returns).
 
@@ -161,17 +163,23 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
 
     Each minibatch of `opts.minibatch_size` sequences is one optimiser step, accumulated over
     `opts.grad_accum` micro-batches weighted by their share of the minibatch's tokens, so the
-    gradient is that of the token mean over the whole minibatch.
-    stats: policy_loss, kl_loss (KL as a loss term), value_loss, clipfrac, approx_kl, ratio_mean,
-    vf_clipfrac, grad_norm, and ratio_first: the mean ratio of the very first minibatch (1 up to
-    rounding: old log-probs come from the same forward as the new ones).
+    gradient is that of the token mean over the whole minibatch. A step whose loss or gradient
+    norm is non-finite is skipped and counted by `guard` (one per run, so that bad steps in a row
+    are counted across rollouts; a fresh one when None); `step` names the rollout step in its
+    messages.
+    stats: policy_loss, kl_loss (KL as a loss term), value_loss, clipfrac, dual_clipfrac, approx_kl,
+    ratio_mean, vf_clipfrac, grad_norm, critic_grad_norm, and ratio_first: the mean ratio of the
+    very first minibatch (1 up to rounding: old log-probs come from the same forward as the new
+    ones).
     """
     batch = exp.score.shape[0]
     totals: dict[str, float] = {}
     count, ratio_first = 0, None
     trainable = [p for p in actor.parameters() if p.requires_grad]
     critic_params = [p for p in critic.parameters() if p.requires_grad] if critic is not None else []
+    optimized = [(actor_opt, trainable, ""), (critic_opt, critic_params, "critic_")]
     clip_norm = opts.max_grad_norm if opts.max_grad_norm > 0 else float("inf")
+    guard = guard if guard is not None else NonFiniteGuard(opts.max_bad_steps, "optimiser step")
     fill_old = exp.old_logp is None  # a single optimiser step: its forward is pi_old itself
     if fill_old:
         exp.old_logp, exp.entropy = torch.zeros_like(exp.ref_logp), torch.zeros_like(exp.ref_logp)
@@ -196,7 +204,8 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
                         logp = response_logprobs(actor, part.rollout, opts.temperature)
                     values = values_of(critic, part.rollout) if critic is not None else None
                 if opts.clipped:
-                    policy_loss, pstats = ppo_policy_loss(logp, part.old_logp, advantages[micro], part.mask, opts.clip)
+                    policy_loss, pstats = ppo_policy_loss(logp, part.old_logp, advantages[micro], part.mask, opts.clip,
+                                                          opts.dual_clip)
                 else:
                     policy_loss, pstats = reinforce_loss(logp, advantages[micro], part.mask)
                     with torch.no_grad():  # how far the policy moved from the rollout's, as PPO reports it
@@ -218,21 +227,37 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
                     stats[key] = stats.get(key, 0.0) + float(value) * float(weight)
             if ratio_first is None:
                 ratio_first = stats.get("ratio_mean", 1.0)
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, clip_norm))
-            actor_opt.step()
-            actor_opt.zero_grad(set_to_none=True)
-            if critic is not None:
-                stats["critic_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(critic_params, clip_norm))
-                critic_opt.step()
-                critic_opt.zero_grad(set_to_none=True)
-            for scheduler in schedulers:
-                scheduler.step()
+            optimizer_step(guard, f"{count + 1} of step {step}", stats, optimized, clip_norm, schedulers)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             count += 1
     out = {key: value / count for key, value in totals.items()}
     out["ratio_first"] = ratio_first
     return out, advantages, returns
+
+
+def optimizer_step(guard: NonFiniteGuard, label: str, stats: dict, models: list, clip_norm: float,
+                   schedulers: list) -> None:
+    """Clip each model's gradients and step its optimiser and the schedulers, unless a loss in
+    `stats` or a gradient norm is NaN or inf: then no weight moves (the guard counts the step,
+    or stops the run after too many in a row) and the schedulers still advance.
+
+    models: (optimiser, its trainable parameters, stats prefix) for the actor and the critic; an
+    optimiser of None (no critic) is left out. Adds `{prefix}grad_norm` to `stats`."""
+    models = [(opt, params, prefix) for opt, params, prefix in models if opt is not None]
+    for _, params, prefix in models:
+        stats[f"{prefix}grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip_norm))
+    checked = {key: stats[key] for key in ("policy_loss", "kl_loss", "value_loss") if key in stats}
+    checked.update({f"{prefix}grad_norm": stats[f"{prefix}grad_norm"] for _, _, prefix in models})
+    if guard.check(label, **checked):
+        for opt, _, _ in models:
+            opt.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    else:
+        advance_schedulers(schedulers)
+    for opt, _, _ in models:
+        opt.zero_grad(set_to_none=True)
 
 
 def rollout_stats(exp: Experience, kl_by_kind: dict[str, Tensor], advantages: Tensor, returns: Tensor | None) -> dict:

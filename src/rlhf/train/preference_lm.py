@@ -4,7 +4,8 @@ family (offline and online) asks of a causal LM.
 `sequence_logps` runs the LM head only at response positions (like `lm.target_logits`) and sums
 the token log-probabilities of each row. Reference log-probabilities are computed once, in a
 no-grad pass under the training precision, and cached in the run directory keyed by a
-fingerprint of the reference and the tokens, so a resumed run reuses them instead of recomputing.
+fingerprint of the reference's weights and the tokens, so a resumed run reuses them instead of
+recomputing, and a reference directory whose weights changed is scored again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -21,6 +23,7 @@ from ..algos.logprobs import token_logprobs
 from ..data.collate import collate_completions
 from ..data.tokenize import TokenizedExample
 from ..models.lm import target_logits
+from ..runtime.files import fsync_dir
 
 LOGPROB_CHUNK_ROWS = 1024  # target rows upcast to fp32 at a time when taking log-softmax
 
@@ -97,8 +100,23 @@ def cached_reference_logps(path: Path, name: str, key: str, compute: Callable[[]
     cache[name] = {"key": key, "logps": logps}
     tmp = path.with_suffix(".tmp")
     torch.save(cache, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     tmp.replace(path)
+    fsync_dir(path.parent)
     return logps, False
+
+
+@torch.no_grad()
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights (every state_dict entry's name, dtype, shape and bytes):
+    what identifies a reference, whatever path it was loaded from. About a second per GB."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 def examples_fingerprint(examples: Iterable[TokenizedExample]) -> str:
@@ -108,39 +126,43 @@ def examples_fingerprint(examples: Iterable[TokenizedExample]) -> str:
 @torch.no_grad()
 def sampled_kl(model, reference_ctx, tokenizer, prompts, sampling, seed: int, batch_size: int, device,
                autocast) -> dict:
-    """KL(policy || reference) on the policy's own samples: the mean over prompts of the
-    sequence-level log pi(y|x) - log pi_ref(y|x), y ~ pi(.|x) (the k1 estimator summed over the
-    response, an unbiased estimate of the KL of the response distributions), and the mean
-    response length in tokens. Sample with temperature 1 for the estimate to mean anything.
+    """KL(policy || reference) on the policy's own samples y ~ pi(.|x), as the mean over prompts of
+    `kl`: the exact KL of the two next-token distributions summed over the response
+    (`rlhf.eval.policy.kl_estimates`; unbiased for the KL of the response distributions, never negative),
+    and `kl_k1`: log pi(y|x) - log pi_ref(y|x), the sampled k1 estimate (unbiased too, but negative
+    on some samples and, near KL 0, often in the mean); and the mean response length in tokens.
+    Sample with temperature 1 for the estimate to mean anything.
 
     reference_ctx: zero-argument callable returning a context that yields the reference model
-    (see `reference_context`), entered once all samples are scored under the policy.
+    (see `reference_context`), entered for each batch once it is scored under the policy.
     """
     from ..data.tokenize import encode_prompt
+    from ..eval.policy import kl_estimates
     from ..rollout.generate import generate, stop_token_ids
-    from ..rollout.logprobs import response_logprobs
+    from ..rollout.logprobs import response_logits
 
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     stops = stop_token_ids(tokenizer, model)
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    rollouts, policy = [], []
+    exact, k1, lengths = [], [], []
     try:
         for start in range(0, len(encoded), batch_size):
             with autocast():
                 rollout = generate(model, encoded[start : start + batch_size], sampling, stops, tokenizer.pad_token_id,
                                    generator)
-                policy.append((response_logprobs(model, rollout) * rollout.response_mask).sum(1))
-            rollouts.append(rollout)
-        with reference_ctx() as reference:
-            was_ref_training = reference.training
-            reference.eval()
-            with autocast():
-                ref = [(response_logprobs(reference, r) * r.response_mask).sum(1) for r in rollouts]
-            reference.train(was_ref_training)
+                logits = response_logits(model, rollout)
+            with reference_ctx() as reference, autocast():
+                was_ref_training = reference.training
+                reference.eval()
+                ref_logits = response_logits(reference, rollout)
+                reference.train(was_ref_training)
+            batch_exact, batch_k1 = kl_estimates(logits, ref_logits, rollout)
+            exact.append(batch_exact)
+            k1.append(batch_k1)
+            lengths.append(rollout.response_mask.sum(1).float())
     finally:
         model.train(was_training)
-    kl = torch.cat(policy).float() - torch.cat(ref).float()
-    lengths = torch.cat([r.response_mask.sum(1) for r in rollouts]).float()
-    return {"kl": float(kl.mean()), "response_length": float(lengths.mean())}
+    return {"kl": float(torch.cat(exact).mean()), "kl_k1": float(torch.cat(k1).mean()),
+            "response_length": float(torch.cat(lengths).mean())}

@@ -83,6 +83,7 @@ def run(cfg: PretrainConfig) -> Path:
     summary = {
         "stage": "pretrain",
         "steps": result.steps,
+        "skipped_steps": result.skipped_steps,  # non-finite loss or gradient: update skipped
         "train_tokens": result.tokens,
         "train_loss": result.last_metrics.get("loss"),
         **final_eval,

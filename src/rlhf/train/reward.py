@@ -209,6 +209,7 @@ def run(cfg: RewardConfig) -> Path:
     run_dir.write_summary({
         "stage": "rm",
         "steps": result.steps,
+        "skipped_steps": result.skipped_steps,  # non-finite loss or gradient: update skipped
         "preferences": len(preferences),
         "pairs": len(train_pairs),
         "rankings": len(preferences) - len(train_pairs),

@@ -83,6 +83,7 @@ def run(cfg: SFTConfig) -> Path:
     run_dir.write_summary({
         "stage": "sft",
         "steps": result.steps,
+        "skipped_steps": result.skipped_steps,  # non-finite loss or gradient: update skipped
         "examples": len(examples),
         "skipped_rows": getattr(demonstrations, "skipped", 0),
         "train_loss": result.last_metrics.get("loss"),

@@ -1,0 +1,120 @@
+"""One real `rlhf ppo` step at learning rate 0: the rollout phase and the update phase of the
+stage (`rlhf.train.ppo.collect`, `rlhf.train.ppo_update.update`) with the real models, on the
+first batch of the run.
+
+At lr 0 nothing moves, so the policy that computes the new log-probabilities is the policy that
+sampled: every ratio pi/pi_old must be exactly 1, no token clipped, the approximate KL 0 and the
+weights unchanged. A ratio off 1 means the update's forward is not the rollout's (dropout left
+on, another temperature or precision, a padding or position mismatch) and every real step
+carries that error into its clipping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+from .. import runtime
+from ..algos import FixedKLController, kl_estimate
+from ..config import PPOConfig
+from ..data.formats import read_prompts
+from ..data.tokenize import encode_prompt
+from ..models.load import load_policy
+from ..models.reward import disable_dropout
+from ..rollout.attention import use_fp32_attention
+from ..rollout.generate import SamplingConfig
+from ..rollout.logprobs import response_logprobs
+from ..rollout.scorers import load_scorer
+from ..train import loop, ppo
+from ..train.critic import build_critic
+from ..train.ppo_update import ALGORITHMS, update
+from .checks import FAIL, PASS, Check
+
+
+@dataclasses.dataclass
+class StepResult:
+    stats: dict  # the update's own statistics (ratio_mean, ratio_first, clipfrac, approx_kl, ...)
+    max_ratio_error: float  # max |pi/pi_old - 1| over response tokens, recomputed after the update
+    changed: list[str]  # actor parameters that differ after the step
+    ended: float  # share of sampled responses that reached a stop token within max_new_tokens
+    response_tokens: float  # mean sampled response length
+    seconds: float  # wall time of the step (rollout + update)
+
+
+def run_step(cfg: PPOConfig) -> StepResult:
+    """Build the stage's models as `rlhf.train.ppo.run` does, then one rollout + update at lr 0."""
+    cfg = dataclasses.replace(cfg, lr=0.0, progress=False)
+    runtime.seed_everything(cfg.seed)
+    device = runtime.pick_device(cfg.device)
+    opts = ppo.resolve_options(cfg)
+    autocast = lambda: runtime.autocast(cfg.precision, device)  # noqa: E731
+    actor, tokenizer = load_policy(cfg, device)
+    disable_dropout(actor)
+    reference = ppo.build_reference(cfg, device)
+    for model in (actor, reference):
+        if model is not None:
+            use_fp32_attention(model)
+    scorer = load_scorer(cfg.reward, device, cfg.precision)
+    critic = critic_opt = None
+    if ALGORITHMS[cfg.algo].uses_critic:
+        critic = build_critic(ppo.critic_init_dir(cfg, scorer, tokenizer), tokenizer, cfg.trust_remote_code,
+                              normalize=cfg.normalize_reward).to(device)
+        critic_opt = loop.make_optimizer(critic, dataclasses.replace(cfg, lr=cfg.critic_lr))
+    actor_opt = loop.make_optimizer(actor, cfg)
+    schedulers = [loop.make_scheduler(actor_opt, cfg.warmup_steps, 1, cfg.min_lr_ratio)]
+    kl_coef = FixedKLController(cfg.kl_coef).value
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
+    plan = loop.BatchPlan(len(prompts), cfg.batch_size, cfg.seed)
+    batch = [prompts[i] for i in plan.micro_batch(0)]
+    prompt_ids = [encode_prompt(tokenizer, p)[-(cfg.max_length - cfg.max_new_tokens):] for p in batch]
+    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+    before = {k: v.detach().clone() for k, v in actor.state_dict().items()}
+
+    actor.train()
+    t0 = time.perf_counter()
+    exp, _, _ = ppo.collect(actor, reference, critic, scorer, None, tokenizer, batch, prompt_ids, cfg, opts, sampling,
+                            generator, autocast)
+
+    def advantages_of(exp):  # as in rlhf.train.ppo.run: the KL in the reward needs log pi_old first
+        kl = kl_estimate(exp.old_logp, exp.ref_logp, opts.kl_estimator) if opts.kl_in_reward else None
+        return ALGORITHMS[cfg.algo].advantages(exp, kl, kl_coef, opts)
+
+    deferred = exp.old_logp is None and opts.kl_in_reward
+    advantages, returns = (None, None) if deferred else advantages_of(exp)
+    stats, _, _ = update(actor, critic, exp, advantages_of if deferred else advantages, returns, kl_coef, actor_opt,
+                         critic_opt, schedulers, opts, autocast, torch.Generator().manual_seed(cfg.seed * 1_000_003))
+    seconds = time.perf_counter() - t0
+
+    with torch.no_grad(), autocast():  # the policy after the step, in training mode as the update sees it
+        logp = response_logprobs(actor, exp.rollout, opts.temperature)
+    ratio_error = ((logp.float() - exp.old_logp.float()).exp() - 1).abs() * exp.mask
+    changed = [k for k, v in actor.state_dict().items() if not torch.equal(v, before[k])]
+    mask = exp.mask
+    return StepResult(stats, float(ratio_error.max()), changed, float(exp.rollout.ended.float().mean()),
+                      float(mask.sum(1).float().mean()), seconds)
+
+
+def lr0_check(result: StepResult) -> Check:
+    """PASS only when the ratio is exactly 1, nothing is clipped, the approximate KL is 0 and no
+    weight moved."""
+    s = result.stats
+    figures = (f"ratio mean {s['ratio_mean']:.9g} (max |ratio-1| {result.max_ratio_error:.3g}), "
+               f"clipfrac {s.get('clipfrac', 0.0):.3g}, approx KL {s['approx_kl']:.3g}, "
+               f"{len(result.changed)} weights changed")
+    problems = []
+    if s["ratio_mean"] != 1.0 or s.get("ratio_first", 1.0) != 1.0 or result.max_ratio_error != 0.0:
+        problems.append("ratio != 1: the update's forward differs from the rollout's (dropout on? another "
+                        "temperature or precision?)")
+    if s.get("clipfrac", 0.0) != 0.0:
+        problems.append("tokens clipped at lr 0")
+    if s["approx_kl"] != 0.0:
+        problems.append("approx KL != 0")
+    if result.changed:
+        problems.append(f"weights moved at lr 0: {', '.join(result.changed[:3])}")
+    if problems:
+        return Check("ppo step at lr 0", FAIL, figures + "; " + "; ".join(problems))
+    return Check("ppo step at lr 0", PASS, figures)

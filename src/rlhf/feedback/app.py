@@ -1,0 +1,76 @@
+"""The labelling web app: a FastAPI application of server-rendered pages that work without
+JavaScript (a small script only adds keyboard shortcuts).
+
+Requests go route -> `repo` -> tables. Who may do what:
+- admin pages need the admin token (a cookie set by /admin/login, or `Authorization: Bearer`);
+- annotation pages need an annotator token (a cookie set by the invite link /join/TOKEN, or a
+  Bearer header) and reach only that annotator's project, tasks and labels;
+- a POST authenticated by cookie must carry the form's CSRF token;
+- bodies over the limit get 413 (`security.BodyLimit`).
+Responses carry a strict Content-Security-Policy; templates escape everything they show.
+Access logs never hold a token: uvicorn's own access log is off and this app logs paths with
+the invite token cut out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp
+
+from rlhf.feedback import repo, routes_admin, routes_annotate
+from rlhf.feedback.security import BodyLimit
+from rlhf.feedback.web import HERE, render
+
+log = logging.getLogger("rlhf.feedback")
+_SECRET_IN_PATH = re.compile(r"(/join/)[^/?#]+")
+
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",  # the invite link holds a token: never send it on
+}
+
+
+def create_app(sessions: sessionmaker[Session], max_body_bytes: int = 10 * 2**20) -> ASGIApp:
+    """The app on a migrated store, wrapped in the request-body limit."""
+    app = FastAPI(title="rlhf label", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.sessions = sessions
+    with sessions() as s:
+        app.state.csrf_secret = repo.csrf_secret(s)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(routes_admin.router)
+    app.include_router(routes_annotate.router)
+
+    @app.middleware("http")
+    async def headers_and_log(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        path = _SECRET_IN_PATH.sub(r"\1<token>", request.url.path)
+        log.info("%s %s %d %.1fms", request.method, path, response.status_code, 1000 * (time.perf_counter() - start))
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def error_page(request: Request, exc: HTTPException):
+        if request.headers.get("accept", "").startswith("application/json"):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return render(request, "error.html", exc.status_code, status=exc.status_code, detail=exc.detail)
+
+    @app.get("/", response_class=HTMLResponse)
+    def home(request: Request):
+        return render(request, "home.html")
+
+    @app.get("/healthz")
+    def healthz():
+        return {"ok": True}
+
+    return BodyLimit(app, max_body_bytes)

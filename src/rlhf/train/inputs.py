@@ -1,0 +1,135 @@
+"""Every input a command names, checked before its stage is imported or anything is written.
+
+`check_inputs(command, cfg)` (called by `rlhf.cli.main`) raises the first problem it finds:
+
+1. data: each file the config names is read with the stage's own reader, so a bad row is
+   reported as `file:line: problem` (with --skip-bad-rows, bad rows are dropped as the stage
+   will drop them, and only a file left with none is an error). The readers need no torch, so
+   these, the commonest mistakes, are reported within a second of starting;
+2. models: each model directory exists, holds safetensors weights and a tokenizer that loads
+   and fits its embedding matrix (`rlhf.models.compat`); the models that read the policy's token
+   ids (the reference, the critic) share the policy's tokenizer; a `module:function` scorer
+   imports. In `rlhf ppo --algo ppo` the critic starts from a causal reward model, which must
+   then share the policy's tokenizer too (pass --critic to start it elsewhere); an encoder reward
+   model (e.g. all-MiniLM-L6-v2) reads text with its own tokenizer and is only checked for itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable
+
+from ..data.formats import (DataError, read_binary_feedback, read_comparisons, read_demonstrations, read_documents,
+                            read_preferences, read_prompts)
+
+
+def read_feedback_or_comparisons(path, *, skip_bad_rows: bool = False):
+    """KTO's data, read as `rlhf dpo --loss kto` reads it: binary feedback, else comparisons (which
+    the stage splits into thumbs up and down)."""
+    try:
+        return read_binary_feedback(path, skip_bad_rows=skip_bad_rows)
+    except DataError as binary_error:
+        try:
+            return read_comparisons(path, skip_bad_rows=skip_bad_rows)
+        except DataError:
+            raise binary_error from None
+
+
+# command -> {data field: the reader its stage reads it with}
+DATA_READERS: dict[str, dict[str, Callable]] = {
+    "pretrain": {"data": read_documents, "eval_data": read_documents},
+    "sft": {"data": read_demonstrations, "eval_data": read_demonstrations},
+    "rm": {"data": read_preferences, "eval_data": read_comparisons},
+    "dpo": {"data": read_comparisons, "eval_data": read_comparisons},  # --loss kto and --online: dpo_readers
+    "ppo": {"data": read_prompts, "eval_data": read_prompts},
+    "generate": {"data": read_prompts},
+    "eval": {"data": read_prompts},
+    "eval policy": {"data": read_prompts},
+    "eval rm": {"data": read_comparisons},
+}
+
+# How a model option relates to the policy (the command's --model, checked first).
+POLICY, OWN, SHARES, SCORER = "policy", "own", "shares the policy's tokenizer", "scorer"
+MODEL_OPTIONS: dict[str, dict[str, str]] = {
+    "pretrain": {"model": POLICY},
+    "sft": {"model": POLICY},
+    "rm": {"model": OWN},
+    "dpo": {"model": POLICY, "reference": SHARES, "labeler": SCORER},
+    "ppo": {"model": POLICY, "reference": SHARES, "critic": SHARES, "reward": SCORER, "gold": SCORER},
+    "generate": {"model": POLICY, "label": SCORER},
+    "eval": {"model": POLICY, "reference": SHARES, "judge": SCORER, "scorers": SCORER},
+    "eval policy": {"model": POLICY, "reference": SHARES, "judge": SCORER, "scorers": SCORER},
+    "eval rm": {"model": OWN},
+}
+
+
+def dpo_readers(cfg) -> dict[str, Callable]:
+    if cfg.online:
+        return {"data": read_prompts, "eval_data": read_prompts}
+    if cfg.loss == "kto":
+        return {"data": read_feedback_or_comparisons, "eval_data": read_feedback_or_comparisons}
+    return DATA_READERS["dpo"]
+
+
+@contextlib.contextmanager
+def _quiet_skips():
+    """The readers log one warning per file with skipped rows; the stage reads the file again and
+    logs it then, so the check stays silent."""
+    logger = logging.getLogger("rlhf.data.formats")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_data(command: str, cfg) -> None:
+    """Read every data file of `cfg` with its stage's reader (DataError: `file:line: problem`)."""
+    readers = dpo_readers(cfg) if command == "dpo" else DATA_READERS.get(command, {})
+    for field, read in readers.items():
+        path = getattr(cfg, field, None)
+        if path is None:
+            continue
+        # The stages drop bad rows of the training data only; held-out data is read strictly.
+        skip = field == "data" and getattr(cfg, "skip_bad_rows", False)
+        with _quiet_skips():
+            read(path, skip_bad_rows=skip)
+
+
+def check_models(command: str, cfg) -> None:
+    """Check every model directory and scorer of `cfg` (see the module docstring)."""
+    from ..labelers.pairs import NAMED_LABELERS
+    from ..models import compat
+    from ..rollout.scorers import is_callable_spec, load_callable
+
+    trust = getattr(cfg, "trust_remote_code", False)
+    policy_tokenizer = None
+    for field, relation in MODEL_OPTIONS.get(command, {}).items():
+        value = getattr(cfg, field, None)
+        flag = "--" + field.replace("_", "-")
+        for spec in value if isinstance(value, tuple) else (value,):
+            if spec is None or (relation == SCORER and spec in NAMED_LABELERS):
+                continue
+            if relation == SCORER and is_callable_spec(spec):
+                load_callable(spec)  # ValueError naming the spec when it does not import
+                continue
+            tokenizer = compat.check_model_dir(spec, flag, trust)
+            if relation == POLICY:
+                policy_tokenizer = tokenizer
+            elif relation == SHARES and policy_tokenizer is not None:
+                compat.check_shared_tokenizer(policy_tokenizer, spec, flag, trust)
+    if command == "ppo" and cfg.algo == "ppo" and cfg.critic is None and not is_callable_spec(cfg.reward) \
+            and compat.is_causal(cfg.reward, trust):
+        compat.check_shared_tokenizer(
+            policy_tokenizer, cfg.reward, "--reward", trust,
+            why=f"PPO's critic starts from a causal reward model and values the policy's tokens: pass --critic DIR "
+                f"(e.g. --critic {cfg.model}) to start it from a model with the policy's tokenizer")
+
+
+def check_inputs(command: str, cfg) -> None:
+    """Raise the first problem with the inputs `cfg` names (DataError and other ValueErrors,
+    FileNotFoundError), data first; commands without data or models pass."""
+    check_data(command, cfg)
+    check_models(command, cfg)

@@ -1,0 +1,68 @@
+"""The store: Alembic builds exactly the models' schema, SQLite runs in WAL mode, labels are
+idempotent by request id and undo keeps the withdrawn label."""
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from feedback_helpers import PG_URL
+
+from rlhf.feedback import repo
+from rlhf.feedback.store import database_url, migrate
+from rlhf.feedback.tables import Base, Label
+
+
+def test_migrations_build_the_models_schema(sessions):
+    engine = sessions.kw["bind"]
+    migrate(engine)  # a second run is a no-op
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == [], f"tables.py and the migrations disagree: {diff}"
+
+
+@pytest.mark.skipif(bool(PG_URL), reason="SQLite only")
+def test_sqlite_runs_in_wal_mode(sessions, tmp_path):
+    with sessions.kw["bind"].connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    assert (tmp_path / "feedback.db").exists()
+    assert database_url("x/y.db").startswith("sqlite:////") and database_url("postgresql://h/db") == "postgresql://h/db"
+
+
+def _project_with_tasks(s, n=3):
+    project = repo.create_project(s, "p", "pairwise", overlap=2)
+    tasks = [repo.add_task(s, project, repo.add_prompt(s, project, f"q{i}", [("x", "m1"), ("y", "m2")]))
+             for i in range(n)]
+    alice = repo.annotator_by_name(s, project, "alice", create=True)
+    s.commit()
+    return project, tasks, alice
+
+
+def test_a_retried_request_stores_one_label(sessions):
+    with sessions() as s:
+        project, (task, *_), alice = _project_with_tasks(s)
+        first, created = repo.save_label(s, alice, task, "req-0001", outcome="win", winner_id=task.response_ids[0])
+        again, created_again = repo.save_label(s, alice, task, "req-0001", outcome="tie")
+        assert created and not created_again and again.id == first.id and again.outcome == "win"
+        assert len(repo.live_labels(s, project)) == 1
+
+
+def test_undo_withdraws_the_newest_label_and_keeps_it(sessions):
+    with sessions() as s:
+        project, tasks, alice = _project_with_tasks(s)
+        for i, task in enumerate(tasks[:2]):
+            repo.save_label(s, alice, task, f"req-{i:04d}", outcome="tie")
+        undone = repo.undo_last(s, alice)
+        assert undone.task_id == tasks[1].id and undone.undone_at is not None
+        assert [l.task_id for l in repo.live_labels(s, project)] == [tasks[0].id]
+        assert s.query(Label).count() == 2  # kept, marked undone
+        # the undone task is open to alice again
+        q = repo.queue(s, alice, project)
+        assert q.seen == {tasks[0].id} and q.left == 2 and repo.can_open(s, alice, tasks[1])
+
+
+def test_admin_token_is_shown_once_and_stored_hashed(sessions):
+    with sessions() as s:
+        token = repo.issue_admin_token(s)
+        assert repo.issue_admin_token(s) is None and repo.is_admin(s, token)
+        assert token not in repo.setting(s, repo.ADMIN_TOKEN)
+        rotated = repo.issue_admin_token(s, rotate=True)
+        assert repo.is_admin(s, rotated) and not repo.is_admin(s, token) and not repo.is_admin(s, None)
