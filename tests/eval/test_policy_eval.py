@@ -79,3 +79,24 @@ def test_eval_command_reports_extra_scorers_and_length_statistics(tiny_model_dir
     assert lengths["mean"] == pytest.approx(report["policy_length"])
     printed = capsys.readouterr().out
     assert "win rate                 0.500" in printed and "length median" in printed and "ended (EOS)" in printed
+
+
+def test_long_prompts_fit_a_model_with_absolute_positions(tiny_model_dir, tmp_path):
+    """GPT-2 has 64 positions here: a 300-token prompt must be cut from the left to leave room for
+    the response (`--max-length`), not run past the position table into an IndexError."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rlhf.cli import main
+
+    tok = load_tokenizer(tiny_model_dir)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    tok.save_pretrained(tmp_path / "gpt2")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "The dog ran and ran. " * 60}) + "\n", encoding="utf-8")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(tmp_path / "gpt2"), "--reference", str(tmp_path / "gpt2"), "--data",
+                 str(prompts), "--judge", "rlhf.demo.oracle:gold_reward", "--max-length", "64", "--max-new-tokens",
+                 "8", "--precision", "fp32", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["kl_to_reference"] == pytest.approx(0.0, abs=1e-5)

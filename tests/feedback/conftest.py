@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))  # for `import feedback_helpers` under --import-mode=importlib
 
-from feedback_helpers import PG_URL  # noqa: E402
+from feedback_helpers import PG_URL, admin_login  # noqa: E402
 
 from rlhf.feedback import repo  # noqa: E402
 from rlhf.feedback.app import create_app  # noqa: E402
@@ -53,7 +53,7 @@ def app(sessions, admin_token):
 def admin(app, admin_token) -> TestClient:
     """A client signed in as admin through the login form (cookie + CSRF, as a browser)."""
     client = TestClient(app, base_url="http://testserver")
-    assert client.post("/admin/login", data={"token": admin_token}, follow_redirects=False).status_code == 303
+    assert admin_login(client, admin_token, follow_redirects=False).status_code == 303
     return client
 
 

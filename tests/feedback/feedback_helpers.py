@@ -23,6 +23,12 @@ def csrf_of(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
 
 
+def admin_login(client: TestClient, token: str, **kwargs):
+    """Sign in through the login form, as a browser does: fetch it, post the token with its CSRF token."""
+    csrf = csrf_of(client.get("/admin/login").text)
+    return client.post("/admin/login", data={"token": token, "csrf": csrf}, **kwargs)
+
+
 def form_values(html: str) -> dict:
     """The hidden inputs of the answer form."""
     return dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', html))

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent('''
     sys.meta_path.insert(0, Block())
     sys.path.insert(0, sys.argv[1])
     from fastapi.testclient import TestClient
-    from feedback_helpers import annotator_client, answer, candidates, create_project, invite
+    from feedback_helpers import admin_login, annotator_client, answer, candidates, create_project, invite
     from rlhf.config.feedback import LabelExportConfig, LabelImportConfig
     from rlhf.feedback import export, importer, repo
     from rlhf.feedback.app import create_app
@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent('''
         token = repo.issue_admin_token(s)
     app = create_app(sessions)
     admin = TestClient(app)
-    admin.post("/admin/login", data={"token": token})
+    admin_login(admin, token)
     project = create_project(admin, candidates(tmp, n=2))
     client = annotator_client(app, invite(admin, project, "a"))
     assert answer(client, "a2")[0].status_code == 303

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from feedback_helpers import (
     XSS,
+    admin_login,
     annotator_client,
     answer,
     candidates,
@@ -54,7 +55,7 @@ def two_projects(app, admin, tmp_path):
     return alice, bob, mallory_token
 
 
-def test_requests_without_a_token_change_nothing(app, sessions, two_projects):
+def test_requests_without_a_token_change_nothing(app, sessions, two_projects, admin_token):
     alice, _, _ = two_projects
     before = _labels(sessions)
     page = alice.get("/annotate").text
@@ -67,7 +68,12 @@ def test_requests_without_a_token_change_nothing(app, sessions, two_projects):
     for path in ("/admin", "/admin/projects/1", "/admin/projects/1/dashboard", "/admin/projects/1/export"):
         assert anonymous.get(path).status_code == 401
     assert anonymous.post("/admin/projects/1/invite", data={"name": "eve", "csrf": "x"}).status_code == 401
-    assert anonymous.post("/admin/login", data={"token": "guess"}).status_code == 401
+    assert admin_login(anonymous, "guess").status_code == 401
+    # the sign-in form itself carries a CSRF token: a post without it (another site's form) is refused
+    assert TestClient(app).post("/admin/login", data={"token": admin_token}).status_code == 403
+    forged = TestClient(app)
+    forged.get("/admin/login")
+    assert forged.post("/admin/login", data={"token": admin_token, "csrf": "forged"}).status_code == 403
     with sessions() as s:
         assert _labels(sessions) == before and s.query(Annotator).filter_by(name="eve").count() == 0
 
@@ -138,7 +144,7 @@ def test_no_token_is_logged(app, admin, admin_token, caplog):
     client = TestClient(app)
     client.get(f"/join/{token}")
     client.get("/annotate")
-    TestClient(app).post("/admin/login", data={"token": admin_token})
+    admin_login(TestClient(app), admin_token)
     # what the server logged (the test's own HTTP client logs its URLs: not the server's doing)
     server_log = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("httpx"))
     assert "GET /join/<token> 303" in server_log

@@ -5,7 +5,7 @@ writes the files, and `rlhf rm`, `rlhf dpo` and `rlhf dpo --loss kto` train on t
 import json
 
 from fastapi.testclient import TestClient
-from feedback_helpers import annotator_client, answer, invite
+from feedback_helpers import admin_login, annotator_client, answer, invite
 
 from rlhf.cli import main
 from rlhf.feedback import repo
@@ -29,7 +29,7 @@ def test_labels_from_the_app_train_rm_dpo_and_kto(tiny_model_dir, tmp_path):
         token = repo.issue_admin_token(s)
     app = create_app(sessions)
     admin = TestClient(app)
-    admin.post("/admin/login", data={"token": token})
+    admin_login(admin, token)
     annotator = annotator_client(app, invite(admin, 1, "alice"))
     for i in range(len(PROMPTS)):
         assert answer(annotator, ("a2", "b1")[i % 2])[0].status_code == 303

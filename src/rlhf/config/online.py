@@ -151,6 +151,7 @@ class EvalPolicyConfig:
     out: str | None = None  # JSON report (with samples); default: print only
     max_prompts: int = 128  # the first N prompts of --data; 0 = all
     max_new_tokens: int = 48  # response tokens at most
+    max_length: int = 256  # prompt + response tokens (prompts are cut from the left to leave room for max_new_tokens)
     temperature: float = 1.0  # sampling temperature of both policies; 0 = greedy
     top_k: int = 0  # sample among the k most likely tokens; 0 = all
     top_p: float = 1.0  # nucleus sampling threshold; 1 = all
@@ -163,7 +164,7 @@ class EvalPolicyConfig:
     def __post_init__(self):
         checks = {
             "max_prompts": self.max_prompts >= 0,
-            "max_new_tokens": self.max_new_tokens >= 1,
+            "max_new_tokens": 1 <= self.max_new_tokens < self.max_length,
             "temperature": self.temperature >= 0,
             "top_k": self.top_k >= 0,
             "top_p": 0 < self.top_p <= 1,

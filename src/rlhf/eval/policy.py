@@ -194,7 +194,8 @@ def run(cfg) -> Path | str:
     scorers = {spec: load_scorer(spec, device) for spec in cfg.scorers}
     report = evaluate_policy(policy, reference, tokenizer, prompts, load_scorer(cfg.judge, device), sampling,
                              seed=cfg.seed, batch_size=cfg.batch_size,
-                             autocast=lambda: autocast(cfg.precision, device), scorers=scorers, progress=cfg.progress)
+                             autocast=lambda: autocast(cfg.precision, device), scorers=scorers, progress=cfg.progress,
+                             max_prompt_tokens=cfg.max_length - cfg.max_new_tokens)
     print(format_report(report, cfg.judge))
     if cfg.out:
         out = Path(cfg.out)

@@ -4,6 +4,7 @@ set overlap and gold share, watch the dashboard, download exports."""
 from __future__ import annotations
 
 import json
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -47,17 +48,33 @@ def _import_upload(s: Session, project: Project, upload: UploadFile, labels_as: 
     return f"imported {result.tasks} tasks from {name}"
 
 
+LOGIN_CSRF_COOKIE = "rlhf_login_csrf"
+
+
+def _login_form(request: Request, status_code: int = 200, **context) -> HTMLResponse:
+    """The sign-in form with a fresh CSRF token, also set as a cookie (double submit): there is no
+    session yet to bind it to, and another site can neither read the cookie nor set it."""
+    nonce = secrets.token_urlsafe(24)
+    response = render(request, "login.html", status_code, csrf=nonce, **context)
+    response.set_cookie(LOGIN_CSRF_COOKIE, nonce, httponly=True, samesite="strict", max_age=3600)
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request):
-    return render(request, "login.html")
+    return _login_form(request)
 
 
 @router.post("/login")
-def login(request: Request, token: str = Form(""), s: Session = Depends(db)):
+def login(request: Request, token: str = Form(""), csrf: str = Form(""), s: Session = Depends(db)):
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not (expected and csrf and secrets.compare_digest(expected, csrf)):
+        raise HTTPException(403, "the sign-in form has expired or came from another site: reload it and try again")
     if not repo.is_admin(s, token):
-        return render(request, "login.html", 401, error="that is not the admin token")
+        return _login_form(request, 401, error="that is not the admin token")
     response = RedirectResponse("/admin", status_code=303)
     response.set_cookie(ADMIN_COOKIE, token, httponly=True, samesite="strict", max_age=7 * 24 * 3600)
+    response.delete_cookie(LOGIN_CSRF_COOKIE)
     return response
 
 

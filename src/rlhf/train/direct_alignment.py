@@ -276,7 +276,8 @@ def make_evaluate(cfg: DPOConfig, model, tokenizer, loss_fn, eval_data, prompts,
             out.update(preference_eval(loss_fn, eval_data, cfg, model, tokenizer.pad_token_id, device))
         if prompts:
             out.update(sampled_kl(model, reference.context, tokenizer, prompts, sampling, cfg.seed, 2 * cfg.batch_size,
-                                  device, lambda: runtime.autocast(cfg.precision, device)))
+                                  device, lambda: runtime.autocast(cfg.precision, device),
+                                  max_prompt_tokens=max(1, cfg.max_length - cfg.max_new_tokens)))
         return out
 
     return evaluate

@@ -125,7 +125,7 @@ def examples_fingerprint(examples: Iterable[TokenizedExample]) -> str:
 
 @torch.no_grad()
 def sampled_kl(model, reference_ctx, tokenizer, prompts, sampling, seed: int, batch_size: int, device,
-               autocast) -> dict:
+               autocast, max_prompt_tokens: int | None = None) -> dict:
     """KL(policy || reference) on the policy's own samples y ~ pi(.|x), as the mean over prompts of
     `kl`: the exact KL of the two next-token distributions summed over the response
     (`rlhf.eval.policy.kl_estimates`; unbiased for the KL of the response distributions, never negative),
@@ -145,7 +145,9 @@ def sampled_kl(model, reference_ctx, tokenizer, prompts, sampling, seed: int, ba
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     stops = stop_token_ids(tokenizer, model)
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    # Prompts keep their last tokens so that prompt + response fits the model's positions.
+    encoded = [encode_prompt(tokenizer, p)[-max_prompt_tokens:] if max_prompt_tokens else encode_prompt(tokenizer, p)
+               for p in prompts]
     exact, k1, lengths = [], [], []
     try:
         for start in range(0, len(encoded), batch_size):
