@@ -32,7 +32,7 @@ LAYERS = {
     "rlhf.eval": 5,
     "rlhf.train": 6,
     "rlhf.feedback": 7,
-    "rlhf.serve": 7,
+    "rlhf.serve": 8,  # captures feedback into rlhf.feedback's store
     "rlhf.demo": 8,
     "rlhf.doctor": 8,
     "rlhf.cli": 9,

@@ -24,6 +24,9 @@ COMMANDS = {
     "label serve": ("LabelServeConfig", "rlhf.feedback.serve", "the human-feedback labelling web app (pairwise with strength, rankings, thumbs; dashboard)"),
     "label import": ("LabelImportConfig", "rlhf.feedback.importer", "tasks from `rlhf generate` output or labelled files into a labelling project"),
     "label export": ("LabelExportConfig", "rlhf.feedback.export", "a labelling project's labels as comparisons, rankings or binary feedback for rm/dpo/kto"),
+    "judge": ("JudgeConfig", "rlhf.train.judge", "AI preferences: a local model or OpenAI-compatible endpoint judges pairs in both orders (flips = ties), cached"),
+    "judge revise": ("JudgeReviseConfig", "rlhf.train.judge", "Constitutional AI: critique and revise responses against a constitution -> SFT demonstrations (--pairs: comparisons)"),
+    "serve": ("ServeConfig", "rlhf.serve.server", "OpenAI-compatible HTTP API on trained policies (/v1/chat/completions, streaming), continuous batching"),
     # No config class of its own: `rlhf doctor STAGE ...` parses STAGE's config (see _doctor).
     "doctor": (None, "rlhf.doctor", "preflight of `rlhf sft|rm|dpo|ppo` with the same flags: batch arithmetic, cut prompts, round trip, PPO at lr 0, time, memory, resume"),
 }

@@ -14,6 +14,22 @@ from ..rollout.scorers import load_callable, load_scorer
 
 # name -> `module:Class` whose instances take (temperature, seed) and have prefer(prompts, a, b) -> [0 | 1]
 NAMED_LABELERS = {"oracle": "rlhf.demo.oracle:SentimentOracle"}
+# `prefix:SPEC` -> `module:function` taking (SPEC, device) and returning an object with
+# prefer(prompts, a, b) -> [0 | 1 | None (a tie)]: `judge:DIR` or `judge:URL?model=NAME` (the AI judge)
+LABELER_PREFIXES = {"judge": "rlhf.labelers.judge:labeler"}
+
+
+def is_named_labeler(label: str) -> bool:
+    """True for a registered name (`oracle`) or a registered `prefix:SPEC` (`judge:...`), not a scorer."""
+    return label in NAMED_LABELERS or label.partition(":")[0] in LABELER_PREFIXES
+
+
+def load_labeler(label: str, oracle_temperature: float, seed: int, device="cpu"):
+    """The labeler a registered name or prefix names (see is_named_labeler)."""
+    if label in NAMED_LABELERS:
+        return load_callable(NAMED_LABELERS[label])(oracle_temperature, seed)
+    prefix, _, spec = label.partition(":")
+    return load_callable(LABELER_PREFIXES[prefix])(spec, device)
 
 
 def label_pairs(prompts: list, responses: list[list[str]], label: str, oracle_temperature: float, seed: int,
@@ -23,9 +39,9 @@ def label_pairs(prompts: list, responses: list[list[str]], label: str, oracle_te
     pairs = [(p, rs[j], rs[j + 1]) for p, rs in zip(prompts, responses) for j in range(0, len(rs) - 1, 2)]
     firsts, seconds = [a for _, a, _ in pairs], [b for _, _, b in pairs]
     texts = [p for p, _, _ in pairs]
-    if label in NAMED_LABELERS:
-        labeler = load_callable(NAMED_LABELERS[label])(oracle_temperature, seed)
-        picks = labeler.prefer(texts, firsts, seconds)  # 0: a preferred
+    if is_named_labeler(label):
+        labeler = load_labeler(label, oracle_temperature, seed, device)
+        picks = labeler.prefer(texts, firsts, seconds)  # 0: a preferred; None: a tie
     else:
         scorer = load_scorer(label, device)
         score_a, score_b = scorer(texts, firsts), scorer(texts, seconds)

@@ -100,7 +100,7 @@ def check_data(command: str, cfg) -> None:
 
 def check_models(command: str, cfg) -> None:
     """Check every model directory and scorer of `cfg` (see the module docstring)."""
-    from ..labelers.pairs import NAMED_LABELERS
+    from ..labelers.pairs import is_named_labeler
     from ..models import compat
     from ..rollout.scorers import is_callable_spec, load_callable
 
@@ -110,7 +110,7 @@ def check_models(command: str, cfg) -> None:
         value = getattr(cfg, field, None)
         flag = "--" + field.replace("_", "-")
         for spec in value if isinstance(value, tuple) else (value,):
-            if spec is None or (relation == SCORER and spec in NAMED_LABELERS):
+            if spec is None or (relation == SCORER and is_named_labeler(spec)):
                 continue
             if relation == SCORER and is_callable_spec(spec):
                 load_callable(spec)  # ValueError naming the spec when it does not import

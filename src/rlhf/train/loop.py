@@ -185,6 +185,7 @@ def fit(
         else:  # NaN/inf must not reach the weights; the data and the schedule still move on with the step
             advance_schedulers([scheduler])
         optimizer.zero_grad(set_to_none=True)
+        record_step(done)  # the weights now hold `done` steps, whatever comes next (logging, a checkpoint)
         tokens_seen += step_tokens
         window_tokens += step_tokens
         bar.update(1)

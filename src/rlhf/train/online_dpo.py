@@ -60,7 +60,9 @@ class PairLabeler:
     def __init__(self, spec: str, oracle_temperature: float, device):
         self.spec, self.oracle_temperature, self.device = spec, oracle_temperature, device
         self.scorer = None
-        if spec != "oracle":
+        from ..labelers.pairs import is_named_labeler
+
+        if not is_named_labeler(spec):  # oracle, judge:SPEC: label disjoint pairs; else a scorer
             from ..rollout.scorers import load_scorer
 
             self.scorer = load_scorer(spec, device)
@@ -71,7 +73,7 @@ class PairLabeler:
         if self.scorer is None:
             from ..labelers.pairs import label_pairs
 
-            rows, ties = label_pairs(prompts, responses, "oracle", self.oracle_temperature, seed, self.device)
+            rows, ties = label_pairs(prompts, responses, self.spec, self.oracle_temperature, seed, self.device)
             return rows, {"labels": len(rows) + ties, "ties_skipped": ties}
         k = len(responses[0])
         flat_prompts = [p for p in prompts for _ in range(k)]

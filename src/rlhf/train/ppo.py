@@ -255,6 +255,7 @@ def run(cfg: PPOConfig) -> Path:
         if not rollout_guard.check(done, reward=reward_stats["reward"], score=exp.score, kl_coef=kl_coef):
             for _ in range(updates_per_step):  # no update, but the schedule stays a function of the step
                 runtime.advance_schedulers(schedulers)
+            runtime.record_step(done)
             bar.update(1)
             if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
                 checkpoint(done)
@@ -276,6 +277,7 @@ def run(cfg: PPOConfig) -> Path:
         kl = kl_by_kind[opts.kl_estimator]
         sequence_kl = float((kl * exp.mask).sum(1).mean())
         kl_ctl.update(sequence_kl, n_steps=exp.score.shape[0])
+        runtime.record_step(done)  # the weights now hold `done` steps
 
         generated = int(exp.mask.sum())
         tokens_seen += generated

@@ -1,0 +1,321 @@
+"""The AI judge: pairwise preferences and 1-10 scores from a language model (RLAIF, LLM-as-a-judge).
+
+A judge is a backend (a local model directory, decoded greedily with `rlhf.rollout`, or any
+OpenAI-compatible endpoint through the official `openai` client), a versioned prompt template
+shipped in `templates/` (`pairwise-v1`, `score-v1`, `critique-v1`, `revision-v1`) and an on-disk
+cache of answers keyed by sha256(template version, judge identity, prompt, responses):
+
+- every pair is asked in both orders (A, B) and (B, A); a verdict that does not survive the swap
+  is a tie, and `position_bias` is the share of decisive answers that picked the first position;
+- answers are parsed strictly (`[[A]]`, `[[B]]`, `[[C]]` = tie; `Rating: [[N]]`, N in 1..10); a
+  malformed answer is asked again (at temperature RETRY_TEMPERATURE, seeded) up to `retries`
+  times, then is a JudgeError naming the pair (or, with on_malformed="tie", a counted tie);
+- a cached answer is never asked again: a rerun over the same inputs makes no request.
+
+As a labeller: `rlhf generate --label judge:SPEC` and `rlhf dpo --online --labeler judge:SPEC`
+(registered in `rlhf.labelers.pairs.LABELER_PREFIXES`), where SPEC is a model directory or an
+endpoint URL with options as a query: `judge:http://host:8000/v1?model=NAME&key_env=VAR&cache=FILE`.
+As a scorer (`module:function`): `rlhf.labelers.judge:score` judges with the spec in the
+environment variable RLHF_JUDGE (same SPEC) and returns the 1-10 ratings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from ..data.records import Message, PromptText, is_conversation
+
+RETRY_TEMPERATURE = 0.7  # a retry samples, so a deterministic judge is not asked the same thing twice for nothing
+VERDICT = re.compile(r"\[\[([ABC])\]\]")
+RATING = re.compile(r"Rating:\s*\[\[(\d+)\]\]")
+
+
+class JudgeError(ValueError):
+    """A judge's answer could not be parsed after its retries; the message names the item."""
+
+
+def template(name: str) -> str:
+    """The text of a shipped template (`pairwise-v1`, ...); its name is its version."""
+    path = resources.files("rlhf.labelers") / "templates" / f"{name}.txt"
+    if not path.is_file():
+        shipped = sorted(p.name.removesuffix(".txt") for p in (resources.files("rlhf.labelers") / "templates").iterdir())
+        raise ValueError(f"unknown judge template {name!r}; shipped: {', '.join(shipped)}")
+    return path.read_text(encoding="utf-8")
+
+
+def render_prompt(prompt: PromptText) -> str:
+    """A prompt as the judge reads it: the text, or a conversation as `role: content` lines."""
+    if is_conversation(prompt):
+        return "\n".join(f"{m.role}: {m.content}" for m in prompt)
+    return prompt
+
+
+# ---------------------------------------------------------------- backends: list of requests -> list of answers
+
+
+class ApiBackend:
+    """An OpenAI-compatible endpoint, asked through the official client (chat completions)."""
+
+    def __init__(self, api_base: str, model: str, key_env: str = "OPENAI_API_KEY", max_tokens: int = 512,
+                 timeout: float = 60.0):
+        from openai import OpenAI  # only where an endpoint is used
+
+        if not model:
+            raise ValueError(f"judge endpoint {api_base}: name the model to ask (--api-model NAME or ?model=NAME)")
+        key = os.environ.get(key_env) or "none"  # local servers take any key; a real one comes from key_env
+        self.client = OpenAI(base_url=api_base, api_key=key, max_retries=2, timeout=timeout)
+        self.model, self.max_tokens = model, max_tokens
+        self.identity = f"api:{api_base.rstrip('/')}#{model}"
+
+    def complete(self, texts: list[str], attempt: int = 0) -> list[str]:
+        answers = []
+        for text in texts:
+            response = self.client.chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": text}], max_tokens=self.max_tokens,
+                temperature=0.0 if attempt == 0 else RETRY_TEMPERATURE, seed=attempt)
+            answers.append(response.choices[0].message.content or "")
+        return answers
+
+
+class LocalBackend:
+    """A causal LM directory, decoded with `rlhf.rollout.sample_responses`: greedy, sampled on retries.
+    Its identity names the directory and its weights' sizes and times, so retrained weights miss the cache."""
+
+    def __init__(self, model_dir: str, device="cpu", max_new_tokens: int = 64, batch_size: int = 16,
+                 trust_remote_code: bool = False):
+        from ..models.load import load_causal_lm, load_tokenizer, resolve_model_dir
+        from ..rollout.attention import use_fp32_attention
+
+        path = resolve_model_dir(model_dir)
+        self.tokenizer = load_tokenizer(path, trust_remote_code)
+        self.model = load_causal_lm(path, trust_remote_code).to(device).eval()
+        use_fp32_attention(self.model)
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        stamp = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.glob("*.safetensors"))
+        self.identity = f"local:{path.resolve()}#{hashlib.sha256(repr(stamp).encode()).hexdigest()[:12]}"
+
+    def complete(self, texts: list[str], attempt: int = 0) -> list[str]:
+        import torch
+
+        from ..rollout.generate import SamplingConfig, sample_responses
+
+        sampling = SamplingConfig(self.max_new_tokens, 0.0 if attempt == 0 else RETRY_TEMPERATURE)
+        # a chat model reads the request as a user turn, through its chat template
+        prompts = [(Message("user", t),) for t in texts] if self.tokenizer.chat_template else texts
+        with torch.no_grad():
+            out = sample_responses(self.model, self.tokenizer, prompts, sampling, k=1, seed=attempt,
+                                   batch_size=self.batch_size)
+        return [rs[0] for rs in out]
+
+
+# ---------------------------------------------------------------- cache
+
+
+class AnswerCache:
+    """Parsed answers in a JSON-lines file, one `{"key", "answer"}` per line, appended as they come."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path else None
+        self.answers: dict[str, object] = {}
+        if self.path is not None and self.path.exists():
+            for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                        self.answers[row["key"]] = row["answer"]
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        raise ValueError(f"{self.path}:{n}: not a judge cache line") from None
+
+    @staticmethod
+    def key(*parts) -> str:
+        return hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+    def put(self, key: str, answer) -> None:
+        self.answers[key] = answer
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "answer": answer}) + "\n")
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse_verdict(answer: str) -> str | None:
+    """"A", "B" or "C" (tie) when the answer holds exactly one kind of [[X]] verdict, else None."""
+    found = set(VERDICT.findall(answer))
+    return found.pop() if len(found) == 1 else None
+
+
+def parse_rating(answer: str) -> int | None:
+    """N from "Rating: [[N]]" when there is exactly one and 1 <= N <= 10, else None."""
+    found = RATING.findall(answer)
+    return int(found[0]) if len(found) == 1 and 1 <= int(found[0]) <= 10 else None
+
+
+def parse_revision(answer: str) -> str | None:
+    """The text after "Revision:", when there is some."""
+    head, sep, text = answer.partition("Revision:")
+    return text.strip() or None if sep else None
+
+
+def parse_critique(answer: str) -> str | None:
+    text = answer.strip().removeprefix("Critique:").strip()
+    return text or None
+
+
+# ---------------------------------------------------------------- the judge
+
+
+@dataclass
+class Stats:
+    requests: int = 0  # requests sent to the backend (retries included)
+    cache_hits: int = 0  # answers read from the cache
+    retries: int = 0  # malformed answers asked again
+    malformed: int = 0  # answers still malformed after the retries (on_malformed="tie" only)
+    first_wins: int = 0  # decisive pairwise answers that picked the first position
+    decisive: int = 0  # pairwise answers that picked a position (not [[C]], not malformed)
+
+    @property
+    def position_bias(self) -> float | None:
+        """Share of decisive answers that picked the first position (0.5 = no bias); None without any."""
+        return self.first_wins / self.decisive if self.decisive else None
+
+
+@dataclass
+class Judge:
+    """Asks `backend` through `templates`, caches every parsed answer, counts what it did in `stats`."""
+
+    backend: object  # ApiBackend | LocalBackend | anything with .identity and .complete(texts, attempt)
+    cache: AnswerCache
+    retries: int = 2
+    on_malformed: str = "error"  # error: JudgeError after the retries; tie: count it and record a tie
+    pairwise_template: str = "pairwise-v1"
+    score_template: str = "score-v1"
+    stats: Stats = field(default_factory=Stats)
+
+    def ask(self, version: str, fills: list[dict], parse, names: list[str], expected: str) -> list:
+        """Parsed answers to `template(version)` filled with each of `fills`; cached ones are not asked."""
+        text = template(version)
+        keys = [AnswerCache.key(version, self.backend.identity, f) for f in fills]
+        out = [self.cache.answers.get(k) for k in keys]
+        self.stats.cache_hits += sum(a is not None for a in out)
+        todo = [i for i, a in enumerate(out) if a is None]
+        raw: dict[int, str] = {}
+        for attempt in range(self.retries + 1):
+            if not todo:
+                break
+            if attempt:
+                self.stats.retries += len(todo)
+            answers = self.backend.complete([text.format(**fills[i]) for i in todo], attempt)
+            self.stats.requests += len(todo)
+            for i, answer in zip(todo, answers):
+                raw[i], parsed = answer, parse(answer)
+                if parsed is not None:
+                    out[i] = parsed
+                    self.cache.put(keys[i], parsed)
+            todo = [i for i in todo if out[i] is None]
+        if todo and self.on_malformed == "error":
+            i = todo[0]
+            raise JudgeError(f"judge {self.backend.identity} ({version}): malformed answer for {names[i]} after "
+                             f"{self.retries + 1} attempts, expected {expected}; last answer: {raw[i][:200]!r}")
+        self.stats.malformed += len(todo)
+        return out
+
+    def prefer(self, prompts: Sequence[PromptText], firsts: Sequence[str], seconds: Sequence[str]) -> list[int | None]:
+        """For each pair: 0 when the first response wins in both orders, 1 when the second does,
+        None (a tie) when the verdict is [[C]] or flips with the order."""
+        fills, names = [], []
+        for n, (p, a, b) in enumerate(zip(prompts, firsts, seconds)):
+            shown = render_prompt(p)
+            fills += [{"prompt": shown, "response_a": a, "response_b": b},
+                      {"prompt": shown, "response_a": b, "response_b": a}]
+            names += [f"pair {n} (prompt {shown[:60]!r}), order (first, second)",
+                      f"pair {n} (prompt {shown[:60]!r}), order (second, first)"]
+        verdicts = self.ask(self.pairwise_template, fills, parse_verdict, names, "[[A]], [[B]] or [[C]]")
+        picks = []
+        for forward, backward in zip(verdicts[0::2], verdicts[1::2]):
+            for v in (forward, backward):
+                if v in ("A", "B"):
+                    self.stats.decisive += 1
+                    self.stats.first_wins += v == "A"
+            # in the swapped order "B" names the first response
+            wins = {"A": 0, "B": 1}.get(forward), {"A": 1, "B": 0}.get(backward)
+            picks.append(wins[0] if wins[0] is not None and wins[0] == wins[1] else None)
+        return picks
+
+    def score(self, prompts: Sequence[PromptText], responses: Sequence[str]) -> list[float]:
+        """1-10 ratings, one per response (NaN for a malformed answer with on_malformed="tie")."""
+        fills = [{"prompt": render_prompt(p), "response": r} for p, r in zip(prompts, responses)]
+        names = [f"response {n} (prompt {f['prompt'][:60]!r})" for n, f in enumerate(fills)]
+        ratings = self.ask(self.score_template, fills, parse_rating, names, "Rating: [[N]] with N in 1..10")
+        return [float("nan") if r is None else float(r) for r in ratings]
+
+
+def build_judge(model: str | None = None, api_base: str | None = None, api_model: str | None = None,
+                api_key_env: str = "OPENAI_API_KEY", cache: str | os.PathLike | None = None, retries: int = 2,
+                on_malformed: str = "error", max_new_tokens: int = 64, device="cpu") -> Judge:
+    """A Judge on a local model directory (`model`) or an endpoint (`api_base` + `api_model`)."""
+    if (model is None) == (api_base is None):
+        raise ValueError("a judge needs exactly one of a model directory (--model) or an endpoint (--api-base)")
+    if api_base is not None:
+        backend = ApiBackend(api_base, api_model or "", api_key_env, max_tokens=max(max_new_tokens, 16))
+    else:
+        backend = LocalBackend(model, device, max_new_tokens)
+    return Judge(backend, AnswerCache(cache), retries=retries, on_malformed=on_malformed)
+
+
+def judge_from_spec(spec: str, device="cpu") -> Judge:
+    """A Judge from `DIR` or `URL?model=NAME&key_env=VAR&cache=FILE&retries=N&on_malformed=tie`
+    (cache default: judge-cache.jsonl in the working directory)."""
+    parts = urlsplit(spec)
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(options) - {"model", "key_env", "cache", "retries", "on_malformed", "max_new_tokens"}
+    if unknown:
+        raise ValueError(f"judge spec {spec!r}: unknown option(s) {', '.join(sorted(unknown))}")
+    common = dict(cache=options.get("cache", "judge-cache.jsonl"), retries=int(options.get("retries", 2)),
+                  on_malformed=options.get("on_malformed", "error"),
+                  max_new_tokens=int(options.get("max_new_tokens", 64)), device=device)
+    if parts.scheme in ("http", "https"):
+        base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        return build_judge(api_base=base, api_model=options.get("model"),
+                           api_key_env=options.get("key_env", "OPENAI_API_KEY"), **common)
+    return build_judge(model=urlunsplit(("", "", parts.path, "", "")) if parts.query else spec, **common)
+
+
+def labeler(spec: str, device="cpu") -> Judge:
+    """`--label judge:SPEC` / `--labeler judge:SPEC`: a Judge, whose prefer() labels pairs."""
+    return judge_from_spec(spec, device)
+
+
+_SCORERS: dict[str, Judge] = {}
+
+
+def score(prompts: Sequence[PromptText], responses: Sequence[str]) -> list[float]:
+    """A `module:function` scorer (`rlhf.labelers.judge:score`): 1-10 ratings from the judge named
+    by the environment variable RLHF_JUDGE (a SPEC as for `judge:SPEC`)."""
+    spec = os.environ.get("RLHF_JUDGE")
+    if not spec:
+        raise ValueError("rlhf.labelers.judge:score needs RLHF_JUDGE=DIR or URL?model=NAME in the environment")
+    if spec not in _SCORERS:
+        _SCORERS[spec] = judge_from_spec(spec)
+    return _SCORERS[spec].score(prompts, responses)
+
+
+def summary(judge: Judge) -> dict:
+    s = judge.stats
+    return {"judge": judge.backend.identity, "requests": s.requests, "cache_hits": s.cache_hits, "retries": s.retries,
+            "malformed": s.malformed, "position_bias": s.position_bias, "decisive_answers": s.decisive}
+
+
+__all__ = ["Judge", "JudgeError", "AnswerCache", "ApiBackend", "LocalBackend", "build_judge", "judge_from_spec",
+           "labeler", "score", "template", "parse_verdict", "parse_rating", "parse_revision", "parse_critique",
+           "summary"]

@@ -1,0 +1,243 @@
+"""The OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions.
+
+Routes parse and check the request (errors are OpenAI-style objects with a 4xx), tokenise
+through rlhf.data.tokenize (chat template for conversations), hand one `Sequence` per choice
+to the model's engine and relay its events as one JSON answer or as server-sent events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..data.records import Message
+from ..data.tokenize import encode_prompt
+from .engine import Sequence
+from .protocol import ApiError, ChatRequest, CompletionRequest, error_response
+
+
+@dataclass
+class ServedModel:
+    """A model the server answers for: `name` is what clients pass as `model`."""
+
+    name: str
+    path: str  # the model directory (recorded with feedback)
+    tokenizer: object
+    engine: object  # rlhf.serve.engine.ContinuousEngine | SerialEngine
+    stop_ids: frozenset  # token ids that end a response (EOS, end of turn)
+    context: int  # positions the model can attend to: prompt + response at most
+    created: int = 0
+
+
+def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, max_n: int = 16,
+               max_body_bytes: int = 2 * 2**20, sessions=None, project: str = "chat") -> FastAPI:
+    """The API; with `sessions` (a feedback store's sessionmaker) also the chat page (rlhf.serve.chat),
+    whose feedback goes to projects `<project>-thumbs` and `<project>-pairs`."""
+    app = FastAPI(title="rlhf serve", docs_url=None, redoc_url=None)
+    app.state.models = models
+    if sessions is not None:
+        from .chat import mount_chat
+
+        async def generate(served: ServedModel, conversation: list[dict], temperature: float, seed) -> str:
+            prompt = tuple(Message(m["role"], m["content"]) for m in conversation)
+            ids = await run_in_threadpool(encode_prompt, served.tokenizer, prompt)
+            if len(ids) >= served.context:
+                raise ApiError(400, "the conversation is longer than the model's context", code="context_length_exceeded")
+            events: asyncio.Queue = asyncio.Queue()
+            seq = Sequence(prompt_ids=ids, max_tokens=min(default_max_tokens, served.context - len(ids)),
+                           temperature=temperature, top_p=1.0, stop=(), events=events, loop=asyncio.get_running_loop(),
+                           generator=None if seed is None else torch.Generator().manual_seed(seed),
+                           tokenizer=served.tokenizer, stop_ids=served.stop_ids)
+            served.engine.submit([seq])
+            await _drain([seq], events)
+            if seq.finish == "error":
+                raise ApiError(500, seq.error, kind="server_error")
+            return seq.text
+
+        mount_chat(app, models, sessions, project, generate)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError):
+        return error_response(err.status, err.message, err.param, err.code, err.kind)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        return error_response(err.status_code, str(err.detail), code=None)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, err: Exception):
+        return error_response(500, f"internal error: {type(err).__name__}: {err}", kind="server_error")
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [{"id": m.name, "object": "model", "created": m.created,
+                                             "owned_by": "rlhf", "root": m.path} for m in models.values()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str):
+        served = _model(models, name)
+        return {"id": served.name, "object": "model", "created": served.created, "owned_by": "rlhf", "root": served.path}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        req = await _parse(request, ChatRequest, max_body_bytes)
+        served = _model(models, req.model)
+        conversation = tuple(Message(role, text) for role, text in req.messages)
+        if not getattr(served.tokenizer, "chat_template", None):
+            raise ApiError(400, f"model {served.name!r} has no chat template: use /v1/completions", param="messages")
+        prompts = [await run_in_threadpool(encode_prompt, served.tokenizer, conversation)]
+        return await _answer(request, served, req, prompts, "chat", default_max_tokens, max_n)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        req = await _parse(request, CompletionRequest, max_body_bytes)
+        served = _model(models, req.model)
+        texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if not texts or any(not isinstance(t, str) or not t for t in texts):
+            raise ApiError(400, "prompt must be a non-empty string or list of non-empty strings", param="prompt")
+        prompts = [await run_in_threadpool(encode_prompt, served.tokenizer, t) for t in texts]
+        return await _answer(request, served, req, prompts, "text", default_max_tokens, max_n, texts if req.echo else None)
+
+    return app
+
+
+def _model(models: dict[str, ServedModel], name: str) -> ServedModel:
+    if name not in models:
+        raise ApiError(404, f"The model {name!r} does not exist; this server has {sorted(models)}", param="model",
+                       code="model_not_found")
+    return models[name]
+
+
+async def _parse(request: Request, cls, max_body_bytes: int):
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_body_bytes:
+        raise ApiError(413, f"request body of {declared} bytes is over the limit of {max_body_bytes}", code="body_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body_bytes:
+            raise ApiError(413, f"request body is over the limit of {max_body_bytes} bytes", code="body_too_large")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"the body is not valid JSON: {err}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    return cls(data)
+
+
+async def _answer(request: Request, served: ServedModel, req, prompts: list[list[int]], kind: str,
+                  default_max_tokens: int, max_n: int, echo: list[str] | None = None):
+    if req.n * len(prompts) > max_n:
+        raise ApiError(400, f"a request asks for at most {max_n} choices (prompts x n), got {req.n * len(prompts)}",
+                       param="n")
+    stops = req.stops()
+    limit = req.limit()
+    longest = max(len(p) for p in prompts)
+    room = served.context - longest
+    if room < 1:
+        raise ApiError(400, f"the prompt is {longest} tokens; this model's context is {served.context} tokens",
+                       param="messages" if kind == "chat" else "prompt", code="context_length_exceeded")
+    if limit is not None and limit > room:
+        raise ApiError(400, f"max_tokens {limit} + the prompt's {longest} tokens exceed this model's context of "
+                            f"{served.context} tokens", param="max_tokens", code="context_length_exceeded")
+    max_tokens = limit if limit is not None else min(default_max_tokens, room)
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    seqs = []
+    for p, ids in enumerate(prompts):
+        for j in range(req.n):
+            index = p * req.n + j
+            generator = None if req.seed is None else torch.Generator().manual_seed(req.seed + index)
+            seqs.append(Sequence(prompt_ids=ids, max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+                                 stop=stops, generator=generator, events=events, loop=loop, index=index,
+                                 tokenizer=served.tokenizer, stop_ids=served.stop_ids))
+    served.engine.submit(seqs)
+    ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
+    usage = lambda: {"prompt_tokens": sum(len(p) for p in prompts),  # noqa: E731
+                     "completion_tokens": sum(s.generated for s in seqs),
+                     "total_tokens": sum(len(p) for p in prompts) + sum(s.generated for s in seqs)}
+    head = {"id": ident, "created": int(time.time()), "model": served.name}
+    if req.stream:
+        include_usage = req.include_usage
+        return StreamingResponse(_stream(seqs, events, head, kind, usage, include_usage, echo, req.n),
+                                 media_type="text/event-stream")
+    try:
+        await _drain(seqs, events)
+    except BaseException:
+        for s in seqs:
+            s.cancelled = True
+        raise
+    failed = [s for s in seqs if s.finish == "error"]
+    if failed:
+        raise ApiError(500, failed[0].error, kind="server_error")
+    if kind == "chat":
+        choices = [{"index": s.index, "message": {"role": "assistant", "content": s.text}, "logprobs": None,
+                    "finish_reason": s.finish} for s in seqs]
+        return JSONResponse({**head, "object": "chat.completion", "choices": choices, "usage": usage()})
+    choices = [{"index": s.index, "text": (echo[s.index // req.n] if echo else "") + s.text, "logprobs": None,
+                "finish_reason": s.finish} for s in seqs]
+    return JSONResponse({**head, "object": "text_completion", "choices": choices, "usage": usage()})
+
+
+async def _drain(seqs: list[Sequence], events: asyncio.Queue) -> None:
+    open_ = len(seqs)
+    while open_:
+        _, _, finish = await events.get()
+        open_ -= finish is not None
+
+
+def _sse(data) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+
+
+async def _stream(seqs, events, head, kind, usage, include_usage, echo, n) -> AsyncIterator[str]:
+    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+
+    def chunk(index: int, text: str | None, finish: str | None, first: bool = False) -> dict:
+        if kind == "chat":
+            delta = ({"role": "assistant", "content": ""} if first else {} if text is None else {"content": text})
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+        return {**head, "object": obj, "choices": [choice], **({"usage": None} if include_usage else {})}
+
+    try:
+        for s in seqs:
+            if kind == "chat":
+                yield _sse(chunk(s.index, None, None, first=True))
+            elif echo:
+                yield _sse(chunk(s.index, echo[s.index // n], None))
+        open_ = len(seqs)
+        while open_:
+            batch = [await events.get()]
+            while not events.empty():  # what else is ready goes out in the same write
+                batch.append(events.get_nowait())
+            out = []
+            for index, delta, finish in batch:
+                if finish == "error":
+                    yield "".join(out) + _sse({"error": {"message": delta, "type": "server_error", "param": None,
+                                                         "code": None}})
+                    return
+                open_ -= finish is not None
+                if delta:
+                    out.append(_sse(chunk(index, delta, None)))
+                if finish is not None:
+                    out.append(_sse(chunk(index, None, finish)))
+            yield "".join(out)
+        if include_usage:
+            yield _sse({**head, "object": obj, "choices": [], "usage": usage()})
+        yield "data: [DONE]\n\n"
+    finally:
+        for s in seqs:
+            s.cancelled = True
