@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,20 @@ GPT2_SHAPES = {"tiny": dict(n_embd=64, n_layer=2, n_head=4), "small": dict(n_emb
 
 
 # ---------------------------------------------------------------- model and data
+
+
+def cpu() -> str:
+    """The CPU a figure was measured on: model, the bf16/AMX flags that decide its speed, cores."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.*)", info)
+    flags = sorted(set(re.findall(r"\b(amx\w*|avx512_bf16|avx2)\b", info)))
+    return f"{model.group(1) if model else 'unknown CPU'} ({os.cpu_count()} cores; {' '.join(flags) or 'no avx2'})"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def build_model_dir(out: Path, arch: str = "llama", preset: str = "tiny", vocab_size: int = 4096) -> Path:

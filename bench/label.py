@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import random
 import re
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -33,22 +31,12 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu, free_port  # noqa: E402
+
 ANNOTATORS, LABELS_EACH = 20, 50
 PANDALM = Path(__file__).resolve().parents[2] / "shared" / "data" / "pandalm" / "testset-v1.json"
 CHOICES = ("a3", "a2", "a1", "tie", "b1", "b2", "b3", "both_bad")
-
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.*)", info)
-    flags = sorted(set(re.findall(r"\b(amx\w*|avx512_bf16|avx2)\b", info)))
-    return f"{model.group(1) if model else 'unknown CPU'} ({os.cpu_count()} cores; {' '.join(flags) or 'no avx2'})"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(db: str, port: int) -> tuple[subprocess.Popen, str | None]:

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,25 +26,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORKER_ENV, build_model_dir, format_table  # noqa: E402
+from common import WORKER_ENV, build_model_dir, cpu, format_table, free_port  # noqa: E402
 
 PROMPTS = ["Once upon a time", "Tom had a red ball.", "The dog was sad because", "Lily went to the park",
            "One day, a little bird", "The sun was hot and"]
-
-
-def cpu_flags() -> str:
-    import re
-
-    text = Path("/proc/cpuinfo").read_text()
-    name = re.search(r"model name\s*:\s*(.*)", text)
-    flags = sorted(set(re.findall(r"amx[a-z_]*|avx512_bf16", text)))
-    return f"{name.group(1) if name else '?'} ({', '.join(flags) or 'no amx / avx512_bf16'}), {os.cpu_count()} cores"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(model: Path, engine: str, precision: str, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
@@ -139,7 +123,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rlhf-bench-serve-"))
     model = args.model or build_model_dir(Path(tempfile.gettempdir()) / "rlhf-bench-serve-model")
     levels = [int(x) for x in args.levels.split(",")]
-    print(f"CPU: {cpu_flags()}\nmodel: {model}, max_tokens {args.max_tokens}, temperature 1, {args.precision}, "
+    print(f"CPU: {cpu()}\nmodel: {model}, max_tokens {args.max_tokens}, temperature 1, {args.precision}, "
           f"server threads {args.threads or 'default'}",
           flush=True)
     results = []
@@ -159,7 +143,7 @@ def main() -> None:
     print(format_table(["engine", "clients", "requests", "req/s", "tok/s", "TTFT p50 ms", "TTFT p99 ms",
                         f"vs {levels[0]} client x"], rows))
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_flags(), "results": results}, indent=1))
+        args.json.write_text(json.dumps({"cpu": cpu(), "results": results}, indent=1))
 
 
 if __name__ == "__main__":
