@@ -18,7 +18,10 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from efficiency import SPAWN_TIME_ENV
 
 # Environment for worker processes: offline, quiet, no telemetry, no tokenizer thread pool fights.
 WORKER_ENV = {
@@ -40,12 +43,19 @@ GPT2_SHAPES = {"tiny": dict(n_embd=64, n_layer=2, n_head=4), "small": dict(n_emb
 # ---------------------------------------------------------------- model and data
 
 
+def machine() -> dict:
+    """The machine a figure was measured on (`rlhf.runtime.device.machine_facts`): CPU model, the
+    flags that decide matmul speed (avx2, avx512f, avx512_bf16, amx), cores and threads."""
+    from rlhf.runtime.device import machine_facts
+
+    return machine_facts()
+
+
 def cpu() -> str:
-    """The CPU a figure was measured on: model, the bf16/AMX flags that decide its speed, cores."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.*)", info)
-    flags = sorted(set(re.findall(r"\b(amx\w*|avx512_bf16|avx2)\b", info)))
-    return f"{model.group(1) if model else 'unknown CPU'} ({os.cpu_count()} cores; {' '.join(flags) or 'no avx2'})"
+    """One line naming the CPU for printed tables: model, speed flags present, cores, threads."""
+    facts = machine()
+    flags = " ".join(f for f, present in facts["flags"].items() if present) or "no avx2"
+    return f"{facts['cpu']} ({facts['cores']} cores, {facts['threads']} threads; {flags})"
 
 
 def free_port() -> int:
@@ -278,6 +288,7 @@ def run_worker(script: Path, args: list[str], result_path: Path, log_path: Path,
     result_path.unlink(missing_ok=True)
     env = {**os.environ, **WORKER_ENV, **(env or {})}
     with open(log_path, "w", encoding="utf-8") as log:
+        env[SPAWN_TIME_ENV] = repr(time.time())  # the worker's whole-process clock starts here
         proc = subprocess.run([sys.executable, str(script), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0 or not result_path.exists():
         tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])

@@ -45,7 +45,11 @@ from common import (  # noqa: E402
     run_worker,
     split_sentences,
     throughput,
+    cpu,
+    machine,
 )
+from efficiency import (EFFICIENCY_HEADERS, compare_sides, describe_peak, describe_targets, flop_note,  # noqa: E402
+                        matmul_params, matmul_peak, verdict, whole_process_s)
 
 SPEED_TARGET, MEMORY_TARGET = 1.5, 1.0
 BETA = 0.1
@@ -141,15 +145,15 @@ def worker_ours(spec: dict) -> dict:
     """Train with `rlhf.train.dpo.run` and read per-step times and tokens from its metrics.jsonl.
 
     The stage is untouched: `loop.fit` is wrapped only to mark the training phase for memory,
-    `dpo.collate_pairs` only to count padded tokens, `dpo.load_policy` only to attach a DtypeProbe.
+    `direct_alignment.collate_pairs` only to count padded tokens, `dpo.load_policy` only to attach a DtypeProbe.
     """
     import torch
 
     from rlhf.config import DPOConfig
-    from rlhf.train import dpo, loop
+    from rlhf.train import direct_alignment, dpo, loop
 
     peak, padded, probes = PhasePeak(), [0], []
-    fit, collate_pairs, load_policy = loop.fit, dpo.collate_pairs, dpo.load_policy
+    fit, collate_pairs, load_policy = loop.fit, direct_alignment.collate_pairs, dpo.load_policy
 
     def marked_fit(*args, **kwargs):
         peak.start()
@@ -168,7 +172,7 @@ def worker_ours(spec: dict) -> dict:
         probes.append(DtypeProbe(model))
         return model, tokenizer
 
-    loop.fit, dpo.collate_pairs, dpo.load_policy = marked_fit, counted_collate, probed_policy
+    loop.fit, direct_alignment.collate_pairs, dpo.load_policy = marked_fit, counted_collate, probed_policy
     out = Path(spec["out"])
     shutil.rmtree(out, ignore_errors=True)
     cfg = DPOConfig(model=spec["model"], data=spec["data"], out=str(out), seed=spec["seed"], max_steps=spec["steps"],
@@ -257,11 +261,12 @@ def measure(args, script: Path, out: Path, model_dir: Path, data: Path) -> dict:
     return raw
 
 
-def summarise(raw: dict, args) -> tuple[str, dict]:
-    """The printed report and the per-precision medians for results.json."""
+def summarise(raw: dict, args, peak: dict, params: int) -> tuple[str, dict]:
+    """The printed report and the per-precision medians for results.json (`peak`: the machine's
+    matmul peak; `params`: the policy's matmul parameters)."""
     med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
     headers = ["precision", "ours tok/s", "TRL tok/s", "speed x", "ours peak MB", "TRL peak MB", "memory x",
-               "ours train +MB", "TRL train +MB", "ours setup s", "TRL setup s"]
+               "ours train +MB", "TRL train +MB", "ours setup s", "TRL setup s", *EFFICIENCY_HEADERS]
     rows, summary, notes = [], {}, []
     for precision, sides in raw.items():
         keys = ("tokens_per_s", "peak_mb", "train_growth_mb", "setup_s")
@@ -269,10 +274,17 @@ def summarise(raw: dict, args) -> tuple[str, dict]:
         s["speed_ratio"] = s["ours"]["tokens_per_s"] / s["trl"]["tokens_per_s"]
         s["memory_ratio"] = s["ours"]["peak_mb"] / s["trl"]["peak_mb"]
         s["target_met"] = s["speed_ratio"] >= SPEED_TARGET and s["memory_ratio"] <= MEMORY_TARGET
+        # Both sides precompute the reference log-probabilities before the timed steps: no frozen
+        # forward pass is in the loop, so only the policy's 6 x params x tokens counts.
+        compared = compare_sides("dpo", sides["ours"], sides["trl"], precision, peak, params,
+                                 preset=None if args.model else args.preset)
+        for side in ("ours", "trl"):
+            s[side].update(compared[side])
+        s.update(whole_ratio=compared["whole_ratio"], issue12_targets=compared["targets"])
         summary[precision] = s
         rows.append([precision, s["ours"]["tokens_per_s"], s["trl"]["tokens_per_s"], s["speed_ratio"], s["ours"]["peak_mb"],
                      s["trl"]["peak_mb"], s["memory_ratio"], s["ours"]["train_growth_mb"], s["trl"]["train_growth_mb"],
-                     s["ours"]["setup_s"], s["trl"]["setup_s"]])
+                     s["ours"]["setup_s"], s["trl"]["setup_s"], *compared["cells"]])
         for side, runs in sides.items():
             r = runs[0]
             per_row = r["timed_tokens"] / (r["timed_steps"] * 2 * args.batch_size)
@@ -281,10 +293,14 @@ def summarise(raw: dict, args) -> tuple[str, dict]:
                          f"padding {r['padded_tokens'] / r['records'][-1]['tokens'] - 1:+.1%}; loss "
                          f"{r['losses'][0]:.4f} -> {r['losses'][-1]:.4f}"
                          + (f"; {r['optimizer']}" if "optimizer" in r else ""))
-    verdict = "  ".join(f"{p}: {'met' if s['target_met'] else 'NOT met'}" for p, s in summary.items())
+    met = "  ".join(f"{p}: {'met' if s['target_met'] else 'NOT met'}" for p, s in summary.items())
     text = "\n".join([
+        cpu(), describe_peak(peak), "",
         format_table(headers, rows), "",
-        f"target: speed x >= {SPEED_TARGET} and memory x <= {MEMORY_TARGET:.2f} at each precision -> {verdict}",
+        f"target: speed x >= {SPEED_TARGET} and memory x <= {MEMORY_TARGET:.2f} at each precision -> {met}",
+        describe_targets("dpo") + " -> " + "  ".join(f"{p}: {verdict(s['issue12_targets'])}" for p, s in summary.items()),
+        flop_note(f"{params:,} trained parameters") + " The reference's forward passes (2 x params x tokens) "
+        "are precomputed before the timed steps on both sides, so the in-loop figure has none; whole s includes them.",
         f"tok/s: non-padding tokens (chosen + rejected rows) of steps {args.warmup_steps + 1}..{args.steps} / wall time "
         f"from the end of step {args.warmup_steps} to the end of step {args.steps}; medians of {args.repeats} run(s).",
         "peak MB: peak RSS (VmHWM) of the worker process, imports and model load included; "
@@ -305,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(spec["threads"])
         result = (worker_ours if args._worker == "ours" else worker_trl)(spec)
+        result["whole_process_s"] = whole_process_s()
         Path(spec["result"]).write_text(json.dumps(result))
         return 0
     out = Path(args.out)
@@ -316,15 +333,22 @@ def main(argv: list[str] | None = None) -> int:
                                                               args.max_length)
     print(f"model {model_dir}, data {data}, {args.steps} steps x {args.batch_size} comparisons, "
           f"max length {args.max_length}")
+    if args.threads:  # the parent's torch too, so that cpu() and the matmul peak show the workers' count
+        import torch
+
+        torch.set_num_threads(args.threads)
+    print(cpu(), flush=True)
+    peak, params = matmul_peak(args.threads), matmul_params(model_dir)
+    print(describe_peak(peak), flush=True)
     load_before = os.getloadavg()
     raw = measure(args, Path(__file__).resolve(), out, model_dir, data)
-    text, summary = summarise(raw, args)
+    text, summary = summarise(raw, args, peak, params)
     load = f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, after " \
            f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
     print("\n" + text + "\n" + load)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    results = {"config": {**config, "model": str(model_dir), "data": str(data)}, "summary": summary, "load": load,
-               "runs": raw}
+    results = {"config": {**config, "model": str(model_dir), "data": str(data)}, "machine": machine(),
+               "matmul_peak": peak, "matmul_params": params, "summary": summary, "load": load, "runs": raw}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out / 'results.json'}")
     return 0

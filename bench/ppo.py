@@ -34,7 +34,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PhasePeak, format_table, run_worker  # noqa: E402
+from common import PhasePeak, cpu, format_table, machine, run_worker  # noqa: E402
+from efficiency import (EFFICIENCY_HEADERS, compare_sides, describe_peak, describe_targets, matmul_params,  # noqa: E402
+                        matmul_peak, verdict, whole_process_s)
 
 SPEED_TARGET = 2.0
 KL = {"ppo": 0.05, "rloo": 0.05, "grpo": 0.04}
@@ -105,7 +107,10 @@ def worker_ours(spec: dict) -> dict:
     records = [{"step": 0, "t": 0.0, "samples": 0, "tokens": 0}] + [
         {"step": line["step"], "t": line["elapsed_s"], "samples": line["step"] * spec["samples"], "tokens": line["tokens"]}
         for line in lines]
-    return {"records": records, "rewards": [line["reward"] for line in lines], **peak.as_dict()}
+    from rlhf.runtime.device import effective_precision
+
+    return {"records": records, "rewards": [line["reward"] for line in lines], **peak.as_dict(),
+            "precision_used": effective_precision(spec["precision"], "cpu")}
 
 
 def _clock():
@@ -243,6 +248,16 @@ WORKERS = {"ours": worker_ours, "trl": worker_trl, "trl-ppo": worker_trl_ppo}
 # ---------------------------------------------------------------- driver
 
 
+def model_flop_params(algo: str, policy: int, reward: int) -> tuple[int, int]:
+    """(trained, forward-only) parameter counts behind one generated token's model FLOPs:
+    6 x trained + 2 x forward-only. The policy trains for its update epochs (PPO 4, RLOO/GRPO 1);
+    sampling, the frozen reference and the reward model are forward-only; PPO's value model (the
+    reward model's size) is trained alongside the policy and also runs forward in the rollout."""
+    if algo == "ppo":
+        return 4 * policy + 4 * reward, 2 * policy + 2 * reward
+    return policy, 2 * policy + reward
+
+
 def default_prompts(out: Path, n: int) -> Path:
     from rlhf.demo.tasks import story_prompts
 
@@ -258,11 +273,21 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(spec["threads"])
-        Path(spec["result"]).write_text(json.dumps(WORKERS[args._worker](spec)))
+        result = WORKERS[args._worker](spec)
+        result["whole_process_s"] = whole_process_s()
+        Path(spec["result"]).write_text(json.dumps(result))
         return 0
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     prompts = Path(args.prompts) if args.prompts else default_prompts(out, args.samples * args.steps)
+    if args.threads:  # the parent's torch too, so that cpu() and the matmul peak show the workers' count
+        import torch
+
+        torch.set_num_threads(args.threads)
+    print(cpu(), flush=True)
+    peak = matmul_peak(args.threads)
+    print(describe_peak(peak), flush=True)
+    policy_params, reward_params = matmul_params(args.model), matmul_params(args.reward_model, "reward")
     load_before = os.getloadavg()
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     results, rows = {}, []
@@ -296,23 +321,45 @@ def main(argv: list[str] | None = None) -> int:
         results[algo]["samples_ratio"] = ours["samples_per_s"] / trl["samples_per_s"]
         results[algo]["tokens_ratio"] = ours["tokens_per_s"] / trl["tokens_per_s"]
         results[algo]["memory_ratio"] = ours["peak_mb"] / trl["peak_mb"]
+        trained, forward = model_flop_params(algo, policy_params, reward_params)
+        compared = compare_sides(algo, runs["ours"], runs["trl"], args.precision, peak, trained, forward,
+                                 in_loop_key="samples_per_s")
+        for side in ("ours", "trl"):
+            results[algo][side].update(compared[side])
+        results[algo].update(whole_ratio=compared["whole_ratio"], issue12_targets=compared["targets"])
         rows.append([algo, f"{trl.get('trl', '?')}", ours["samples_per_s"], trl["samples_per_s"],
                      results[algo]["samples_ratio"], ours["tokens_per_s"], trl["tokens_per_s"],
                      results[algo]["tokens_ratio"], ours["peak_mb"], trl["peak_mb"], results[algo]["memory_ratio"],
-                     ours["train_growth_mb"], trl["train_growth_mb"], ours["mean_length"], trl["mean_length"]])
+                     ours["train_growth_mb"], trl["train_growth_mb"], ours["mean_length"], trl["mean_length"],
+                     *compared["cells"]])
     headers = ["algo", "TRL", "ours samp/s", "TRL samp/s", "samples x", "ours tok/s", "TRL tok/s", "tokens x",
-               "ours peak MB", "TRL peak MB", "memory x", "ours +MB", "TRL +MB", "ours len", "TRL len"]
+               "ours peak MB", "TRL peak MB", "memory x", "ours +MB", "TRL +MB", "ours len", "TRL len",
+               *EFFICIENCY_HEADERS]
     met = "  ".join(f"{a}: {'met' if results[a]['samples_ratio'] >= SPEED_TARGET else 'NOT met'}" for a in args.algos)
     load = (f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, after "
             f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
-    print("\n" + format_table(headers, rows) + "\n")
+    print("\n" + cpu() + "\n" + describe_peak(peak) + "\n\n" + format_table(headers, rows) + "\n")
     print(f"target: samples x >= {SPEED_TARGET} for each algorithm -> {met}")
+    for algo in args.algos:
+        print(f"{algo}: {describe_targets(algo)} -> {verdict(results[algo]['issue12_targets'])}")
+    if "ppo" in args.algos:
+        print("ppo: TRL 1.16 has no PPOTrainer in its API (trl.experimental.ppo left after 1.12); "
+              "the TRL side of PPO is TRL 1.12 from --trl-ppo-path.")
+    print(f"%peak: model FLOPs per generated token / measured matmul peak of the precision used; per token "
+          f"6 x params for each update epoch of each trained model, 2 x params for each forward-only pass "
+          f"(sampling with the policy, the frozen reference, the reward model; PPO also the value model's rollout "
+          f"pass); prompt tokens, extra log-prob passes and attention's T^2 products left out. Policy "
+          f"{policy_params:,} and reward/value {reward_params:,} matmul parameters (embedding tables left out). "
+          "whole s: wall time from spawning the worker to the end of its training call (interpreter start, "
+          "imports, model loading included); whole x = TRL's seconds / ours.")
     print(f"{args.precision}, {args.threads} thread(s), {args.samples} samples/step, k={args.k} (rloo, grpo), "
           f"max {args.max_new_tokens} new tokens, steps {args.warmup_steps + 1}..{args.steps} timed, "
           f"medians of {args.repeats} run(s) per side")
     print(load)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    (out / "results.json").write_text(json.dumps({"config": config, "load": load, "results": results}, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(
+        {"config": config, "machine": machine(), "matmul_peak": peak, "matmul_params":
+         {"policy": policy_params, "reward": reward_params}, "load": load, "results": results}, indent=2) + "\n")
     print(f"wrote {out / 'results.json'}")
     return 0
 

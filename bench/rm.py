@@ -37,8 +37,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (DtypeProbe, PhasePeak, build_model_dir, format_table, make_demonstrations, run_worker,  # noqa: E402
-                    split_sentences, throughput, timed_trainer)
+from common import (DtypeProbe, PhasePeak, build_model_dir, cpu, format_table, machine, make_demonstrations,  # noqa: E402
+                    run_worker, split_sentences, throughput, timed_trainer)
+from efficiency import (EFFICIENCY_HEADERS, compare_sides, describe_peak, describe_targets, flop_note,  # noqa: E402
+                        matmul_params, matmul_peak, verdict, whole_process_s)
 
 SPEED_TARGET, MEMORY_TARGET = 1.5, 1.0
 
@@ -230,28 +232,39 @@ def measure(args, script: Path, out: Path, model_dir: Path, data: Path) -> dict:
     return raw
 
 
-def summarise(raw: dict, args) -> tuple[str, dict]:
+def summarise(raw: dict, args, peak: dict, params: int) -> tuple[str, dict]:
+    """The printed report and the per-precision medians for results.json (`peak`: the machine's
+    matmul peak; `params`: the reward model's matmul parameters)."""
     med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
     headers = ["precision", "ours tok/s", "TRL tok/s", "speed x", "ours peak MB", "TRL peak MB", "memory x",
-               "ours train +MB", "TRL train +MB"]
+               "ours train +MB", "TRL train +MB", *EFFICIENCY_HEADERS]
     rows, summary, notes = [], {}, []
     for precision, sides in raw.items():
         s = {side: {k: med(runs, k) for k in ("tokens_per_s", "peak_mb", "train_growth_mb")} for side, runs in sides.items()}
         s["speed_ratio"] = s["ours"]["tokens_per_s"] / s["trl"]["tokens_per_s"]
         s["memory_ratio"] = s["ours"]["peak_mb"] / s["trl"]["peak_mb"]
         s["target_met"] = s["speed_ratio"] >= SPEED_TARGET and s["memory_ratio"] <= MEMORY_TARGET
+        compared = compare_sides("rm", sides["ours"], sides["trl"], precision, peak, params,
+                                 preset=None if args.model else args.preset)
+        for side in ("ours", "trl"):
+            s[side].update(compared[side])
+        s.update(whole_ratio=compared["whole_ratio"], issue12_targets=compared["targets"])
         summary[precision] = s
         rows.append([precision, s["ours"]["tokens_per_s"], s["trl"]["tokens_per_s"], s["speed_ratio"], s["ours"]["peak_mb"],
-                     s["trl"]["peak_mb"], s["memory_ratio"], s["ours"]["train_growth_mb"], s["trl"]["train_growth_mb"]])
+                     s["trl"]["peak_mb"], s["memory_ratio"], s["ours"]["train_growth_mb"], s["trl"]["train_growth_mb"],
+                     *compared["cells"]])
         for side, runs in sides.items():
             r = runs[0]
             notes.append(f"  {precision} {side:>4}: {r['dtypes']}; {r['threads']} threads; padding "
                          f"{r['padded_tokens'] / r['records'][-1]['tokens'] - 1:+.1%}; loss {r['losses'][0]:.3f} -> "
                          f"{r['losses'][-1]:.3f}" + (f"; {r['optimizer']}" if "optimizer" in r else ""))
-    verdict = "  ".join(f"{p}: {'met' if s['target_met'] else 'NOT met'}" for p, s in summary.items())
+    met = "  ".join(f"{p}: {'met' if s['target_met'] else 'NOT met'}" for p, s in summary.items())
     text = "\n".join([
+        cpu(), describe_peak(peak), "",
         format_table(headers, rows), "",
-        f"target: speed x >= {SPEED_TARGET} and memory x <= {MEMORY_TARGET:.2f} at each precision -> {verdict}",
+        f"target: speed x >= {SPEED_TARGET} and memory x <= {MEMORY_TARGET:.2f} at each precision -> {met}",
+        describe_targets("rm") + " -> " + "  ".join(f"{p}: {verdict(s['issue12_targets'])}" for p, s in summary.items()),
+        flop_note(f"{params:,} trained parameters (reward model, one-output head)"),
         f"tok/s: non-padding tokens of steps {args.warmup_steps + 1}..{args.steps} / wall time from the end of step "
         f"{args.warmup_steps} to the end of step {args.steps}; medians of {args.repeats} run(s). "
         f"ours: {'length-grouped, packed (padding-free)' if args.packing else 'length-grouped, padded'}; "
@@ -272,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(spec["threads"])
         result = (worker_ours if args._worker == "ours" else worker_trl)(spec)
+        result["whole_process_s"] = whole_process_s()
         Path(spec["result"]).write_text(json.dumps(result))
         return 0
     out = Path(args.out)
@@ -284,15 +298,22 @@ def main(argv: list[str] | None = None) -> int:
         rows = args.rows or max(400, args.steps * args.batch_size)
         data = make_comparisons(model_dir, out / "comparisons.jsonl", rows, args.max_length)
     print(f"model {model_dir}, data {data}, {args.steps} steps x {args.batch_size} pairs, max length {args.max_length}")
+    if args.threads:  # the parent's torch too, so that cpu() and the matmul peak show the workers' count
+        import torch
+
+        torch.set_num_threads(args.threads)
+    print(cpu(), flush=True)
+    peak, params = matmul_peak(args.threads), matmul_params(model_dir, "reward")
+    print(describe_peak(peak), flush=True)
     load_before = os.getloadavg()
     raw = measure(args, Path(__file__).resolve(), out, model_dir, data)
-    text, summary = summarise(raw, args)
+    text, summary = summarise(raw, args, peak, params)
     load = f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, after " \
            f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
     print("\n" + text + "\n" + load)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    results = {"config": {**config, "model": str(model_dir), "data": str(data)}, "summary": summary, "load": load,
-               "runs": raw}
+    results = {"config": {**config, "model": str(model_dir), "data": str(data)}, "machine": machine(),
+               "matmul_peak": peak, "matmul_params": params, "summary": summary, "load": load, "runs": raw}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out / 'results.json'}")
     return 0

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORKER_ENV, build_model_dir, cpu, format_table, free_port  # noqa: E402
+from common import WORKER_ENV, build_model_dir, cpu, format_table, free_port, machine  # noqa: E402
 
 PROMPTS = ["Once upon a time", "Tom had a red ball.", "The dog was sad because", "Lily went to the park",
            "One day, a little bird", "The sun was hot and"]
@@ -143,7 +143,7 @@ def main() -> None:
     print(format_table(["engine", "clients", "requests", "req/s", "tok/s", "TTFT p50 ms", "TTFT p99 ms",
                         f"vs {levels[0]} client x"], rows))
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu(), "results": results}, indent=1))
+        args.json.write_text(json.dumps({"cpu": cpu(), "machine": machine(), "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ LAYERS = {
     "rlhf.serve": 8,  # captures feedback into rlhf.feedback's store
     "rlhf.demo": 8,
     "rlhf.doctor": 8,
+    "rlhf.iterate": 8,  # exports from rlhf.feedback's store, runs rlhf.train's stages
     "rlhf.cli": 9,
     "rlhf": 9,  # the package's own __init__
 }

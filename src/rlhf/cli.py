@@ -17,7 +17,7 @@ COMMANDS = {
     "dpo": ("DPOConfig", "rlhf.train.dpo", "direct alignment: --loss dpo|cdpo|ipo|simpo|orpo|kto on preferences; --online"),
     "rm": ("RewardConfig", "rlhf.train.reward", "reward model on comparisons (Bradley-Terry, optional margin) and rankings (Plackett-Luce)"),
     "eval rm": ("EvalRMConfig", "rlhf.eval.reward", "reward-model accuracy, margin, calibration and accuracy by prompt length on comparisons"),
-    "ppo": ("PPOConfig", "rlhf.train.ppo", "online RL from a reward model or scorer: --algo ppo|rloo|grpo|reinforce"),
+    "ppo": ("PPOConfig", "rlhf.train.ppo", "online RL from a reward model or scorer: --algo ppo|rloo|grpo|reinforce|reinforce++|reinforce++-baseline, presets dapo|dr-grpo|gspo"),
     "generate": ("GenerateConfig", "rlhf.train.generate", "sample candidate responses to label; --label oracle|SCORER writes comparisons"),
     "eval": ("EvalPolicyConfig", "rlhf.eval.policy", "same as `rlhf eval policy`"),
     "eval policy": ("EvalPolicyConfig", "rlhf.eval.policy", "win rate of a policy against a reference (judged by a scorer) and KL to it"),
@@ -27,8 +27,11 @@ COMMANDS = {
     "judge": ("JudgeConfig", "rlhf.train.judge", "AI preferences: a local model or OpenAI-compatible endpoint judges pairs in both orders (flips = ties), cached"),
     "judge revise": ("JudgeReviseConfig", "rlhf.train.judge", "Constitutional AI: critique and revise responses against a constitution -> SFT demonstrations (--pairs: comparisons)"),
     "serve": ("ServeConfig", "rlhf.serve.server", "OpenAI-compatible HTTP API on trained policies (/v1/chat/completions, streaming), continuous batching"),
+    "iterate": ("IterateConfig", "rlhf.iterate.round", "the next round from the feedback collected since the last: reward model + RL or DPO, eval vs the current policy, lineage"),
     # No config class of its own: `rlhf doctor STAGE ...` parses STAGE's config (see _doctor).
     "doctor": (None, "rlhf.doctor", "preflight of `rlhf sft|rm|dpo|ppo` with the same flags: batch arithmetic, cut prompts, round trip, PPO at lr 0, time, memory, resume"),
+    # No config either: `rlhf report RUN_DIR` (see _report).
+    "report": (None, "rlhf.eval.run_report", "RUN_DIR/report.html for any run or demo directory: curves, over-optimisation guard, samples, config"),
 }
 
 
@@ -102,6 +105,21 @@ def parse(command: str, argv: list[str]):
     return tyro.cli(cls, args=rest, default=defaults, prog=f"rlhf {command}", description=description)
 
 
+def _report(argv: list[str]) -> int:
+    """`rlhf report RUN_DIR`: write RUN_DIR/report.html; 1 when RUN_DIR is not a run directory."""
+    if len(argv) != 1 or argv[0].startswith("-"):
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        print(f"usage: rlhf report RUN_DIR\n\n{COMMANDS['report'][2]}", file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
+    try:
+        out = importlib.import_module(COMMANDS["report"][1]).run(argv[0])
+    except (FileNotFoundError, ValueError) as err:
+        print(f"rlhf report: error: {err}", file=sys.stderr)
+        return 1
+    print(f"rlhf report: done -> {out}")
+    return 0
+
+
 def _doctor(argv: list[str]) -> int:
     """`rlhf doctor STAGE [--config FILE.yaml] [STAGE's flags]`: STAGE's config, parsed exactly as
     `rlhf STAGE` parses it, checked by rlhf.doctor, which prints a table; 1 when a check failed."""
@@ -133,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if command == "doctor":  # `rlhf doctor STAGE ...`: a preflight of STAGE's config, not a stage of its own
         return _doctor(rest)
+    if command == "report":  # `rlhf report RUN_DIR`: reads a run directory, no config of its own
+        return _report(rest)
     try:
         cfg = parse(command, rest)
     except (ValueError, FileNotFoundError) as err:  # a config that fails validation, a missing --config file

@@ -21,7 +21,8 @@ METHODS = ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo")
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    # --frontier: the sweep is a superset of the default demo's steps
+    assert main(["demo", "--quick", "--frontier", "--out", str(out), "--no-progress"]) == 0
     return out
 
 
@@ -43,6 +44,22 @@ def test_summary_has_the_contract_keys(demo_dir):
     assert summary["sft"]["win_rate_vs_sft"] == 0.5 and summary["sft"]["kl_to_ref"] == 0.0
     strengths = {m: sorted(p["kl_strength"] for p in summary["frontier"] if p["method"] == m) for m in ("ppo", "dpo")}
     assert len(strengths["ppo"]) >= 3 and len(strengths["dpo"]) >= 3
+    assert summary["frontier_sweep"] is True and summary["machine"]["cpu"]
+    # Every time-left estimate sits beside the time that was really left.
+    estimates = summary["progress_estimates"]
+    assert [e["step"] for e in estimates][:2] == ["data", "sft"] and estimates[-1]["step"] == "report"
+    assert all(e["actual_left_s"] > 0 and math.isfinite(e["error"]) for e in estimates)
+
+
+def test_the_default_demo_runs_one_ppo_and_one_dpo_and_the_sweep_adds_the_frontier():
+    from rlhf.config import DemoConfig
+    from rlhf.demo.pipeline import Demo
+
+    default = [s.name for s in Demo(DemoConfig(quick=True)).steps()]
+    swept = [s.name for s in Demo(DemoConfig(quick=True, frontier=True)).steps()]
+    assert [n for n in default if n.startswith(("ppo-", "dpo-"))] == ["ppo-kl0.05", "dpo-beta0.05"]
+    assert [n for n in swept if n.startswith("ppo-")] == ["ppo-kl0.02", "ppo-kl0.05", "ppo-kl0.15"]
+    assert set(default) < set(swept)
 
 
 def test_every_step_is_a_normal_run_directory(demo_dir):
@@ -63,7 +80,7 @@ def test_every_step_is_a_normal_run_directory(demo_dir):
 
 def test_resume_keeps_finished_steps(demo_dir, capsys):
     before = (demo_dir / "rm" / "model" / "model.safetensors").stat().st_mtime_ns
-    assert main(["demo", "--quick", "--out", str(demo_dir), "--resume", "--no-progress"]) == 0
+    assert main(["demo", "--quick", "--frontier", "--out", str(demo_dir), "--resume", "--no-progress"]) == 0
     assert (demo_dir / "rm" / "model" / "model.safetensors").stat().st_mtime_ns == before
     assert main(["demo", "--quick", "--out", str(demo_dir), "--no-progress"]) == 1  # not empty, no --resume
     assert "--resume" in capsys.readouterr().err

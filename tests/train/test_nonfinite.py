@@ -133,7 +133,7 @@ def ppo_config(model, tmp_path, **overrides):
 
 def test_ppo_skips_a_rollout_with_nan_rewards(tiny_model_dir, tmp_path, monkeypatch):
     scorer = nan_once_scorer(nan_call=1)
-    monkeypatch.setattr(ppo, "load_scorer", lambda spec, device, precision: scorer)
+    monkeypatch.setattr(ppo, "load_scorer", lambda spec, device, precision, **options: scorer)
     model_dir = ppo.run(ppo_config(tiny_model_dir, tmp_path, algo="rloo"))
     assert all_finite(model_dir)
     lines = metrics(tmp_path / "ppo")
@@ -146,7 +146,7 @@ def test_ppo_skips_a_rollout_with_nan_rewards(tiny_model_dir, tmp_path, monkeypa
 def test_ppo_stops_when_every_update_is_nan(tiny_model_dir, tmp_path, monkeypatch):
     from rlhf.train import ppo_update
 
-    monkeypatch.setattr(ppo_update, "ppo_policy_loss", poisoned(ppo_update.ppo_policy_loss, bad_calls=None))
+    monkeypatch.setattr(ppo_update, "policy_loss_of", poisoned(ppo_update.policy_loss_of, bad_calls=None))
     cfg = ppo_config(tiny_model_dir, tmp_path, algo="ppo", num_samples=1, update_epochs=2, max_bad_steps=3)
     stop = r"optimiser step 1 of step 2: non-finite policy_loss=nan.*3 optimiser steps in a row"
     with pytest.raises(NonFiniteError, match=stop):

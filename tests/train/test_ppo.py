@@ -158,7 +158,7 @@ def test_config_validation():
     opts = ppo.resolve_options(PPOConfig(algo="grpo"))
     assert (opts.k, opts.kl_in_reward, opts.kl_estimator) == (4, False, "k3")
     assert ppo.resolve_options(PPOConfig(algo="ppo")).epochs == 4
-    assert set(ALGORITHMS) == {"ppo", "rloo", "grpo", "reinforce"}
+    assert {"ppo", "rloo", "grpo", "reinforce"} <= set(ALGORITHMS)  # the rest: tests/train/test_ppo_variants.py
 
 
 def _experience(score, mask, values=None):

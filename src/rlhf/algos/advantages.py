@@ -1,4 +1,5 @@
-"""Advantage estimators: GAE for PPO, discounted returns, and group baselines for RLOO and GRPO.
+"""Advantage estimators: GAE for PPO, discounted returns, group baselines for RLOO and GRPO, and
+REINFORCE++'s globally normalised returns.
 
 Per-token tensors are (B, T) over response tokens, right-padded: ``mask`` is 1 on a prefix of
 each row. Per-sequence rewards for group methods are (B,), laid out as B // k groups of k
@@ -7,6 +8,8 @@ consecutive samples of the same prompt.
 
 import torch
 from torch import Tensor
+
+from rlhf.algos.masked import whiten
 
 
 def gae(
@@ -101,3 +104,19 @@ def grpo_advantages(
     if scale_by_std:
         centred = centred / (grouped.std(dim=1, keepdim=True) + eps)
     return centred.reshape(-1)
+
+
+def reinforce_pp_advantages(rewards: Tensor, mask: Tensor, gamma: float = 1.0, eps: float = 1e-8) -> Tensor:
+    """REINFORCE++ advantages (Hu 2025, "REINFORCE++: An Efficient RLHF Algorithm with Robustness
+    to Both Prompt and Reward Models"): the return-to-go with no baseline and no critic, normalised
+    over the whole batch.
+
+    rewards: (B, T) per-token reward (typically -beta * KL_t on every token plus the sequence
+    score on the last one; for REINFORCE++-baseline the score minus its group mean); mask: (B, T).
+        G_t = sum_{s >= t} gamma^(s - t) r_s
+        A_t = (G_t - mean(G)) / std(G)     mean and std over every real token of the batch
+    Normalising over the global batch rather than the prompt's group is what keeps it stable
+    against prompts whose rewards are all alike. Returns (B, T), 0 where mask is 0.
+    """
+    returns = discounted_returns(rewards, mask, gamma)
+    return whiten(returns, mask, eps=eps) * mask.to(returns.dtype)

@@ -5,6 +5,7 @@ Validation lives in `__post_init__`; a config never rewrites itself.
 
 from .base import TrainConfig, load_yaml, to_yaml
 from .feedback import LabelExportConfig, LabelImportConfig, LabelServeConfig
+from .iterate import IterateConfig
 from .judge import JudgeConfig, JudgeReviseConfig
 from .offline import (DPO_BETA, DPO_GAMMA, DPO_LABEL_SMOOTHING, DPOConfig, EvalRMConfig, PretrainConfig,
                       RewardConfig, SFTConfig)
@@ -14,4 +15,4 @@ from .serve import ServeConfig
 __all__ = ["TrainConfig", "load_yaml", "to_yaml", "DPO_BETA", "DPO_GAMMA", "DPO_LABEL_SMOOTHING", "DPOConfig",
            "EvalRMConfig", "PretrainConfig", "RewardConfig", "SFTConfig", "DemoConfig", "EvalPolicyConfig",
            "GenerateConfig", "PPOConfig", "LabelServeConfig", "LabelImportConfig", "LabelExportConfig",
-           "JudgeConfig", "JudgeReviseConfig", "ServeConfig"]
+           "JudgeConfig", "JudgeReviseConfig", "ServeConfig", "IterateConfig"]

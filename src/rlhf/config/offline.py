@@ -82,8 +82,14 @@ class DPOConfig(TrainConfig):
     rounds: int = 4  # online: sample-label-train rounds
     prompts_per_round: int = 256  # online: prompts sampled (one labelled pair each) per round
     samples_per_prompt: int = 2  # online: responses sampled per prompt; the pair is the labeler's best and worst
+    sample_batch: int = 256  # online: sequences decoded together (on a CPU, large batches use the cores far better than small ones)
     temperature: float = 1.0  # online: sampling temperature of the policy's responses
     update_reference: bool = False  # online: each round's reference is the policy at the start of the round (iterative DPO), not the starting model
+    guard_window: int = 1  # online: over-optimisation guard over each round's samples: rounds per window; the first window is the baseline later ones are compared with; 0 = off
+    guard_patience: int = 1  # online guard: rounds in a row a signal must stay past its threshold before it warns
+    guard_thresholds: tuple[str, ...] = ()  # online guard: NAME=VALUE overrides of the signals' thresholds (names and defaults in rlhf.eval.overopt.SIGNALS); 0 = no warning from that signal
+    guard_save_best: bool = True  # online guard: keep best_guard/, the policy that sampled the round with the best guard score
+    stop_on_overoptimisation: bool = False  # online: stop after the round where the guard first warns (summary.json: stopped_early)
 
     def __post_init__(self):
         super().__post_init__()
@@ -106,8 +112,11 @@ class DPOConfig(TrainConfig):
             "rounds": self.rounds >= 1,
             "prompts_per_round": self.prompts_per_round >= 1,
             "samples_per_prompt": self.samples_per_prompt >= 2,
+            "sample_batch": self.sample_batch >= 1,
             "temperature": self.temperature > 0,
             "oracle_temperature": self.oracle_temperature >= 0,
+            "guard_window": self.guard_window >= 0,
+            "guard_patience": self.guard_patience >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -120,6 +129,8 @@ class DPOConfig(TrainConfig):
             raise ValueError("--online needs --labeler (a reward model directory or module:function)")
         if not self.online and self.labeler:
             raise ValueError("--labeler is only used with --online")
+        if not self.online and self.stop_on_overoptimisation:
+            raise ValueError("--stop-on-overoptimisation watches the policy's own samples: it needs --online")
 
     @property
     def loss_options(self) -> dict:
@@ -166,13 +177,21 @@ class RewardConfig(TrainConfig):
     context_turns: int = -1  # how much of a prompt the model reads: -1 all of it, N its last N turns, 0 none (the response alone); stored with the model
     head_init: Literal["random", "probe"] = "random"  # value head: transformers' random init, or fitted first on frozen features (linear probe, then fine-tune: LP-FT)
     probe_l2: float = 1e-3  # head_init=probe: L2 penalty on the head's weights (per-preference mean loss + probe_l2 * ||w||^2)
+    init_seed: int | None = None  # seed of the new value head; default: --seed (which always seeds the data order)
+    ensemble: int = 0  # K >= 2: train K members (seeds seed..seed+K-1: head and data order) and save them as one ensemble model/ (score: mean, std)
+    stats_examples: int = 1024  # preferences (a seeded sample) on which the stored reward mean/std and the training accuracy are measured; 0 = all
+    warm: int = 0  # K >= 2: WARM (Rame et al. 2024): K members from one shared start (same head), data orders seed..seed+K-1, weights averaged into one model/
 
     def __post_init__(self):
         super().__post_init__()
         bad = [f"{n}={getattr(self, n)!r}" for n, ok in
-               {"context_turns": self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0}.items() if not ok]
+               {"context_turns": self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0, "stats_examples": self.stats_examples >= 0,
+                "ensemble": self.ensemble == 0 or self.ensemble >= 2, "warm": self.warm == 0 or self.warm >= 2}.items()
+               if not ok]
         if bad:
-            raise ValueError("invalid value for " + ", ".join(bad))
+            raise ValueError("invalid value for " + ", ".join(bad) + " (ensemble and warm: 0 = off, else K >= 2 members)")
+        if self.ensemble and self.warm:
+            raise ValueError("--ensemble K keeps K models and --warm K averages them into one: pass one of them")
 
 
 @dataclass(frozen=True)
@@ -182,13 +201,14 @@ class EvalRMConfig:
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("model", "data")
 
-    model: str | None = None  # reward model directory (the model/ of an `rlhf rm` run)
-    data: str | None = None  # comparisons {"prompt","chosen","rejected"} (HH transcripts, conversational messages too)
-    out: str | None = None  # JSON report; default: runs/eval-rm/<data file name>.json
+    model: str | None = None  # reward model directory (the model/ of an `rlhf rm` run; an ensemble too)
+    data: tuple[str, ...] | None = None  # comparisons {"prompt","chosen","rejected","category"?} (HH transcripts, conversational messages too); several files: --data a.jsonl b.jsonl, or a.jsonl,b.jsonl
+    out: str | None = None  # JSON report; default: runs/eval-rm/<first data file name>.json
     batch_size: int = 32  # sequences per forward pass
     max_length: int = 0  # tokens per prompt + response; 0 = the length the model was trained with
     calibration_bins: int = 5  # bins of the model's confidence sigma(|r_w - r_l|) over [0.5, 1] in the reliability table
     length_buckets: int = 4  # prompt-length buckets (quantiles of prompt tokens) for accuracy by prompt length
+    disagreement_bins: int = 4  # ensembles: bins (quantiles) of the members' disagreement on a pair's margin for accuracy by disagreement
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast (faster on CPUs/GPUs that support it)
     skip_bad_rows: bool = False  # drop malformed data rows (counted in the report) instead of stopping
@@ -200,7 +220,14 @@ class EvalRMConfig:
             "max_length": self.max_length == 0 or self.max_length >= 8,
             "calibration_bins": self.calibration_bins >= 1,
             "length_buckets": self.length_buckets >= 1,
+            "disagreement_bins": self.disagreement_bins >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+
+    @property
+    def data_files(self) -> tuple[str, ...]:
+        """The comparison files of `data`: a tuple of paths, one path, or a comma-separated list."""
+        given = (self.data,) if isinstance(self.data, str) else (self.data or ())
+        return tuple(part for item in given for part in str(item).split(",") if part)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from .algorithms import ESTIMATORS, AlgoName, LossAggName, RatioLevelName, estimator_of, help_text
 from .base import TrainConfig
 
 
@@ -20,7 +21,7 @@ class PPOConfig(TrainConfig):
     data: str | None = None  # prompts: {"prompt"} rows (text or conversation) or a .txt with one per line
     eval_data: str | None = None  # held-out prompts: at the end (and every eval_every steps), win rate against the reference judged by --gold (else the reward) and KL to the reference
     out: str = "runs/ppo"  # run directory: config.yaml, metrics.jsonl, samples.jsonl, summary.json, model/, checkpoints/
-    algo: Literal["ppo", "rloo", "grpo", "reinforce"] = "ppo"  # ppo: critic + GAE; rloo: leave-one-out baseline; grpo: group mean/std; reinforce: batch-mean baseline
+    algo: AlgoName = "ppo"  # the algorithm or preset (rlhf.config.algorithms, listed above): ppo, rloo, grpo, reinforce, reinforce++, reinforce++-baseline; presets dapo, dr-grpo, gspo
     reward: str | None = None  # the reward: a reward-model directory (from `rlhf rm`) or module:function scoring (prompts, responses) -> floats
     gold: str | None = None  # optional gold scorer (same forms as --reward), logged beside the reward to expose over-optimisation
     reference: str | None = None  # reference model directory; default: the starting --model (with LoRA: the policy with its adapter disabled)
@@ -45,20 +46,37 @@ class PPOConfig(TrainConfig):
     kl_horizon: float = 10000.0  # adaptive KL: samples over which the coefficient adapts
     kl_in: Literal["auto", "reward", "loss"] = "auto"  # where the KL goes: per-token reward penalty or a loss term; auto: loss for grpo, reward otherwise (ppo needs reward)
     kl_estimator: Literal["auto", "k1", "k2", "k3"] = "auto"  # KL estimator penalised; auto: k1 in the reward, k3 as a loss term (all three are logged)
-    gamma: float = 1.0  # ppo: discount over response tokens
+    gamma: float = 1.0  # ppo, reinforce++: discount over response tokens
     lam: float = 0.95  # ppo: GAE lambda
     clip: float = 0.2  # policy ratio clip range (ppo, rloo, grpo)
     dual_clip: float = 3.0  # where the advantage is negative, bound the clipped objective by dual_clip * A (Ye et al. 2020; > 1); 0 = off
+    clip_low: float | None = None  # ratio clipped below at 1 - clip_low; unset = the preset's (gspo: 3e-4), else --clip
+    clip_high: float | None = None  # ratio clipped above at 1 + clip_high (DAPO's clip-higher: 0.28); unset = the preset's, else the low clip
+    ratio_level: RatioLevelName | None = None  # importance ratio per token (PPO) or per sequence (GSPO); unset = the preset's, else token
+    loss_agg: LossAggName | None = None  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm (Dr. GRPO: / max_new_tokens); unset = the preset's, else token-mean
+    entropy_coef: float = 0.0  # weight of an entropy bonus (entropy of the sampling distribution per token, aggregated as the loss)
+    dynamic_sampling: bool = False  # DAPO: drop groups whose rewards all equal and sample more prompts until the batch is full (on with --algo dapo)
+    max_sampling_rounds: int = 4  # dynamic sampling: sampling rounds per step at most; a batch still short is filled with dropped groups
+    overlong_buffer: int = 0  # DAPO's soft overlong penalty over the last N tokens before max_new_tokens (linear to -overlong_penalty); 0 = off
+    overlong_penalty: float = 1.0  # the penalty of a response reaching max_new_tokens when overlong_buffer > 0
+    mask_truncated: bool = False  # responses that never reached EOS count in the baselines but are masked out of the loss
     value_clip: float = 0.2  # ppo: value clip range around the rollout's values
     whiten_advantages: bool = True  # ppo: normalise advantages to zero mean, unit variance over each rollout
     grpo_scale_by_std: bool = True  # grpo: divide by the group's reward std (off = Dr. GRPO)
     normalize_reward: bool = True  # a reward model's score is (r - mean) / std with its stored training-set statistics
     reward_clip: float = 5.0  # clip the (normalised) score to [-reward_clip, reward_clip]; 0 = off
     missing_eos_penalty: float = 0.0  # subtracted from the score of responses that never reach EOS
+    reward_aggregate: Literal["mean", "min", "mean-minus-std"] = "mean"  # --reward an ensemble (rlhf rm --ensemble K): its members' standardised scores combined by their mean, min (worst case) or mean - uncertainty_coef * std (Coste et al. 2023)
+    uncertainty_coef: float = 1.0  # reward_aggregate mean-minus-std: L, the weight of the members' standard deviation
     samples_every: int = 10  # write sample responses to samples.jsonl every N steps (0 = off)
     num_eval_prompts: int = 128  # held-out prompts (from eval_data) used for the win rate and KL
     save_every: int = 20  # checkpoint every N rollout steps (0 = only at the end)
     log_every: int = 1  # log metrics every N rollout steps
+    guard_window: int = 10  # over-optimisation guard (no gold needed): rollout steps per window; the first window is the baseline each later window is compared with; 0 = off
+    guard_patience: int = 3  # guard: rollout steps in a row a signal must stay past its threshold before it warns
+    guard_thresholds: tuple[str, ...] = ()  # guard: NAME=VALUE overrides of the signals' thresholds (e.g. eos_drop=0.4; names and defaults in rlhf.eval.overopt.SIGNALS); 0 = no warning from that signal
+    guard_save_best: bool = True  # guard: keep best_guard/, the policy at the step with the best guard score
+    stop_on_overoptimisation: bool = False  # stop at the guard's first warning (summary.json: stopped_early says at which step and why)
 
     def __post_init__(self):
         super().__post_init__()
@@ -80,18 +98,38 @@ class PPOConfig(TrainConfig):
             "dual_clip": self.dual_clip == 0 or self.dual_clip > 1,
             "value_clip": self.value_clip > 0,
             "reward_clip": self.reward_clip >= 0,
+            "uncertainty_coef": self.uncertainty_coef >= 0,
             "samples_every": self.samples_every >= 0,
             "num_eval_prompts": self.num_eval_prompts >= 1,
+            "guard_window": self.guard_window >= 0,
+            "guard_patience": self.guard_patience >= 1,
+            "clip_low": self.clip_low is None or 0 < self.clip_low < 1,
+            "clip_high": self.clip_high is None or self.clip_high > 0,
+            "entropy_coef": self.entropy_coef >= 0,
+            "max_sampling_rounds": self.max_sampling_rounds >= 1,
+            "overlong_buffer": 0 <= self.overlong_buffer <= self.max_new_tokens,
+            "overlong_penalty": self.overlong_penalty >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
-        if self.algo in ("rloo", "grpo") and self.num_samples == 1:
+        estimator = ESTIMATORS[estimator_of(self.algo)]
+        if estimator.min_samples > 1 and self.num_samples == 1:
             raise ValueError(f"--algo {self.algo} compares samples of the same prompt: num_samples must be >= 2")
-        if self.algo == "ppo" and self.kl_in == "loss":
-            raise ValueError("--algo ppo puts the KL in the per-token reward; kl_in=loss is for rloo, grpo, reinforce")
-        if self.algo != "ppo" and self.critic is not None:
+        if estimator.uses_critic and self.kl_in == "loss":
+            raise ValueError(f"--algo {self.algo} puts the KL in the per-token reward; kl_in=loss is for the critic-free algorithms")
+        if not estimator.uses_critic and self.critic is not None:
             raise ValueError(f"--critic is only used by --algo ppo, not {self.algo}")
+        ratio_options = {"clip_low": self.clip_low, "clip_high": self.clip_high, "ratio_level": self.ratio_level}
+        if not estimator.clipped and any(v is not None for v in ratio_options.values()):
+            raise ValueError(f"--algo {self.algo} is the plain policy gradient: clip_low, clip_high and ratio_level "
+                             "are options of the clipped surrogate")
+        if self.dynamic_sampling and (self.num_samples or estimator.default_samples) < 2:
+            raise ValueError("--dynamic-sampling drops groups of equal rewards: it needs num_samples >= 2")
+
+
+# --help shows the class docstring: it lists the registry's algorithms and options from the registry itself.
+PPOConfig.__doc__ = f"{PPOConfig.__doc__}\n\n{help_text()}"
 
 
 @dataclass(frozen=True)
@@ -181,9 +219,12 @@ class DemoConfig:
     several KL strengths, RLOO, GRPO, DPO at several betas, evaluation, report.html), on a CPU."""
 
     out: str = "runs/demo"  # demo directory: one stage run directory per step, summary.json, report.html
-    quick: bool = False  # a few steps of everything (about 3 minutes; what the tests run)
+    task: Literal["stories", "arithmetic"] = "stories"  # stories: positive story continuations (oracle labels, RM, PPO/DPO); arithmetic: sums and differences checked by a program (SFT, then GRPO and its variants; rlhf.demo.arithmetic_pipeline)
+    quick: bool = False  # a few steps of everything (about a minute; what the tests run)
+    frontier: bool = False  # also PPO and DPO at two more KL strengths each: the reward-vs-KL frontier (about twice the time)
+    workers: int = 0  # steps that do not depend on each other run side by side in this many processes (cores shared); 0 = 2 where there are 2+ cores, 1 = one step at a time
     base: str | None = None  # base model directory to start from; default: the one shipped in the package
-    label_budget: int = 0  # oracle-labelled pairs for the reward model and DPO; 0 = the plan's (3000, quick: 96)
+    label_budget: int = 0  # oracle-labelled pairs for the reward model and DPO; 0 = the plan's (rlhf.demo.plan: FULL, QUICK)
     oracle_temperature: float = 0.1  # Bradley-Terry noise of the scripted annotator (0 = noiseless)
     reward_backbone: Literal["minilm", "sft"] = "minilm"  # reward model from the pretrained all-MiniLM-L6-v2 encoder, or from the SFT policy (InstructGPT's choice)
     seed: int = 0  # seed of every step
@@ -193,5 +234,5 @@ class DemoConfig:
     progress: bool = True  # progress bars inside each step
 
     def __post_init__(self):
-        if self.label_budget < 0 or self.oracle_temperature < 0:
-            raise ValueError("label_budget and oracle_temperature must be >= 0")
+        if self.label_budget < 0 or self.oracle_temperature < 0 or self.workers < 0:
+            raise ValueError("label_budget, oracle_temperature and workers must be >= 0")

@@ -78,6 +78,7 @@ class Prompt:
     """A prompt to generate from (RL, evaluation, candidate generation)."""
 
     prompt: PromptText
+    answer: str | None = None  # the reference a verifiable reward checks (rlhf.rewards): the row's optional "answer"; non-string JSON kept as JSON text
 
 
 @dataclass

@@ -24,6 +24,7 @@ says what is wrong with one row. The rules (the readers' docstrings point here):
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -280,8 +281,17 @@ def binary_feedback(row: dict) -> BinaryFeedback:
 
 def prompt(row: dict) -> Prompt:
     if row.get("prompt") is None and is_transcript(row.get("chosen")):
-        return Prompt(_split_transcript(row["chosen"], "chosen")[0])
-    return Prompt(_prompt(_get(row, "prompt")))
+        return Prompt(_split_transcript(row["chosen"], "chosen")[0], _answer(row))
+    return Prompt(_prompt(_get(row, "prompt")), _answer(row))
+
+
+def _answer(row: dict) -> str | None:
+    """The optional reference answer of a prompt row (verifiable rewards): a string as it is, any
+    other JSON value (a number, a JSON schema object) as its JSON text."""
+    value = row.get("answer")
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 def preference(row: dict, strict_hh: bool = False) -> Comparison | Ranking:

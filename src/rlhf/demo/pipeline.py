@@ -28,7 +28,8 @@ from pathlib import Path
 from ..config import DemoConfig, DPOConfig, EvalRMConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
 from ..runtime.files import atomic_write_text
 from ..runtime.files import dumps as strict_json
-from .plan import FULL, QUICK, DemoPlan
+from .plan import FULL, QUICK
+from .schedule import Progress, Timings, _clock, default_workers, run_steps
 
 GOLD = "rlhf.demo.oracle:gold_reward"
 
@@ -40,31 +41,7 @@ class Step:
     title: str  # what the progress display says
     action: object  # () -> None
     dir: str = ""  # where its results are, relative to the demo directory (default: name)
-
-
-class Progress:
-    """Prints which step runs, the time spent and an estimate of the time left."""
-
-    def __init__(self, steps: list[Step], plan: DemoPlan):
-        self.steps, self.plan = steps, plan
-        self.start = time.perf_counter()
-        self.expected_done = 0.0
-
-    def begin(self, index: int) -> None:
-        elapsed = time.perf_counter() - self.start
-        remaining = sum(self.plan.seconds[s.kind] for s in self.steps[index:])
-        # Scale the plan's guesses by how fast this machine has been so far.
-        speed = elapsed / self.expected_done if self.expected_done > 30 else 1.0
-        step = self.steps[index]
-        print(f"\n=== rlhf demo [{index + 1}/{len(self.steps)}] {step.title}  "
-              f"({_clock(elapsed)} elapsed, about {_clock(remaining * speed)} left)", flush=True)
-
-    def end(self, index: int) -> None:
-        self.expected_done += self.plan.seconds[self.steps[index].kind]
-
-
-def _clock(seconds: float) -> str:
-    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+    after: tuple[str, ...] = ()  # steps whose results it reads
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -84,9 +61,14 @@ class Demo:
         self.plan = QUICK if cfg.quick else FULL
         if cfg.label_budget:
             self.plan = dataclasses.replace(self.plan, label_budget=cfg.label_budget)
+        # One PPO and one DPO run at the headline strength; --frontier sweeps both over the plan's strengths.
+        self.kl_coefs = self.plan.ppo_kl_coefs if cfg.frontier else (self.plan.ppo_kl_headline,)
+        self.betas = self.plan.dpo_betas if cfg.frontier else (self.plan.dpo_beta_headline,)
         self.out = Path(cfg.out)
         self.data = self.out / "data"
         self.timings: dict[str, float] = {}
+        self.finished_before: set[str] = set()  # steps an earlier run finished (--resume)
+        self.started = time.perf_counter()
 
     # ------------------------------------------------------------ common stage settings
 
@@ -104,32 +86,32 @@ class Demo:
         p = self.plan
         steps = [
             Step("data", "data", "task data: story openings, SFT demonstrations", self.make_data, "data"),
-            Step("sft", "sft", "supervised fine-tuning on story continuations", self.sft),
+            Step("sft", "sft", "supervised fine-tuning on story continuations", self.sft, after=("data",)),
             Step("labels", "label", f"sample two continuations per prompt, oracle labels {p.label_budget} pairs",
-                 self.label, "data"),
-            Step("rm", "rm", f"reward model on the {p.label_budget} labelled pairs", self.reward_model),
+                 self.label, "data", after=("sft",)),
+            Step("rm", "rm", f"reward model on the {p.label_budget} labelled pairs", self.reward_model, after=("labels",)),
         ]
-        for coef in p.ppo_kl_coefs:
+        for coef in self.kl_coefs:
             steps.append(Step(f"ppo-kl{coef:g}", "ppo", f"PPO, KL coefficient {coef:g}",
-                              lambda coef=coef: self.ppo("ppo", f"ppo-kl{coef:g}", coef)))
+                              lambda coef=coef: self.ppo("ppo", f"ppo-kl{coef:g}", coef), after=("rm",)))
         for algo in ("rloo", "grpo"):
             steps.append(Step(algo, algo, f"{algo.upper()}, {p.group_samples} samples per prompt",
-                              lambda algo=algo: self.ppo(algo, algo, p.group_kl_coef)))
-        for beta in p.dpo_betas:
+                              lambda algo=algo: self.ppo(algo, algo, p.group_kl_coef), after=("rm",)))
+        for beta in self.betas:
             steps.append(Step(f"dpo-beta{beta:g}", "dpo", f"DPO on the same labels, beta {beta:g}",
-                              lambda beta=beta: self.dpo(f"dpo-beta{beta:g}", beta)))
+                              lambda beta=beta: self.dpo(f"dpo-beta{beta:g}", beta), after=("labels",)))
         steps.append(Step("online_dpo", "online_dpo",
                           f"online DPO: {p.online_rounds} rounds of sampling, oracle labels, DPO ({p.label_budget} labels)",
-                          self.online_dpo))
+                          self.online_dpo, after=("sft",)))
         for run in self.policy_runs():
             steps.append(Step(f"eval-{run}", "eval", f"evaluate {run} against SFT (noiseless oracle)",
-                              lambda run=run: self.evaluate(run), run))
-        steps.append(Step("report", "report", "summary.json and report.html", self.report, "."))
+                              lambda run=run: self.evaluate(run), run, after=(run, "data", "sft")))
+        steps.append(Step("report", "report", "summary.json and report.html", self.report, ".",
+                          after=tuple(s.name for s in steps)))
         return steps
 
     def policy_runs(self) -> list[str]:
-        p = self.plan
-        return ([f"ppo-kl{c:g}" for c in p.ppo_kl_coefs] + ["rloo", "grpo"] + [f"dpo-beta{b:g}" for b in p.dpo_betas]
+        return ([f"ppo-kl{c:g}" for c in self.kl_coefs] + ["rloo", "grpo"] + [f"dpo-beta{b:g}" for b in self.betas]
                 + ["online_dpo"])
 
     def make_data(self) -> None:
@@ -159,12 +141,15 @@ class Demo:
         from ..train import generate
 
         p, cfg = self.plan, self.cfg
-        per_prompt = 2 * -(-p.label_budget // p.train_prompts)  # enough pairs per prompt to fill the budget
+        # Fill the budget with as few samples as possible: the fewest pairs per prompt that can,
+        # on just enough prompts (the prompt file is already in random order).
+        pairs_per_prompt = -(-p.label_budget // p.train_prompts)
+        prompts_needed = -(-p.label_budget // pairs_per_prompt)
         common = dict(model=self._model("sft"), max_new_tokens=p.max_new_tokens, max_length=128, label="oracle",
-                      precision=cfg.precision, device=cfg.device)
+                      precision=cfg.precision, device=cfg.device, batch_size=p.sample_batch)
         generate.run(GenerateConfig(data=str(self.data / "prompts-train.jsonl"), out=str(self.data / "pairs-all.jsonl"),
-                                    num_samples=per_prompt, oracle_temperature=cfg.oracle_temperature, seed=cfg.seed,
-                                    **common))
+                                    num_samples=2 * pairs_per_prompt, max_prompts=prompts_needed,
+                                    oracle_temperature=cfg.oracle_temperature, seed=cfg.seed, **common))
         rows = [json.loads(line) for line in (self.data / "pairs-all.jsonl").read_text(encoding="utf-8").splitlines()]
         random.Random(cfg.seed).shuffle(rows)
         _write_jsonl(self.data / "pairs-train.jsonl", rows[: p.label_budget])
@@ -188,7 +173,8 @@ class Demo:
         else:
             backbone, lr = self._model("sft"), p.rm_lr
         reward.run(RewardConfig(model=backbone, data=str(self.data / "pairs-train.jsonl"), epochs=p.rm_epochs, lr=lr,
-                                batch_size=16, max_length=96, warmup_steps=10, **self._common("rm")))
+                                batch_size=16, max_length=96, warmup_steps=10, context_turns=p.rm_context_turns,
+                                **self._common("rm")))
         eval_reward.run(EvalRMConfig(model=self._model("rm"), data=str(self.data / "pairs-heldout.jsonl"),
                                      out=str(self.out / "rm" / "eval_gold.json"), precision=self.cfg.precision,
                                      device=self.cfg.device))
@@ -197,7 +183,8 @@ class Demo:
         from ..train import ppo
 
         p = self.plan
-        sizes = (dict(max_steps=p.ppo_steps, batch_size=p.ppo_batch, lr=p.ppo_lr, minibatch_size=p.ppo_batch)
+        sizes = (dict(max_steps=p.ppo_steps, batch_size=p.ppo_batch, lr=p.ppo_lr, minibatch_size=p.ppo_batch,
+                      update_epochs=p.ppo_update_epochs)
                  if algo == "ppo" else
                  dict(max_steps=p.group_steps, batch_size=p.group_batch, num_samples=p.group_samples, lr=p.group_lr,
                       minibatch_size=p.group_batch * p.group_samples))
@@ -210,7 +197,7 @@ class Demo:
 
         p = self.plan
         dpo.run(DPOConfig(model=self._model("sft"), data=str(self.data / "pairs-train.jsonl"), loss="dpo", beta=beta,
-                          epochs=p.dpo_epochs, lr=p.dpo_lr, batch_size=8, max_length=128, kl_prompts=0,
+                          epochs=p.dpo_epochs, lr=p.dpo_lr, batch_size=p.dpo_batch, max_length=128, kl_prompts=0,
                           **self._common(name)))
 
     def online_dpo(self) -> None:
@@ -223,8 +210,9 @@ class Demo:
                                  labeler="oracle", oracle_temperature=self.cfg.oracle_temperature, loss="dpo",
                                  beta=p.dpo_beta_headline, rounds=p.online_rounds,
                                  prompts_per_round=p.label_budget // p.online_rounds, samples_per_prompt=2,
-                                 epochs=p.dpo_epochs, lr=p.dpo_lr, batch_size=8, max_length=128, kl_prompts=0,
-                                 max_new_tokens=p.max_new_tokens, **self._common("online_dpo")))
+                                 epochs=p.dpo_epochs, lr=p.dpo_lr, batch_size=p.dpo_batch, max_length=128, kl_prompts=0,
+                                 max_new_tokens=p.max_new_tokens, sample_batch=p.sample_batch,
+                                 **self._common("online_dpo")))
 
     def evaluate(self, run: str) -> None:
         """`run`'s policy against SFT on the held-out prompts, judged by the noiseless oracle."""
@@ -237,6 +225,7 @@ class Demo:
                                         data=str(self.data / "prompts-eval.jsonl"), judge=GOLD,
                                         out=str(self.out / run / "eval.json"), max_prompts=p.eval_prompts,
                                         max_new_tokens=p.max_new_tokens, seed=cfg.seed + 7, precision=cfg.precision,
+                                        batch_size=p.sample_batch,
                                         device=cfg.device))
         result = _read_json(self.out / run / "eval.json")
         print(f"{run}: win rate vs SFT {result['win_rate']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}], "
@@ -256,6 +245,8 @@ class Demo:
         return {"gold_reward": evaluation["policy_score"], "win_rate_vs_sft": evaluation["win_rate"],
                 "ci_low": evaluation["ci_low"], "ci_high": evaluation["ci_high"],
                 "kl_to_ref": evaluation["kl_to_reference"], "response_length": evaluation["policy_length"],
+                # at equal response length (AlpacaEval 2's length control), and the share that ended with EOS
+                "lc_win_rate_vs_sft": evaluation.get("lc_win_rate"), "eos_share": evaluation.get("policy_eos_share"),
                 "wall_s": _read_json(self.out / run / "summary.json")["wall_s"], "dir": run}
 
     def summary(self) -> dict:
@@ -264,13 +255,13 @@ class Demo:
         rm_run = _read_json(self.out / "rm" / "summary.json")
         sft_eval = _read_json(self.out / self.policy_runs()[0] / "eval.json")
         summary = {
-            "quick": self.cfg.quick, "label_budget": p.label_budget, "oracle_temperature": self.cfg.oracle_temperature,
+            "quick": self.cfg.quick, "frontier_sweep": self.cfg.frontier, "label_budget": p.label_budget, "oracle_temperature": self.cfg.oracle_temperature,
             "eval_prompts": p.eval_prompts,
             "rm": {"accuracy_vs_gold": rm_eval["accuracy"], "n_vs_gold": rm_eval["n"],
                    "accuracy_vs_labels": rm_run.get("train_accuracy"), "wall_s": rm_run["wall_s"], "dir": "rm",
                    "eval_gold": "rm/eval_gold.json"},
             "sft": {"gold_reward": sft_eval["reference_score"], "win_rate_vs_sft": 0.5, "kl_to_ref": 0.0,
-                    "response_length": sft_eval["reference_length"],
+                    "response_length": sft_eval["reference_length"], "eos_share": sft_eval.get("reference_eos_share"),
                     "wall_s": _read_json(self.out / "sft" / "summary.json")["wall_s"], "dir": "sft"},
             "ppo": {**self._policy_entry(f"ppo-kl{p.ppo_kl_headline:g}"), "kl_strength": p.ppo_kl_headline},
             "rloo": {**self._policy_entry("rloo"), "kl_strength": p.group_kl_coef},
@@ -278,12 +269,20 @@ class Demo:
             "dpo": {**self._policy_entry(f"dpo-beta{p.dpo_beta_headline:g}"), "kl_strength": p.dpo_beta_headline},
             "online_dpo": {**self._policy_entry("online_dpo"), "kl_strength": p.dpo_beta_headline,
                            "labels": _read_json(self.out / "online_dpo" / "summary.json").get("labels")},
-            "frontier": [{"method": "ppo", "kl_strength": c, **self._policy_entry(f"ppo-kl{c:g}")} for c in p.ppo_kl_coefs]
-                        + [{"method": "dpo", "kl_strength": b, **self._policy_entry(f"dpo-beta{b:g}")} for b in p.dpo_betas],
+            "frontier": [{"method": "ppo", "kl_strength": c, **self._policy_entry(f"ppo-kl{c:g}")} for c in self.kl_coefs]
+                        + [{"method": "dpo", "kl_strength": b, **self._policy_entry(f"dpo-beta{b:g}")} for b in self.betas],
+
             "steps": [{"name": s.name, "dir": s.dir or s.name, "wall_s": self.timings[s.name]}
                       for s in self.steps() if s.name in self.timings],
         }
-        summary["wall_s"] = sum(self.timings.values())
+        # Steps may have run side by side: the wall time is the time since the demo started (plus
+        # that of steps finished by an earlier run, on --resume), not the sum of the steps' times.
+        resumed = sum(v for k, v in self.timings.items() if k in self.finished_before)
+        summary["wall_s"] = time.perf_counter() - self.started + resumed
+        summary["steps_s"] = sum(self.timings.values())
+        from ..runtime.device import machine_facts
+
+        summary["machine"] = machine_facts()
         return summary
 
 
@@ -304,6 +303,9 @@ def _shipped_base() -> Path:
 
 
 def run(cfg: DemoConfig) -> Path:
+    if cfg.task == "arithmetic":  # the second embedded task has its own steps
+        from .arithmetic_pipeline import run as run_arithmetic
+        return run_arithmetic(cfg)
     if not cfg.progress:
         from transformers.utils import logging as transformers_logging
 
@@ -313,27 +315,24 @@ def run(cfg: DemoConfig) -> Path:
     if out.exists() and any(out.iterdir()) and not cfg.resume:
         raise FileExistsError(f"{out} is not empty: pass --resume to continue that demo, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    timings_path = out / "timings.json"
-    if cfg.resume and timings_path.exists():
-        demo.timings = _read_json(timings_path)
+    timings = Timings(out / "timings.json", cfg.resume)
+    demo.timings = timings.seconds  # the summary reads the seconds of every step
+    demo.finished_before = set(timings.seconds) - {"report"}
     steps = demo.steps()
-    progress = Progress(steps, demo.plan)
-    for index, step in enumerate(steps):
-        if step.name in demo.timings and step.name != "report":
-            progress.end(index)
-            continue
-        progress.begin(index)
-        started = time.perf_counter()
-        step.action()
-        demo.timings[step.name] = time.perf_counter() - started
-        atomic_write_text(timings_path, json.dumps(demo.timings, indent=2) + "\n")
-        progress.end(index)
+    workers = default_workers(cfg.workers)
+    progress = Progress(steps, demo.plan.seconds, workers)
+    run_steps(Demo, cfg, steps, progress, timings, workers)
     summary = _read_json(out / "summary.json")
+    summary["progress_estimates"] = progress.accuracy()  # the time-left estimates against the truth
+    atomic_write_text(out / "summary.json", strict_json(summary, indent=2) + "\n")
     print(f"\nrlhf demo: finished in {_clock(summary['wall_s'])}")
     print(f"  reward model accuracy against the noiseless oracle: {summary['rm']['accuracy_vs_gold']:.3f}")
-    print(f"  {'policy':<10} {'gold reward':>11} {'win vs SFT':>10} {'KL to SFT':>9}")
+    print(f"  {'policy':<10} {'gold reward':>11} {'win vs SFT':>10} {'LC win':>7} {'KL to SFT':>9} {'ends (EOS)':>10}")
     for name in ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo"):
         row = summary[name]
-        print(f"  {name:<10} {row['gold_reward']:>11.3f} {row['win_rate_vs_sft']:>10.3f} {row['kl_to_ref']:>9.2f}")
+        lc, eos = row.get("lc_win_rate_vs_sft"), row.get("eos_share")
+        lc, eos = "-" if lc is None else f"{lc:.3f}", "-" if eos is None else f"{eos:.2f}"
+        print(f"  {name:<10} {row['gold_reward']:>11.3f} {row['win_rate_vs_sft']:>10.3f} {lc:>7} "
+              f"{row['kl_to_ref']:>9.2f} {eos:>10}")
     print(f"  report: {out / 'report.html'}")
     return out / "report.html"

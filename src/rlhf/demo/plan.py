@@ -1,8 +1,10 @@
 """The sizes of `rlhf demo`: how much of each stage the full demo and `--quick` run.
 
 Kept apart from the orchestration in `rlhf.demo.pipeline` so the numbers that trade quality for time sit
-together in one readable table. `seconds` are rough expectations on 2 CPU cores, used only to
-estimate the time left in the progress display.
+together in one readable table. `seconds` are the measured seconds of each step, run alone with
+both cores of a 2-core AMD EPYC in fp32 (the steps that run side by side: their time there divided
+by `rlhf.demo.schedule.SHARED_CORE_SLOWDOWN`; the first two of them carry a worker's start-up),
+used only to estimate the time left in the progress display.
 """
 
 from __future__ import annotations
@@ -21,43 +23,47 @@ class DemoPlan:
     rm_epochs: float
     rm_lr: float  # reward model from the SFT policy
     rm_lr_encoder: float  # reward model from the MiniLM encoder
-    ppo_kl_coefs: tuple[float, ...]  # one PPO run per KL coefficient: the reward-vs-KL frontier
+    rm_context_turns: int  # -1: the reward model reads prompt and continuation; 0: the continuation alone (what the oracle judges)
+    ppo_kl_coefs: tuple[float, ...]  # with --frontier, one PPO run per KL coefficient: the reward-vs-KL frontier
     ppo_kl_headline: float  # the run reported as "ppo" in summary.json
     ppo_steps: int
     ppo_batch: int  # prompts per rollout step
     ppo_lr: float
+    ppo_update_epochs: int  # passes over each rollout
     group_steps: int  # RLOO and GRPO rollout steps
     group_batch: int  # prompts per step (each sampled `group_samples` times)
     group_samples: int
     group_lr: float
     group_kl_coef: float
-    dpo_betas: tuple[float, ...]  # one DPO run per beta: the frontier
+    dpo_betas: tuple[float, ...]  # with --frontier, one DPO run per beta
     dpo_beta_headline: float
     dpo_epochs: float
     dpo_lr: float
+    dpo_batch: int  # pairs per optimiser step
     online_rounds: int  # online DPO: label_budget // online_rounds prompts labelled per round
     max_new_tokens: int
+    sample_batch: int  # sequences decoded together when labelling and evaluating (larger batches use the CPU better)
     seconds: dict  # expected wall time per step kind (progress estimate only)
 
 
 FULL = DemoPlan(
-    demonstrations=1729, sft_epochs=1.0, train_prompts=847, label_budget=3000, heldout_pairs=256,
-    eval_prompts=128, rm_epochs=2.0, rm_lr=1e-4, rm_lr_encoder=5e-5,
-    ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=20, ppo_batch=32, ppo_lr=5e-5,
+    demonstrations=1200, sft_epochs=1.0, train_prompts=847, label_budget=2000, heldout_pairs=256,
+    eval_prompts=128, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=8e-5, rm_context_turns=-1,
+    ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=20, ppo_batch=32, ppo_lr=5e-5, ppo_update_epochs=4,
     group_steps=20, group_batch=16, group_samples=4, group_lr=5e-5, group_kl_coef=0.05,
-    dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=1e-4, online_rounds=4,
-    max_new_tokens=48,
-    seconds={"data": 1, "sft": 30, "label": 50, "rm": 230, "ppo": 60, "rloo": 40, "grpo": 55, "dpo": 70, "online_dpo": 110,
-             "eval": 3, "report": 5},
+    dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=1e-4, dpo_batch=8, online_rounds=4,
+    max_new_tokens=48, sample_batch=256,
+    seconds={"data": 0.9, "sft": 40, "label": 76, "rm": 214, "ppo": 152, "rloo": 97, "grpo": 97, "dpo": 141,
+             "online_dpo": 164, "eval": 5, "report": 10},
 )
 
 QUICK = DemoPlan(
     demonstrations=128, sft_epochs=1.0, train_prompts=48, label_budget=96, heldout_pairs=32,
-    eval_prompts=16, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=5e-5,
-    ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=2, ppo_batch=8, ppo_lr=5e-5,
+    eval_prompts=16, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=5e-5, rm_context_turns=-1,
+    ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=2, ppo_batch=8, ppo_lr=5e-5, ppo_update_epochs=2,
     group_steps=2, group_batch=4, group_samples=2, group_lr=5e-5, group_kl_coef=0.05,
-    dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=5e-5, online_rounds=2,
-    max_new_tokens=16,
-    seconds={"data": 3, "sft": 4, "label": 4, "rm": 4, "ppo": 5, "rloo": 4, "grpo": 4, "dpo": 4, "online_dpo": 6,
-             "eval": 2, "report": 6},
+    dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=5e-5, dpo_batch=8, online_rounds=2,
+    max_new_tokens=16, sample_batch=64,
+    seconds={"data": 0.7, "sft": 6.5, "label": 3, "rm": 19, "ppo": 2.4, "rloo": 1.6, "grpo": 1.4, "dpo": 13,
+             "online_dpo": 7.6, "eval": 0.8, "report": 6},
 )

@@ -285,3 +285,52 @@ def reward_model_calibration(report: Mapping, path: Path) -> Path:
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def guard_signals(rows: Rows, panels: Sequence[tuple[str, str]], path: Path, title: str,
+                  thresholds: Mapping[str, float] | None = None, warnings: Sequence[Mapping] = (),
+                  x_key: str = "step", marks: Mapping[str, float] | None = None) -> Path:
+    """The over-optimisation guard of one run (`rlhf.train.guard_overopt`): one panel per logged
+    metric (key, panel title), against `x_key`, with the signal's threshold as a dashed line and
+    every warning step as a vertical line (red for that panel's own signal, grey for the others).
+
+    rows: the run's metrics.jsonl; thresholds: {signal: threshold} (summary.json guard.thresholds,
+    keys without the "guard/" prefix); warnings: {step, signal, ...}; marks: {label: x} drawn as
+    dotted vertical lines in every panel (e.g. the best guard step). Panels with no data are left out.
+    """
+    thresholds, marks = thresholds or {}, marks or {}
+    series = {key: [(r[x_key], r[key]) for r in rows if _finite(r.get(key)) and _finite(r.get(x_key))]
+              for key, _ in panels}
+    panels = [(key, name) for key, name in panels if series[key]]
+    if not panels:
+        panels = [("", "no guard figures logged")]
+    columns = 1 if len(panels) == 1 else 2 if len(panels) in (2, 4) else 3
+    grid_rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(3.8 * columns + 0.6, 2.7 * grid_rows + 1.0), squeeze=False)
+    for ax, (key, name) in zip(axes.flat, panels):
+        signal = key.removeprefix("guard/")
+        for w in warnings:
+            own = w.get("signal") == signal
+            ax.axvline(w["step"], color="#d62728" if own else "#bbbbbb", linewidth=1.6 if own else 0.8,
+                       alpha=0.9 if own else 0.6, label="warning" if own else None)
+        for label, x in marks.items():
+            ax.axvline(x, color="#2ca02c", linestyle=":", linewidth=1.4, label=label)
+        points = series.get(key, [])
+        if points:
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            ax.plot(xs, ys, color="#1f77b4", linewidth=1.6, marker="." if len(xs) <= 30 else None)
+        if _finite(thresholds.get(signal)) and thresholds[signal] > 0:
+            ax.axhline(thresholds[signal], color="#d62728", linestyle="--", linewidth=1, label="threshold")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(x_key, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        if unique:
+            ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -33,7 +33,7 @@ from ..algos.kl_exact import exact_token_kl
 from ..algos.logprobs import token_logprobs
 from ..rollout.logprobs import response_logits
 from ..rollout.scorers import Scorer
-from .metrics import pairwise_outcomes, win_rate
+from .metrics import length_controlled_win_rate, pairwise_outcomes, win_rate
 
 
 def kl_estimates(logits: torch.Tensor, ref_logits: torch.Tensor, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,6 +70,10 @@ def _sample(model, tokenizer, prompt_ids, sampling, seed, batch_size, autocast, 
     return rollouts, texts
 
 
+# (reference_key, prompt ids, sampling, seed, batch size) -> (rollouts, texts) of the last reference sampled
+_REFERENCE_SAMPLES: dict[tuple, tuple[list[Rollout], list[str]]] = {}
+
+
 def evaluate_policy(
     policy,
     reference,
@@ -83,17 +87,23 @@ def evaluate_policy(
     max_prompt_tokens: int | None = None,
     scorers: dict[str, Callable] | None = None,
     progress: bool = False,
+    reference_key: str | None = None,
 ) -> dict:
     """Win rate of `policy` over `reference` and KL(policy || reference) on `prompts`.
 
     Both models share `tokenizer`. `judge(prompts, responses) -> (B,) scores`. Prompts longer
     than `max_prompt_tokens` keep their last tokens. Returns the `rlhf.eval.metrics.win_rate`
-    fields (win_rate, ci_low, ci_high, n, wins, ties, losses) and kl_to_reference (nats per
+    fields (win_rate, ci_low, ci_high, n, wins, ties, losses), lc_win_rate / lc_ci_low / lc_ci_high /
+    length_coef (`length_controlled_win_rate`), policy_eos_share / reference_eos_share (share of
+    responses that ended with a stop token), kl_to_reference (nats per
     response, exact per-position KL; kl_to_reference_k1 the sampled k1 figure), policy_score /
     reference_score (mean judge scores), policy_length / reference_length (mean response tokens), lengths (`length_stats` of each side), scores (the
     mean score of each side under every extra scorer in `scorers`, by name), seconds (wall time),
     and samples: one dict per prompt with both responses and scores. `progress` shows a bar per
-    side while sampling.
+    side while sampling. `reference_key` names the reference's weights (directory and modification
+    time): the reference's samples are then kept in this process and reused by the next
+    evaluation against the same reference, prompts, sampling, seed and batch size (sampling is
+    seeded, so they are the very samples it would draw again).
     """
     from ..data.tokenize import encode_prompt
 
@@ -107,8 +117,15 @@ def evaluate_policy(
     try:
         rollouts, policy_texts = _sample(policy, tokenizer, prompt_ids, sampling, seed, batch_size, autocast,
                                          progress, "sampling the policy")
-        reference_rollouts, reference_texts = _sample(reference, tokenizer, prompt_ids, sampling, seed, batch_size,
-                                                      autocast, progress, "sampling the reference")
+        cache_key = (reference_key, tuple(map(tuple, prompt_ids)), sampling, seed, batch_size) if reference_key else None
+        if cache_key is not None and cache_key in _REFERENCE_SAMPLES:
+            reference_rollouts, reference_texts = _REFERENCE_SAMPLES[cache_key]
+        else:
+            reference_rollouts, reference_texts = _sample(reference, tokenizer, prompt_ids, sampling, seed, batch_size,
+                                                          autocast, progress, "sampling the reference")
+            if cache_key is not None:
+                _REFERENCE_SAMPLES.clear()  # one reference at a time: the demo evaluates every policy against SFT
+                _REFERENCE_SAMPLES[cache_key] = (reference_rollouts, reference_texts)
         with autocast():
             estimates = [sequence_kl(policy, reference, r, sampling.temperature or 1.0) for r in rollouts]
         kl, kl_k1 = torch.cat([exact for exact, _ in estimates]), torch.cat([k1 for _, k1 in estimates])
@@ -117,7 +134,12 @@ def evaluate_policy(
     policy_scores = [float(s) for s in judge(list(prompts), policy_texts)]
     reference_scores = [float(s) for s in judge(list(prompts), reference_texts)]
     length = lambda rs: float(torch.cat([r.response_mask.sum(1) for r in rs]).float().mean())  # noqa: E731
-    report = win_rate(pairwise_outcomes(policy_scores, reference_scores))
+    outcomes = pairwise_outcomes(policy_scores, reference_scores)
+    report = win_rate(outcomes)
+    # Length-controlled win rate (AlpacaEval 2): the judge's preference at equal response length.
+    per_response = lambda rs: torch.cat([r.response_mask.sum(1) for r in rs]).float().tolist()  # noqa: E731
+    report.update(length_controlled_win_rate(outcomes, per_response(rollouts), per_response(reference_rollouts),
+                                             seed=seed))
     report.update(
         kl_to_reference=float(kl.mean()),
         kl_to_reference_k1=float(kl_k1.mean()),
@@ -126,6 +148,8 @@ def evaluate_policy(
         policy_length=length(rollouts),
         reference_length=length(reference_rollouts),
         lengths={"policy": length_stats(rollouts), "reference": length_stats(reference_rollouts)},
+        policy_eos_share=float(torch.cat([r.ended for r in rollouts]).float().mean()),  # responses that ended (EOS)
+        reference_eos_share=float(torch.cat([r.ended for r in reference_rollouts]).float().mean()),
         scores={name: {"policy": sum(v := [float(x) for x in scorer(list(prompts), policy_texts)]) / len(v),
                        "reference": sum(w := [float(x) for x in scorer(list(prompts), reference_texts)]) / len(w)}
                 for name, scorer in (scorers or {}).items()},
@@ -148,6 +172,9 @@ def format_report(report: dict, judge: str) -> str:
     """The short table `rlhf eval policy` prints."""
     lines = [f"win rate                 {report['win_rate']:.3f}  (95% CI {report['ci_low']:.3f}-{report['ci_high']:.3f}; "
              f"{report['wins']} wins, {report['ties']} ties, {report['losses']} losses of {report['n']}; judge {judge})",
+             *([f"length-controlled        {report['lc_win_rate']:.3f}  (95% CI {report['lc_ci_low']:.3f}-"
+                f"{report['lc_ci_high']:.3f}; win rate at equal length, AlpacaEval 2's regression)"]
+               if "lc_win_rate" in report else []),  # reports written before it existed have none
              f"KL to reference          {report['kl_to_reference']:.3f} nats per response (exact per-token KL, "
              f"never negative; sampled k1 estimate {report.get('kl_to_reference_k1', float('nan')):.3f})",
              f"{'':<24} {'policy':>10} {'reference':>10}",
@@ -163,6 +190,15 @@ def format_report(report: dict, judge: str) -> str:
                   f"policy     {sample['policy'][:100]!r}  ({sample['policy_score']:.3f})",
                   f"reference  {sample['reference'][:100]!r}  ({sample['reference_score']:.3f})"]
     return "\n".join(lines)
+
+
+def _weights_key(model_dir: str, precision: str, device) -> str:
+    """A name for a model's weights as they are now: directory, files' modification times, how it computes."""
+    from ..models.load import resolve_model_dir
+
+    path = resolve_model_dir(model_dir).resolve()
+    stamps = sorted((f.name, f.stat().st_mtime_ns) for f in path.glob("*.safetensors"))
+    return f"{path}|{stamps}|{precision}|{device}"
 
 
 def run(cfg) -> Path | str:
@@ -195,7 +231,8 @@ def run(cfg) -> Path | str:
     report = evaluate_policy(policy, reference, tokenizer, prompts, load_scorer(cfg.judge, device), sampling,
                              seed=cfg.seed, batch_size=cfg.batch_size,
                              autocast=lambda: autocast(cfg.precision, device), scorers=scorers, progress=cfg.progress,
-                             max_prompt_tokens=cfg.max_length - cfg.max_new_tokens)
+                             max_prompt_tokens=cfg.max_length - cfg.max_new_tokens,
+                             reference_key=_weights_key(cfg.reference, cfg.precision, device))
     print(format_report(report, cfg.judge))
     if cfg.out:
         out = Path(cfg.out)

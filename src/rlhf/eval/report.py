@@ -138,8 +138,10 @@ def draw_figures(demo_dir: Path, summary: dict, runs: dict[str, Run], eval_gold:
         figures[name] = path.relative_to(demo_dir).as_posix()
 
     headline = {m: summary[m]["dir"] for m in METHODS if isinstance(summary.get(m), dict) and "dir" in summary[m]}
-    points = [{**p, "label": f"β={p['kl_strength']:g}" if isinstance(p.get("kl_strength"), (int, float)) else None}
-              for p in summary.get("frontier", [])]
+    strength = {"ppo": "KL coef", "dpo": "β"}  # PPO's KL coefficient, DPO's beta
+    points = [{**p, "label": f"{strength.get(p.get('method'), '')}={p['kl_strength']:g}"
+               if isinstance(p.get("kl_strength"), (int, float)) and summary.get("frontier_sweep", True) else None}
+              for p in summary.get("frontier", [])]  # one run per method: the table below names its strength
     points += [{**summary[m], "method": m} for m in ("sft", "rloo", "grpo", "online_dpo") if isinstance(summary.get(m), dict)]
     keep("frontier", plots.frontier(points, figures_dir / "frontier.png", headline))
 
@@ -216,13 +218,14 @@ def _headline_section(summary: dict) -> str:
             f"<td class=num>{_keyed(summary, f'{m}.kl_strength')}</td>"
             f"{_keyed(summary, f'{m}.gold_reward', 'td', 'num best' if m == best_gold else 'num')}"
             f"{_keyed(summary, f'{m}.win_rate_vs_sft', 'td', 'num best' if m == best_win else 'num')}"
-            f"<td class=num>{ci}</td>{_keyed(summary, f'{m}.kl_to_ref', 'td', 'num')}"
+            f"<td class=num>{ci}</td>{_keyed(summary, f'{m}.lc_win_rate_vs_sft', 'td', 'num')}"
+            f"{_keyed(summary, f'{m}.kl_to_ref', 'td', 'num')}{_keyed(summary, f'{m}.eos_share', 'td', 'num')}"
             f"{_keyed(summary, f'{m}.wall_s', 'td', 'num')}</tr>")
     return f"""<h2 id="headline">Headline</h2>
 <table>
 <tr><th>method</th><th>run</th><th class=num>KL strength</th><th class=num>gold reward</th>
-<th class=num>win rate vs SFT</th><th class=num>95% CI</th><th class=num>KL to SFT (nats)</th>
-<th class=num>wall time (s)</th></tr>
+<th class=num>win rate vs SFT</th><th class=num>95% CI</th><th class=num>length-controlled win rate</th>
+<th class=num>KL to SFT (nats)</th><th class=num>ends with EOS</th><th class=num>wall time (s)</th></tr>
 {chr(10).join(rows)}
 </table>
 <p>Reward model accuracy against the gold oracle: <strong>{_keyed(summary, "rm.accuracy_vs_gold")}</strong>
@@ -235,7 +238,11 @@ the exact KL between the two models' next-token distributions summed over each r
 never negative. (The sampled estimate log π(y) − log π_SFT(y), "k1", is unbiased too but can come out
 below 0 near KL 0, since a sampled token can be likelier under SFT; it is kept in the evaluation's JSON
 as <code>kl_to_reference_k1</code>. See J. Schulman, "Approximating KL divergence", 2020.) KL strength:
-the KL coefficient of PPO, RLOO and GRPO, β of DPO, for the run shown here. Shaded: best of the column.</p>"""
+the KL coefficient of PPO, RLOO and GRPO, β of DPO, for the run shown here. Length-controlled win rate:
+the win rate at equal response length, from a logistic regression of each outcome on the length
+difference (as AlpacaEval 2 does); far below the raw one, the policy wins partly by writing longer.
+Ends with EOS: share of the policy's responses that stop by themselves before the token limit.
+Shaded: best of the column.</p>"""
 
 
 def _frontier_section(summary: dict, figures: dict[str, str]) -> str:
@@ -243,9 +250,11 @@ def _frontier_section(summary: dict, figures: dict[str, str]) -> str:
     rows = ["<tr>" + "".join(_keyed(summary, f"frontier.{i}.{key}", "td", "num" if key in numbers else "")
                              for key in ("method", "dir", *numbers)) + "</tr>"
             for i in range(len(summary.get("frontier", [])))]
-    caption = ("Each point is one trained policy evaluated on the same held-out prompts. PPO (KL coefficient) and "
-               "DPO (β) are swept over KL strengths; RLOO and GRPO are single runs; SFT sits at KL 0. A method "
-               "is better when its curve lies above another's at the same KL. Ringed: the run in the headline table.")
+    swept = ("PPO (KL coefficient) and DPO (β) are swept over KL strengths" if summary.get("frontier_sweep", True)
+             else "PPO and DPO run at one KL strength each (<code>rlhf demo --frontier</code> sweeps both over three)")
+    caption = (f"Each point is one trained policy evaluated on the same held-out prompts. {swept}; RLOO, GRPO and "
+               "online DPO are single runs; SFT sits at KL 0. A method is better when its curve lies above another's "
+               "at the same KL. Ringed: the run in the headline table.")
     table = ("<table><tr><th>method</th><th>run</th><th class=num>KL strength</th><th class=num>KL to SFT</th>"
              f"<th class=num>gold reward</th><th class=num>win rate vs SFT</th></tr>{''.join(rows)}</table>"
              if rows else "")

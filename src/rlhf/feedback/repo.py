@@ -22,8 +22,10 @@ from rlhf.feedback.tables import (
     Project,
     Prompt,
     Response,
+    RoundLabel,
     Setting,
     Task,
+    TrainingRound,
     utcnow,
 )
 
@@ -266,3 +268,47 @@ def live_labels(s: Session, project: Project, include_skips: bool = False) -> li
     if not include_skips:
         query = query.where(Label.outcome != "skip")
     return list(s.scalars(query))
+
+
+# ---- training rounds (`rlhf iterate`): which labels trained which model -----------------------
+
+
+def watermarks(s: Session, series: str) -> dict[int, int]:
+    """project id -> the largest label id a round of `series` has read from it (its watermark)."""
+    rows = s.execute(select(RoundLabel.project_id, func.max(RoundLabel.label_id))
+                     .join(TrainingRound, TrainingRound.id == RoundLabel.round_id)
+                     .where(TrainingRound.series == series).group_by(RoundLabel.project_id)).all()
+    return {project_id: label_id for project_id, label_id in rows}
+
+
+def labels_since(s: Session, project: Project, after_id: int) -> list[Label]:
+    """The project's live answers (no skips) with an id above `after_id`, oldest first."""
+    return list(s.scalars(select(Label).join(Task, Task.id == Label.task_id)
+                          .where(Task.project_id == project.id, Label.undone_at.is_(None), Label.outcome != "skip",
+                                 Label.id > after_id).order_by(Label.id)))
+
+
+def round_by_run_dir(s: Session, run_dir: str) -> TrainingRound | None:
+    return s.scalar(select(TrainingRound).where(TrainingRound.run_dir == run_dir))
+
+
+def record_round(s: Session, series: str, round_number: int, run_dir: str, policy: str, parent_policy: str,
+                 method: str, result: dict | None, labels: list[tuple[int, int, bool]]) -> TrainingRound:
+    """A training round and the (label id, project id, used) it read; the caller commits."""
+    row = TrainingRound(series=series, round=round_number, run_dir=run_dir, policy=policy,
+                        parent_policy=parent_policy, method=method, result=result)
+    s.add(row)
+    s.flush()
+    s.add_all(RoundLabel(round_id=row.id, label_id=label_id, project_id=project_id, used=used)
+              for label_id, project_id, used in labels)
+    s.flush()
+    return row
+
+
+def rounds_of(s: Session, series: str) -> list[TrainingRound]:
+    return list(s.scalars(select(TrainingRound).where(TrainingRound.series == series).order_by(TrainingRound.id)))
+
+
+def labels_of_round(s: Session, training_round: TrainingRound) -> list[RoundLabel]:
+    return list(s.scalars(select(RoundLabel).where(RoundLabel.round_id == training_round.id)
+                          .order_by(RoundLabel.label_id)))

@@ -113,3 +113,31 @@ class Label(Base):
     thumbs: Mapped[Optional[bool]] = mapped_column(Boolean, nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     __table_args__ = (UniqueConstraint("annotator_id", "request_id"),)
+
+
+class TrainingRound(Base):
+    """One round of `rlhf iterate`: the policy it trained, from which parent, and its evaluation.
+    `series` is the iterate `--project` name; the labels that trained it are its RoundLabels."""
+
+    __tablename__ = "training_rounds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series: Mapped[str] = mapped_column(String(200), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    run_dir: Mapped[str] = mapped_column(String(1000), unique=True)
+    policy: Mapped[str] = mapped_column(String(1000))  # the model directory the round trained
+    parent_policy: Mapped[str] = mapped_column(String(1000))
+    method: Mapped[str] = mapped_column(String(32))  # rm+ppo | dpo
+    result: Mapped[Optional[dict]] = mapped_column(JSON(none_as_null=True), nullable=True)  # the evaluation against the parent
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RoundLabel(Base):
+    """A label a training round read. `used`: it counted towards an exported comparison (a tie, or
+    a vote outvoted under the majority rule, was read but trained nothing). The largest label id
+    per project over a series' rounds is that project's watermark: the next round reads above it."""
+
+    __tablename__ = "round_labels"
+    round_id: Mapped[int] = mapped_column(ForeignKey("training_rounds.id"), primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id"), primary_key=True, index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    used: Mapped[bool] = mapped_column(Boolean)

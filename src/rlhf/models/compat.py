@@ -50,7 +50,12 @@ def check_model_dir(model_dir: str | os.PathLike, role: str, trust_remote_code: 
         path = resolve_model_dir(model_dir)
     except ModelNotFound as err:
         raise ModelNotFound(f"{role}: {err}") from None
-    if not any(path.glob("*.safetensors")):
+    from .ensemble import is_ensemble_dir, member_dirs
+
+    if is_ensemble_dir(path):  # a reward-model ensemble: each member is a model directory of its own
+        for member in member_dirs(path):
+            check_model_dir(member, f"{role} (ensemble member {member.name})", trust_remote_code)
+    elif not any(path.glob("*.safetensors")):
         raise ModelNotFound(f"{role}: {path} holds no .safetensors weights (pickled .bin weights are refused for safety)")
     try:
         tokenizer = load_tokenizer(path, trust_remote_code)

@@ -126,10 +126,11 @@ def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def load_policy(cfg, device: torch.device):
+def load_policy(cfg, device: torch.device, tokenizer=None):
     """The trainable causal LM of a stage and its tokenizer: loaded from `cfg.model`, wrapped in
-    LoRA when `cfg.lora_r > 0`, moved to `device`. `cfg` is any TrainConfig."""
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    LoRA when `cfg.lora_r > 0`, moved to `device`. `cfg` is any TrainConfig. `tokenizer`: the one
+    already loaded from `cfg.model` (a stage that tokenised its data before loading the model)."""
+    tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.trust_remote_code)
     model = load_causal_lm(cfg.model, cfg.trust_remote_code)
     if cfg.lora_r > 0:
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)

@@ -37,6 +37,8 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from ..data.collate import collate_rewards
 from ..data.records import PromptText
 from ..data.tokenize import REWARD_INPUT_FORMATS, RewardExample, tokenize_for_reward
+from ..runtime.device import autocast as runtime_autocast
+from .ensemble import EnsembleRewardModel, is_ensemble_dir, member_dirs
 from .load import ModelNotFound, load_tokenizer, resolve_model_dir
 
 INPUT_FORMAT, MAX_LENGTH, REWARD_MEAN, REWARD_STD = "rlhf_input_format", "rlhf_max_length", "reward_mean", "reward_std"
@@ -212,8 +214,7 @@ class RewardModel:
         """(N,) rewards of tokenised examples, in their order."""
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
         out = torch.empty(len(examples))
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16" \
-            else contextlib.nullcontext()
+        autocast = runtime_autocast(self.precision, self.device)  # fp32 where the CPU would emulate bf16
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = collate_rewards([examples[i] for i in chunk], self.tokenizer.pad_token_id)
@@ -232,10 +233,14 @@ class RewardModel:
 
 
 def load_reward_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32",
-                      max_length: int | None = None) -> RewardModel:
+                      max_length: int | None = None) -> RewardModel | EnsembleRewardModel:
     """The reward model saved in `model_dir` (by `rlhf rm`, or any sequence classifier with one
-    label), ready to `.score(prompts, responses)`. `max_length` defaults to the training length."""
+    label), ready to `.score(prompts, responses)`. `max_length` defaults to the training length.
+    An ensemble directory (`rlhf rm --ensemble K`) gives an `EnsembleRewardModel` of its members."""
     path = resolve_model_dir(model_dir)
+    if is_ensemble_dir(path):
+        return EnsembleRewardModel([load_reward_model(member, device, precision, max_length)
+                                    for member in member_dirs(path)], path)
     tokenizer = load_tokenizer(path)
     model = AutoModelForSequenceClassification.from_pretrained(
         path, local_files_only=True, use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa"

@@ -6,6 +6,11 @@ The reward of online RL and the gold reward beside it are both scorers, named by
   with `rlhf.models.load_reward_model`; its stored training-set mean and std normalise scores;
 - `module:function`, a Python callable `(prompts, responses) -> sequence of floats` (a rule, a
   judge, the demo's `rlhf.demo.oracle:gold_reward`); its scores are used as they are.
+  A callable with an `answers` parameter (the verifiable rewards of `rlhf.rewards`, e.g.
+  `rlhf.rewards.verifiable:exact_match`) also gets each row's reference answer, the optional
+  "answer" field of the prompt row (None where a row has none). A callable may return an object
+  with a `parts` mapping (name -> one float per response, `rlhf.rewards.Scores`): `score` hands
+  those parts back, and `rlhf ppo` logs their means as `reward/<name>`.
 
     scorer = load_scorer("runs/rm/model")               # or "rlhf.demo.oracle:gold_reward"
     raw = scorer(prompts, responses)                    # (B,) float32
@@ -18,6 +23,7 @@ error naming it (its spec), the original exception kept as the cause.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,15 +48,27 @@ class Scorer:
         if not std > 0:
             raise ValueError(f"scorer {name}: std must be > 0, got {std}")
         self.name, self._fn, self.mean, self.std, self.model_dir = name, fn, float(mean), float(std), model_dir
+        self.takes_answers = _takes_answers(fn)
 
     def __call__(self, prompts: Sequence[PromptText], responses: Sequence[str],
-                 allow_non_finite: bool = False) -> torch.Tensor:
+                 allow_non_finite: bool = False, answers: Sequence[str | None] | None = None) -> torch.Tensor:
         """(B,) float32 scores. A non-finite score is an error unless `allow_non_finite` (online RL,
-        whose non-finite guard skips and counts such a rollout instead of stopping the run)."""
+        whose non-finite guard skips and counts such a rollout instead of stopping the run).
+        `answers`: each row's reference answer, passed on to a callable that takes them."""
+        return self.score(prompts, responses, allow_non_finite, answers)[0]
+
+    def score(self, prompts: Sequence[PromptText], responses: Sequence[str], allow_non_finite: bool = False,
+              answers: Sequence[str | None] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B,) float32 scores as `__call__`, and the named parts the callable reported (name ->
+        (B,) float32; empty when it reports none)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if answers is not None and len(answers) != len(responses):
+            raise ValueError(f"{len(answers)} answers but {len(responses)} responses")
+        extra = {"answers": list(answers) if answers is not None else [None] * len(responses)} \
+            if self.takes_answers else {}
         try:
-            scores = self._fn(list(prompts), list(responses))
+            scores = self._fn(list(prompts), list(responses), **extra)
         except Exception as err:  # a user's function or a reward model: say which one failed
             raise ScorerError(f"scorer {self.name} failed on {len(prompts)} responses: {type(err).__name__}: {err}") from err
         try:
@@ -62,7 +80,13 @@ class Scorer:
             raise ValueError(f"scorer {self.name} returned shape {tuple(out.shape)} for {len(prompts)} responses")
         if not allow_non_finite and not torch.isfinite(out).all():
             raise ValueError(f"scorer {self.name} returned a non-finite score")
-        return out
+        parts = {}
+        for name, values in (getattr(scores, "parts", None) or {}).items():
+            part = torch.as_tensor(list(values), dtype=torch.float32)
+            if part.shape != out.shape:
+                raise ValueError(f"scorer {self.name}: part {name!r} has shape {tuple(part.shape)}, not {tuple(out.shape)}")
+            parts[str(name)] = part
+        return out, parts
 
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         """(raw - mean) / std, with the reward model's training-set statistics (callables: 0 and 1)."""
@@ -70,6 +94,15 @@ class Scorer:
 
     def __repr__(self) -> str:
         return f"Scorer({self.name!r})"
+
+
+def _takes_answers(fn: Callable) -> bool:
+    """True when `fn` accepts an `answers` keyword (or any keyword)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+    return any(p.name == "answers" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _preview(value, limit: int = 80) -> str:
@@ -101,15 +134,65 @@ def load_callable(spec: str) -> Callable:
 
 
 def load_scorer(spec: str, device: str | torch.device = "cpu", precision: str = "fp32",
-                batch_size: int = 64) -> Scorer:
-    """A Scorer from a reward-model directory or a `module:function` name (see the module docstring)."""
+                batch_size: int = 64, aggregate: str = "mean", uncertainty_coef: float = 1.0) -> Scorer:
+    """A Scorer from a reward-model directory or a `module:function` name (see the module docstring).
+
+    A reward-model ensemble (`rlhf rm --ensemble K`) scores with its members' standardised scores
+    combined by `aggregate` (`rlhf.algos.reward_aggregate`: mean, min, mean-minus-std with
+    `uncertainty_coef`); its `score` also reports the parts ENSEMBLE_MEAN and ENSEMBLE_STD, and
+    its `model_dir` is member 0 (where a PPO critic can start). Any aggregate but mean needs an
+    ensemble."""
+    from ..algos.reward_aggregate import REWARD_AGGREGATES
+
+    if aggregate not in REWARD_AGGREGATES:
+        raise ValueError(f"unknown reward aggregate {aggregate!r}; choose one of {', '.join(REWARD_AGGREGATES)}")
     if is_callable_spec(spec):
+        _refuse_aggregate(spec, aggregate)
         return Scorer(spec, load_callable(spec))
+    from ..models.ensemble import EnsembleRewardModel, member_dirs
     from ..models.reward import load_reward_model
 
     from .attention import use_fp32_attention
 
     rm = load_reward_model(spec, device=device, precision=precision)
+    if isinstance(rm, EnsembleRewardModel):
+        for member in rm.members:
+            use_fp32_attention(member.model)  # CPU only: see rlhf.rollout.attention
+        return Scorer(str(spec), lambda p, r: ensemble_scores(rm.score_members(p, r, batch_size), aggregate,
+                                                              uncertainty_coef), 0.0, 1.0, member_dirs(spec)[0])
+    _refuse_aggregate(spec, aggregate)
     use_fp32_attention(rm.model)  # CPU only: see rlhf.rollout.attention
     std = rm.std if rm.std > 0 else 1.0
     return Scorer(str(spec), lambda p, r: rm.score(p, r, batch_size=batch_size), rm.mean, std, Path(spec))
+
+
+ENSEMBLE_MEAN, ENSEMBLE_STD = "ensemble_mean", "ensemble_std"  # parts of an ensemble's score
+
+
+class EnsembleScores(list):
+    """One aggregated score per response (a list of floats), with `parts`: the members' mean and
+    standard deviation per response (ENSEMBLE_MEAN, ENSEMBLE_STD), which `Scorer.score` hands back."""
+
+    def __init__(self, scores, parts: dict):
+        super().__init__(scores)
+        self.parts = parts
+
+
+def ensemble_scores(member_scores: torch.Tensor, aggregate: str, uncertainty_coef: float) -> EnsembleScores:
+    """(K, B) member scores -> the aggregated (B,) scores with the ensemble's mean and std as parts."""
+    from ..algos.reward_aggregate import aggregate_rewards, member_std
+
+    return EnsembleScores(aggregate_rewards(member_scores, aggregate, uncertainty_coef).tolist(),
+                          {ENSEMBLE_MEAN: member_scores.mean(0).tolist(), ENSEMBLE_STD: member_std(member_scores).tolist()})
+
+
+def ensemble_stats(parts: dict) -> dict:
+    """What online RL logs of an ensemble reward: `reward_std`, the mean over responses of the
+    members' standard deviation (their disagreement); empty for any other scorer."""
+    return {"reward_std": float(torch.as_tensor(parts[ENSEMBLE_STD]).mean())} if ENSEMBLE_STD in parts else {}
+
+
+def _refuse_aggregate(spec: str, aggregate: str) -> None:
+    if aggregate != "mean":
+        raise ValueError(f"--reward-aggregate {aggregate} combines the members of a reward-model ensemble, but {spec} "
+                         "is a single scorer: train one with `rlhf rm --ensemble K`, or use --reward-aggregate mean")

@@ -90,7 +90,11 @@ class RunDir:
         append_jsonl(self.metrics_path, record)
 
     def write_summary(self, summary: dict) -> None:
-        """summary.json, the last file a stage writes: the run is over and its lock is released."""
+        """summary.json, the last file a stage writes: the run is over and its lock is released.
+        It names the machine (`machine`: CPU, speed flags, threads) so figures are never compared blind."""
+        from .device import machine_facts
+
+        summary = {**summary, "machine": summary.get("machine") or machine_facts()}
         atomic_write_text(self.path / "summary.json", dumps(summary, indent=2) + "\n")
         if self.owns_lock:
             lock.release(self.path)

@@ -32,7 +32,10 @@ def load_models(cfg: ServeConfig) -> dict[str, ServedModel]:
     """Every `--model` loaded (eval mode, no gradients) with its engine started."""
     import torch
 
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    from ..runtime.device import effective_precision
+
+    # bf16 weights only where the CPU computes bf16 natively; elsewhere it is emulated, far slower
+    dtype = torch.bfloat16 if effective_precision(cfg.precision, "cpu") == "bf16" else torch.float32
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     served = {}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import runtime
 from ..config import DPOConfig
-from ..models.load import load_policy, save_pretrained
+from ..models.load import load_policy, load_tokenizer, save_pretrained
 from ..rollout.attention import use_fp32_attention
 from . import loop
 from .direct_alignment import Reference, attach_reference, kl_prompts, load_data, make_evaluate, make_loss
@@ -40,13 +40,14 @@ def run(cfg: DPOConfig) -> Path:
     t_start = time.perf_counter()
     runtime.seed_everything(cfg.seed)
     device = runtime.pick_device(cfg.device)
-    run_dir = runtime.RunDir(cfg)
-    model, tokenizer = load_policy(cfg, device)
-    use_fp32_attention(model)  # CPU only: bf16 attention kernels are slower there (rlhf.rollout.attention)
-    pad_id = tokenizer.pad_token_id
-
+    # Inputs first: a broken data file fails in seconds, before the run directory and the model.
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     data = load_data(cfg, cfg.data, tokenizer, cfg.skip_bad_rows)
     eval_data = load_data(cfg, cfg.eval_data, tokenizer, False) if cfg.eval_data else None
+    run_dir = runtime.RunDir(cfg)
+    model, tokenizer = load_policy(cfg, device, tokenizer)
+    use_fp32_attention(model)  # CPU only: bf16 attention kernels are slower there (rlhf.rollout.attention)
+    pad_id = tokenizer.pad_token_id
     reference = Reference(cfg, model, device)
     ref_ctx = lambda: reference.context(before_training=True)  # noqa: E731  (fit has not started)
     reference_s, cached = attach_reference(data, "train", cfg, ref_ctx, run_dir, pad_id, device)

@@ -94,8 +94,10 @@ def check_data(command: str, cfg) -> None:
             continue
         # The stages drop bad rows of the training data only; held-out data is read strictly.
         skip = field == "data" and getattr(cfg, "skip_bad_rows", False)
+        files = cfg.data_files if field == "data" and hasattr(type(cfg), "data_files") else (path,)  # eval rm: several
         with _quiet_skips():
-            read(path, skip_bad_rows=skip)
+            for file in files:
+                read(file, skip_bad_rows=skip)
 
 
 def check_models(command: str, cfg) -> None:

@@ -40,6 +40,7 @@ from ..models.load import load_policy, save_pretrained
 from ..rollout.attention import use_fp32_attention
 from . import loop
 from .direct_alignment import PairData, Reference, attach_reference, make_evaluate, make_loss
+from .guard_overopt import OverOptGuard, observe_round, save_best, text_sample, write_round_sample
 from .preference_lm import reference_context
 
 END_STATE = "end.pt"
@@ -60,6 +61,7 @@ class PairLabeler:
     def __init__(self, spec: str, oracle_temperature: float, device):
         self.spec, self.oracle_temperature, self.device = spec, oracle_temperature, device
         self.scorer = None
+        self.scores: list[float] | None = None  # a scorer's scores of the last call's responses (flat), for the guard
         from ..labelers.pairs import is_named_labeler
 
         if not is_named_labeler(spec):  # oracle, judge:SPEC: label disjoint pairs; else a scorer
@@ -78,6 +80,7 @@ class PairLabeler:
         k = len(responses[0])
         flat_prompts = [p for p in prompts for _ in range(k)]
         scores = self.scorer(flat_prompts, [r for group in responses for r in group]).view(len(prompts), k)
+        self.scores = scores.flatten().tolist()
         rows = []
         for prompt, group, s in zip(prompts, responses, scores):
             best, worst = int(s.argmax()), int(s.argmin())
@@ -140,6 +143,8 @@ def run(cfg: DPOConfig) -> Path:
     t_start = time.perf_counter()
     runtime.seed_everything(cfg.seed)
     device = runtime.pick_device(cfg.device)
+    overopt = OverOptGuard(cfg.guard_window, cfg.guard_patience, cfg.guard_thresholds, cfg.stop_on_overoptimisation,
+                           unit="round")  # over-optimisation guard on each round's samples; settings checked first
     run_dir = runtime.RunDir(cfg)
     model, tokenizer = load_policy(cfg, device)
     use_fp32_attention(model)  # CPU only: bf16 attention kernels are slower there (rlhf.rollout.attention)
@@ -170,6 +175,9 @@ def run(cfg: DPOConfig) -> Path:
         info_path = round_dir / "round.json"
         if r < first:  # finished before the resume: only its figures are needed
             rounds.append(json.loads(info_path.read_text()))
+            observe_round(overopt, r + 1, round_dir)  # the guard replays the rounds it saw
+            if overopt.stop_reason:
+                break
             continue
         t_round = time.perf_counter()
         runtime.record_context(f"round {r + 1}/{cfg.rounds}")
@@ -183,14 +191,20 @@ def run(cfg: DPOConfig) -> Path:
             t0 = time.perf_counter()
             round_seed = cfg.seed * 1000 + r
             responses = sample_responses(model, tokenizer, these, sampling, k=cfg.samples_per_prompt, seed=round_seed,
-                                         batch_size=4 * cfg.batch_size, autocast=autocast)
+                                         batch_size=cfg.sample_batch, autocast=autocast)
             sample_s = time.perf_counter() - t0
             rows, label_info = labeler(these, responses, round_seed)
             label_info.update(round=r, pairs=len(rows), sample_s=sample_s, label_s=time.perf_counter() - t0 - sample_s)
             if not rows:
                 raise ValueError(f"round {r}: the labeler preferred no response over another (all ties)")
             write_rows(pairs_path, rows)
+            if overopt.enabled:
+                write_round_sample(round_dir, text_sample([x for group in responses for x in group], labeler.scores,
+                                                          tokenizer))
             atomic_write_text(info_path, strict_json(label_info))
+        guard_metrics, best = observe_round(overopt, r + 1, round_dir)
+        if best and cfg.guard_save_best:  # the policy that sampled this round
+            save_best(model, tokenizer, run_dir.path)
         pairs = read_comparisons(pairs_path)
         data = PairData([tokenize_pair(tokenizer, c.prompt, c.chosen, c.rejected, cfg.max_length) for c in pairs])
         if cfg.update_reference:  # the policy as it starts this round is the reference
@@ -208,11 +222,14 @@ def run(cfg: DPOConfig) -> Path:
                 "reference_s": reference_s, "train_loss": result.last_metrics.get("loss"),
                 "train_reward_accuracy": result.last_metrics.get("reward_accuracy"),
                 # a resumed round's sampling happened before the resume: count it in
-                "round_s": time.perf_counter() - t_round + (label_info["sample_s"] if labelled_before else 0.0)}
+                "round_s": time.perf_counter() - t_round + (label_info["sample_s"] if labelled_before else 0.0),
+                **guard_metrics}
         atomic_write_text(info_path, strict_json(info))  # the round is finished from here on
         for earlier in range(r):  # only the newest finished round's weights are kept
             (run_dir.path / "rounds" / f"round-{earlier}" / END_STATE).unlink(missing_ok=True)
         rounds.append(info)
+        if overopt.stop_reason:  # --stop-on-overoptimisation: the guard warned on this round's samples
+            break
     write_metrics(run_dir, rounds)
 
     final_eval = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)()
@@ -236,6 +253,8 @@ def run(cfg: DPOConfig) -> Path:
         "wall_s": time.perf_counter() - t_start,
         "peak_memory_mb": runtime.peak_memory_mb(device),
         "per_round": rounds,
+        "stopped_early": overopt.stop_reason,
+        "guard": overopt.summary(),
     })
     return model_dir
 
@@ -256,7 +275,7 @@ def write_metrics(run_dir: runtime.RunDir, rounds: list[dict]) -> None:
         lines.append({"step": step, "round": r, "loss": info["train_loss"], "lr": last.get("lr", 0.0),
                       "tokens_per_s": info["train_tokens"] / max(info["train_s"], 1e-9), "elapsed_s": elapsed,
                       **{k: info[k] for k in ("labels", "pairs", "sample_s", "label_s", "sample_score", "ties_skipped")
-                         if k in info}})
+                         if k in info}, **{k: v for k, v in info.items() if k.startswith("guard/")}})
     atomic_write_text(run_dir.metrics_path, "".join(strict_json(line) + "\n" for line in lines))
 
 

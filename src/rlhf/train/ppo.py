@@ -1,10 +1,12 @@
 """`rlhf ppo`: online RL from a reward, with PPO (Schulman et al. 2017, as in InstructGPT,
-Ouyang et al. 2022) or the critic-free RLOO, GRPO and REINFORCE.
+Ouyang et al. 2022) or the critic-free RLOO, GRPO, REINFORCE and REINFORCE++, and the presets
+DAPO, Dr. GRPO and GSPO (the registry: rlhf.config.algorithms; settings: ppo_options).
 
 Each step has two phases:
 
 1. rollout: sample k responses to each of `batch_size` prompts with the current policy (KV
-   cache, bf16 where supported); score them (a reward model or any `module:function`); compute
+   cache, bf16 where supported); score and shape them, with dynamic sampling keep the groups whose
+   rewards differ (ppo_sampling: a reward model or any `module:function`); compute
    the policy's log-probs with the training forward (so the first ratio of the update is 1), the
    reference's log-probs, and, for PPO, the critic's values;
 2. update: the algorithm's advantages (ppo_update.ALGORITHMS), then K epochs of minibatch steps
@@ -25,6 +27,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -39,50 +42,16 @@ from ..models import compat
 from ..models.load import load_causal_lm, load_policy, save_pretrained
 from ..models.reward import disable_dropout
 from ..rollout.attention import use_fp32_attention
-from ..rollout.generate import SamplingConfig, decode_responses, generate, stop_token_ids
+from ..rollout.generate import SamplingConfig
 from ..rollout.logprobs import response_logprobs
-from ..rollout.scorers import load_scorer
+from ..rollout.scorers import ensemble_stats, load_scorer
 from ..runtime.files import dumps as strict_json
 from . import loop
 from .critic import build_critic, same_vocabulary
+from .guard_overopt import OverOptGuard, rollout_sample, save_best
+from .ppo_options import Options, resolve_options
+from .ppo_sampling import dynamic_sampling, extra_prompts, sample_and_score
 from .ppo_update import ALGORITHMS, Experience, rollout_stats, update, values_of
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """The settings the update needs, with the algorithm's defaults filled in."""
-
-    k: int
-    epochs: int
-    minibatch_size: int
-    grad_accum: int
-    kl_in_reward: bool
-    kl_estimator: str
-    clipped: bool
-    clip: float
-    value_clip: float
-    gamma: float
-    lam: float
-    whiten_advantages: bool
-    grpo_scale_by_std: bool
-    temperature: float
-    max_grad_norm: float
-    dual_clip: float = 3.0  # bound on -ratio * A where A < 0 (Ye et al. 2020); 0 = off (defaults as PPOConfig's)
-    max_bad_steps: int = 5  # non-finite optimiser steps in a row before the run stops
-
-
-def resolve_options(cfg: PPOConfig) -> Options:
-    algo = ALGORITHMS[cfg.algo]
-    kl_in_reward = algo.default_kl_in_reward if cfg.kl_in == "auto" else cfg.kl_in == "reward"
-    estimator = ("k1" if kl_in_reward else "k3") if cfg.kl_estimator == "auto" else cfg.kl_estimator
-    return Options(
-        k=cfg.num_samples or algo.default_samples, epochs=cfg.update_epochs or algo.default_epochs,
-        minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum, kl_in_reward=kl_in_reward,
-        kl_estimator=estimator, clipped=algo.clipped, clip=cfg.clip, dual_clip=cfg.dual_clip,
-        value_clip=cfg.value_clip, gamma=cfg.gamma, lam=cfg.lam, whiten_advantages=cfg.whiten_advantages,
-        grpo_scale_by_std=cfg.grpo_scale_by_std,
-        temperature=cfg.temperature, max_grad_norm=cfg.max_grad_norm, max_bad_steps=cfg.max_bad_steps,
-    )
 
 
 def _frozen(model):
@@ -137,19 +106,25 @@ def single_forward_update(cfg: PPOConfig, opts: Options) -> bool:
 
 @torch.no_grad()
 def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_ids, cfg, opts, sampling, generator,
-            autocast) -> tuple[Experience, dict, list[str]]:
-    """The rollout phase: sample, score, and compute log pi_old (unless the update's single step
-    will), log pi_ref and V on the samples."""
-    rows = [ids for ids in prompt_ids for _ in range(opts.k)]
-    texts_in = [p for p in prompts for _ in range(opts.k)]
-    with autocast():
-        rollout = generate(actor, rows, sampling, stop_token_ids(tokenizer, actor), tokenizer.pad_token_id, generator)
-    responses = decode_responses(tokenizer, rollout)
-    raw = scorer(texts_in, responses, allow_non_finite=True).to(rollout.response_ids.device)
-    score = scorer.normalize(raw) if cfg.normalize_reward else raw
-    if cfg.reward_clip > 0:
-        score = score.clamp(-cfg.reward_clip, cfg.reward_clip)
-    score = score - cfg.missing_eos_penalty * (~rollout.ended).float()
+            autocast, answers: list | None = None,
+            more_prompts: Callable[[int], tuple[list, list, list]] | None = None) -> tuple[Experience, dict, list[str]]:
+    """The rollout phase: sample and score (rlhf.train.ppo_sampling), and compute log pi_old (unless
+    the update's single step will), log pi_ref and V on the samples.
+
+    answers: each prompt's reference answer (or None) for verifiable rewards. With dynamic sampling,
+    `more_prompts(round)` gives (prompts, prompt_ids, answers) of another round; `exp.prompts` then
+    names the prompts the kept rows answer."""
+    answers = answers if answers is not None else [None] * len(prompts)
+    sampled = sample_and_score(actor, scorer, tokenizer, prompts, prompt_ids, answers, cfg, opts, sampling, generator,
+                               autocast)
+    sampling_stats = {}
+    if opts.dynamic_sampling:
+        more = None if more_prompts is None else (
+            lambda r: sample_and_score(actor, scorer, tokenizer, *more_prompts(r), cfg, opts, sampling, generator,
+                                       autocast))
+        sampled, sampling_stats = dynamic_sampling(sampled, more, len(prompts), opts.k, opts.max_sampling_rounds,
+                                                   tokenizer.pad_token_id)
+    rollout, raw, score, responses = sampled.rollout, sampled.raw, sampled.score, sampled.responses
     actor.eval()
     old_logp = entropy = None
     with autocast():
@@ -158,10 +133,12 @@ def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_i
         ref_logp = reference_logprobs(reference, actor, rollout, opts.temperature)
         values = values_of(critic, rollout) if critic is not None else None
     actor.train()
-    stats = {"reward": float(raw.mean()), "reward_normalized": float(score.mean())}
+    stats = {"reward": float(raw.mean()), "reward_normalized": float(score.mean()),
+             **{f"reward/{name}": float(part.mean()) for name, part in sampled.parts.items()}, **sampling_stats,
+             **ensemble_stats(sampled.parts)}  # reward_std: an ensemble reward's disagreement
     if gold is not None:
-        stats["gold"] = float(gold(texts_in, responses).mean())
-    exp = Experience(rollout, old_logp, ref_logp.float(), values, score.float(), entropy)
+        stats["gold"] = float(gold(sampled.prompts, responses).mean())
+    exp = Experience(rollout, old_logp, ref_logp.float(), values, score, entropy, prompts=sampled.prompts)
     return exp, stats, responses
 
 
@@ -171,11 +148,15 @@ def run(cfg: PPOConfig) -> Path:
     t_start = time.perf_counter()
     runtime.seed_everything(cfg.seed)
     device = runtime.pick_device(cfg.device)
+    # the over-optimisation guard: its thresholds are checked here, before anything is written
+    overopt = OverOptGuard(cfg.guard_window, cfg.guard_patience, cfg.guard_thresholds, cfg.stop_on_overoptimisation)
     run_dir = runtime.RunDir(cfg)
     opts = resolve_options(cfg)
     autocast = lambda: runtime.autocast(cfg.precision, device)  # noqa: E731
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
-    prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
+    records = read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
+    prompts = [p.prompt for p in records]
+    answers = [p.answer for p in records]  # reference answers of verifiable rewards (None where absent)
     plan = loop.BatchPlan(len(prompts), cfg.batch_size, cfg.seed)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * plan.per_epoch))
 
@@ -187,7 +168,8 @@ def run(cfg: PPOConfig) -> Path:
     for model in (actor, reference):  # on CPU, bf16 attention kernels are the slow part of a step
         if model is not None:
             use_fp32_attention(model)
-    scorer = load_scorer(cfg.reward, device, cfg.precision)
+    scorer = load_scorer(cfg.reward, device, cfg.precision, aggregate=cfg.reward_aggregate,
+                         uncertainty_coef=cfg.uncertainty_coef)
     gold = load_scorer(cfg.gold, device, cfg.precision) if cfg.gold else None
     critic = None
     if ALGORITHMS[cfg.algo].uses_critic:
@@ -223,13 +205,16 @@ def run(cfg: PPOConfig) -> Path:
         runtime.set_rng_state(state["rng"])
         update_guard.load_state_dict(state["update_guard"])  # skipped steps count over the whole run
         rollout_guard.load_state_dict(state["rollout_guard"])
+        if "overopt_guard" in state:  # checkpoints from before the over-optimisation guard lack it
+            overopt.load_state_dict(state["overopt_guard"])
         start_step, wall_before, tokens_seen = state["step"], state["wall_s"], state["tokens"]
 
     def checkpoint(step: int) -> None:
         state = {"actor": actor.state_dict(), "actor_opt": actor_opt.state_dict(),
                  "schedulers": [s.state_dict() for s in schedulers], "kl_controller": kl_ctl.state_dict(),
                  "generator": generator.get_state(), "wall_s": time.perf_counter() - t0, "tokens": tokens_seen,
-                 "update_guard": update_guard.state_dict(), "rollout_guard": rollout_guard.state_dict()}
+                 "update_guard": update_guard.state_dict(), "rollout_guard": rollout_guard.state_dict(),
+                 "overopt_guard": overopt.state_dict()}
         if critic is not None:
             state.update(critic=critic.state_dict(), critic_opt=critic_opt.state_dict())
         runtime.save_checkpoint(run_dir, step, state, cfg.keep_checkpoints)
@@ -246,9 +231,15 @@ def run(cfg: PPOConfig) -> Path:
         batch_prompts = [prompts[i] for i in plan.micro_batch(step)]
         prompt_ids = [encode_prompt(tokenizer, p)[-max_prompt_tokens:] for p in batch_prompts]
 
+        def more_prompts(round_: int, step: int = step) -> tuple[list, list, list]:  # dynamic sampling's next round
+            return extra_prompts(prompts, answers, tokenizer, cfg, step, round_)
+
         # 1. rollout phase
         exp, reward_stats, responses = collect(actor, reference, critic, scorer, gold, tokenizer, batch_prompts,
-                                               prompt_ids, cfg, opts, sampling, generator, autocast)
+                                               prompt_ids, cfg, opts, sampling, generator, autocast,
+                                               answers=[answers[i] for i in plan.micro_batch(step)],
+                                               more_prompts=more_prompts)
+        batch_prompts = exp.prompts[:: opts.k]  # with dynamic sampling, the prompts of the groups kept
         rollout_s = time.perf_counter() - step_t
         kl_coef = kl_ctl.value
         done = step + 1
@@ -260,6 +251,9 @@ def run(cfg: PPOConfig) -> Path:
             if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
                 checkpoint(done)
             continue
+        guard_metrics, best = overopt.observe(done, rollout_sample(responses, exp, reward_stats))
+        if best and cfg.guard_save_best:  # the weights that sampled this step's responses
+            save_best(actor, tokenizer, run_dir.path)
 
         # 2. update phase (KL in the reward needs log pi_old first; otherwise it is only measured).
         # Without log pi_old yet, the update's single forward supplies it and then the advantages.
@@ -287,7 +281,7 @@ def run(cfg: PPOConfig) -> Path:
         if cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps and cfg.eval_data:
             evaluation = _evaluate(cfg, actor, reference, tokenizer, scorer, gold, sampling, device, autocast, run_dir,
                                    write_samples=False)
-        if done % cfg.log_every == 0 or done == total_steps or evaluation:
+        if done % cfg.log_every == 0 or done == total_steps or evaluation or overopt.stop_reason:
             now = step_end
             last = {"step": done,
                     "loss": stats["policy_loss"] + stats.get("value_loss", 0.0) + kl_coef * stats.get("kl_loss", 0.0),
@@ -296,7 +290,7 @@ def run(cfg: PPOConfig) -> Path:
                     "skipped_steps": update_guard.skipped, "skipped_rollouts": rollout_guard.skipped,
                     "rollout_s": rollout_s, "update_s": now - step_t - rollout_s, **reward_stats,
                     "kl": sequence_kl, "kl_coef": kl_coef, **rollout_stats(exp, kl_by_kind, advantages, returns), **stats,
-                    **evaluation}
+                    **evaluation, **guard_metrics}
             run_dir.log(last)
             # k3 per sequence: never negative, where `kl` (the reward's estimator, k1 by default) can be
             # on one batch; metrics.jsonl keeps k1, k2 and k3
@@ -305,6 +299,8 @@ def run(cfg: PPOConfig) -> Path:
             _write_samples(run_dir.samples_path, done, batch_prompts, responses, exp, opts.k)
         if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
             checkpoint(done)
+        if overopt.stop_reason:  # --stop-on-overoptimisation: the guard warned at this step
+            break
     bar.close()
     train_wall = time.perf_counter() - t0
     actor.eval()
@@ -313,7 +309,9 @@ def run(cfg: PPOConfig) -> Path:
         if cfg.eval_data else {}
     model_dir = save_pretrained(actor, tokenizer, run_dir.model_dir)
     run_dir.write_summary({
-        "stage": "ppo", "algo": cfg.algo, "steps": total_steps, "samples_per_prompt": opts.k,
+        "stage": "ppo", "algo": cfg.algo, "samples_per_prompt": opts.k,
+        "steps": overopt.stop_reason["step"] if overopt.stop_reason else total_steps,
+        "stopped_early": overopt.stop_reason, "guard": overopt.summary(),
         "update_epochs": opts.epochs, "kl_in": "reward" if opts.kl_in_reward else "loss",
         "kl_estimator": opts.kl_estimator, "prompts": len(prompts),
         "skipped_steps": update_guard.skipped, "skipped_rollouts": rollout_guard.skipped,

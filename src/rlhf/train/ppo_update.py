@@ -4,14 +4,18 @@ phase, the advantage estimator of each algorithm, and the update phase.
 Shapes: B sequences (prompts x k samples, the k samples of a prompt consecutive), P prompt
 tokens (left-padded), T response tokens (right-padded), V vocabulary.
 
-The four algorithms differ only in where their advantages come from, listed in ALGORITHMS:
+The algorithms differ in where their advantages come from, listed in ALGORITHMS (one entry per
+name of the registry rlhf.config.algorithms, presets included):
 
     ppo        per-token reward -beta*KL_t, plus the score on the last token; GAE over a critic
     rloo       sequence reward; baseline = mean of the other k - 1 samples of the prompt
     grpo       sequence reward; baseline = group mean, optionally divided by the group std
     reinforce  sequence reward; baseline = batch mean
+    reinforce++            per-token reward as ppo's; return-to-go normalised over the batch
+    reinforce++-baseline   the same on the score minus its group mean
 
-Everything else (sampling, scoring, the clipped surrogate, the KL term) is shared.
+and in the options of the policy loss (Options: ratio level, asymmetric clip, aggregation,
+truncated responses masked out, entropy bonus). Everything else is shared.
 """
 
 from __future__ import annotations
@@ -23,19 +27,26 @@ import torch
 from torch import Tensor
 
 from ..algos import (
+    LOG_RATIOS,
+    LOSS_AGGREGATIONS,
+    aggregation_units,
+    clipped_surrogate,
+    entropy_from_logits,
     explained_variance,
     gae,
     grpo_advantages,
     kl_estimate,
     masked_mean,
-    ppo_policy_loss,
     ppo_value_loss,
-    reinforce_loss,
+    reinforce_pp_advantages,
     rloo_advantages,
+    token_logprobs,
+    truncation_mask,
     whiten,
 )
+from ..config.algorithms import ALGORITHM_NAMES, ESTIMATORS, estimator_of
 from ..data.records import Rollout
-from ..rollout.logprobs import response_logprobs
+from ..rollout.logprobs import response_logits, response_logprobs
 from ..runtime.guard import NonFiniteGuard, advance_schedulers
 from .critic import response_values
 
@@ -51,6 +62,7 @@ class Experience:
     values: Tensor | None  # (B, T) V(s_t) of the critic at rollout time; None without a critic
     score: Tensor  # (B,) the sequence reward: normalised, clipped, EOS-penalised scorer output
     entropy: Tensor | None  # (B, T) entropy of pi_old at each response position (filled like old_logp)
+    prompts: list | None = None  # (B,) the prompt of each row, where the caller keeps them (samples.jsonl)
 
     @property
     def mask(self) -> Tensor:
@@ -62,8 +74,9 @@ class Experience:
         sub = Rollout(r.prompt_ids[index], r.prompt_mask[index], r.response_ids[index], r.response_mask[index],
                       r.logprobs[index], r.ended[index])
         pick = lambda t: None if t is None else t[index]  # noqa: E731
+        prompts = None if self.prompts is None else [self.prompts[i] for i in index.tolist()]
         return Experience(sub, pick(self.old_logp), self.ref_logp[index], pick(self.values), self.score[index],
-                          pick(self.entropy))
+                          pick(self.entropy), prompts)
 
 
 # ---------------------------------------------------------------- forward passes
@@ -73,6 +86,16 @@ def values_of(critic, rollout: Rollout) -> Tensor:
     """V(s_t) (B, T) fp32 from the critic, 0 on padding."""
     return response_values(critic, rollout.tokens, rollout.attention_mask, rollout.prompt_ids.shape[1]) \
         * rollout.response_mask
+
+
+def logprobs_and_entropy(actor, rollout: Rollout, temperature: float) -> tuple[Tensor, Tensor]:
+    """log pi (B, T) and the entropy of pi (B, T) at each response position, both with grad (the
+    entropy bonus); the same numerics as `response_logprobs`, so log pi_old from it matches."""
+    logits = response_logits(actor, rollout, temperature)
+    chunk = max(1, logits.shape[0] // 4)
+    mask = rollout.response_mask
+    return (token_logprobs(logits, rollout.response_ids, chunk_size=chunk) * mask,
+            entropy_from_logits(logits, chunk_size=chunk) * mask)
 
 
 # ---------------------------------------------------------------- advantage estimators
@@ -122,6 +145,23 @@ def reinforce_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tu
     return (rewards - rewards.mean())[:, None] * exp.mask, None
 
 
+def _token_rewards(score: Tensor, exp: Experience, kl: Tensor, kl_coef: float, opts) -> Tensor:
+    """(B, T): `score` (B,) on the last token, minus kl_coef * KL_t on every token when the KL is in the reward."""
+    rewards = last_token_reward(score, exp.mask)
+    return rewards - kl_coef * kl * exp.mask if opts.kl_in_reward else rewards
+
+
+def reinforce_pp_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, None]:
+    """REINFORCE++ (Hu 2025): return-to-go of the per-token reward, normalised over the whole batch."""
+    return reinforce_pp_advantages(_token_rewards(exp.score, exp, kl, kl_coef, opts), exp.mask, opts.gamma), None
+
+
+def reinforce_pp_baseline_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, None]:
+    """REINFORCE++-baseline (Hu 2025): the score minus its group mean, then as REINFORCE++."""
+    centred = grpo_advantages(exp.score, opts.k, scale_by_std=False)
+    return reinforce_pp_advantages(_token_rewards(centred, exp, kl, kl_coef, opts), exp.mask, opts.gamma), None
+
+
 @dataclass(frozen=True)
 class Algorithm:
     advantages: Callable  # (experience, per-token KL (B, T), kl_coef, options) -> (advantages (B, T), returns (B, T) | None)
@@ -132,16 +172,47 @@ class Algorithm:
     default_kl_in_reward: bool  # else the KL is a loss term
 
 
-ALGORITHMS: dict[str, Algorithm] = {
-    "ppo": Algorithm(ppo_advantages, uses_critic=True, clipped=True, default_samples=1, default_epochs=4,
-                     default_kl_in_reward=True),
-    "rloo": Algorithm(rloo_per_token, uses_critic=False, clipped=True, default_samples=4, default_epochs=1,
-                      default_kl_in_reward=True),
-    "grpo": Algorithm(grpo_per_token, uses_critic=False, clipped=True, default_samples=4, default_epochs=1,
-                      default_kl_in_reward=False),
-    "reinforce": Algorithm(reinforce_per_token, uses_critic=False, clipped=False, default_samples=1,
-                           default_epochs=1, default_kl_in_reward=True),
+# estimator name of rlhf.config.algorithms.ESTIMATORS -> its advantage function
+ADVANTAGE_FUNCTIONS: dict[str, Callable] = {
+    "ppo": ppo_advantages,
+    "rloo": rloo_per_token,
+    "grpo": grpo_per_token,
+    "reinforce": reinforce_per_token,
+    "reinforce++": reinforce_pp_per_token,
+    "reinforce++-baseline": reinforce_pp_baseline_per_token,
 }
+
+
+def _algorithm(name: str) -> Algorithm:
+    estimator = estimator_of(name)
+    spec = ESTIMATORS[estimator]
+    return Algorithm(ADVANTAGE_FUNCTIONS[estimator], spec.uses_critic, spec.clipped, spec.default_samples,
+                     spec.default_epochs, spec.default_kl_in_reward)
+
+
+# Every algorithm and preset of the registry; a preset shares its estimator's entry (its options
+# are applied by rlhf.train.ppo.resolve_options).
+ALGORITHMS: dict[str, Algorithm] = {name: _algorithm(name) for name in ALGORITHM_NAMES}
+
+
+# ---------------------------------------------------------------- policy loss
+
+
+def policy_loss_of(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, opts) -> tuple[Tensor, dict]:
+    """The policy loss of one micro-batch as `opts` assembles it: the importance ratio (per token or
+    per sequence), the clipped surrogate with its low/high/dual clips (or the plain policy gradient
+    -A * log pi), aggregated by `opts.loss_agg` over `mask` (B, T).
+    Returns (loss, detached stats: clipfrac, dual_clipfrac, ratio_mean, approx_kl)."""
+    if opts.clipped:
+        log_ratio = LOG_RATIOS[opts.ratio_level](logp, old_logp, mask)
+        per_token, stats = clipped_surrogate(log_ratio, advantages, mask, opts.clip, opts.clip_high, opts.dual_clip)
+    else:
+        per_token, stats = -(advantages.detach() * logp), {}
+    with torch.no_grad():  # how far the policy moved from the rollout's, per token, whatever the ratio level
+        token_ratio = logp - old_logp
+        stats["approx_kl"] = masked_mean(torch.expm1(token_ratio) - token_ratio, mask)
+        stats.setdefault("ratio_mean", masked_mean(token_ratio.exp(), mask))
+    return LOSS_AGGREGATIONS[opts.loss_agg](per_token, mask, opts.max_new_tokens), stats
 
 
 # ---------------------------------------------------------------- update phase
@@ -149,6 +220,12 @@ ALGORITHMS: dict[str, Algorithm] = {
 
 def _chunks(index: Tensor, size: int) -> list[Tensor]:
     return [index[i : i + size] for i in range(0, len(index), size)]
+
+
+def loss_mask_of(exp: Experience, opts) -> Tensor:
+    """(B, T) the tokens the policy loss covers: the response tokens, without the responses that
+    never reached EOS under --mask-truncated."""
+    return truncation_mask(exp.mask, exp.rollout.ended) if opts.mask_truncated else exp.mask
 
 
 def update(actor, critic, exp: Experience, advantages: Tensor | Callable, returns: Tensor | None, kl_coef: float,
@@ -162,12 +239,13 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
     optimiser step over one micro-batch; see `rlhf.train.ppo.single_forward_update`).
 
     Each minibatch of `opts.minibatch_size` sequences is one optimiser step, accumulated over
-    `opts.grad_accum` micro-batches weighted by their share of the minibatch's tokens, so the
-    gradient is that of the token mean over the whole minibatch. A step whose loss or gradient
+    `opts.grad_accum` micro-batches weighted by their share of the minibatch's units (tokens, or
+    sequences for the sequence-mean aggregations), so the gradient is that of the aggregate over
+    the whole minibatch. A step whose loss or gradient
     norm is non-finite is skipped and counted by `guard` (one per run, so that bad steps in a row
     are counted across rollouts; a fresh one when None); `step` names the rollout step in its
     messages.
-    stats: policy_loss, kl_loss (KL as a loss term), value_loss, clipfrac, dual_clipfrac, approx_kl,
+    stats: policy_loss, kl_loss (KL as a loss term), entropy_bonus, value_loss, clipfrac, dual_clipfrac, approx_kl,
     ratio_mean, vf_clipfrac, grad_norm, critic_grad_norm, and ratio_first: the mean ratio of the
     very first minibatch (1 up to rounding: old log-probs come from the same forward as the new
     ones).
@@ -187,42 +265,49 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
         order = torch.randperm(batch, generator=generator).to(exp.score.device)
         for minibatch in _chunks(order, opts.minibatch_size):
             mb_tokens = exp.mask[minibatch].sum().clamp(min=1)
+            mb_units = aggregation_units(loss_mask_of(exp.rows(minibatch), opts), opts.loss_agg).clamp(min=1)
             stats: dict[str, float] = {}
             for micro in _chunks(minibatch, -(-len(minibatch) // opts.grad_accum)):
                 part = exp.rows(micro)
-                weight = part.mask.sum() / mb_tokens
+                loss_mask = loss_mask_of(part, opts)
+                # each micro-batch's share of the minibatch: its aggregate, so weighted, sums to the minibatch's
+                weight = aggregation_units(loss_mask, opts.loss_agg) / mb_units
+                value_weight = part.mask.sum() / mb_tokens  # the critic's loss is a token mean
                 with autocast():
-                    if fill_old:
+                    if opts.entropy_coef:  # the bonus needs the entropy with its gradient
+                        logp, entropy = logprobs_and_entropy(actor, part.rollout, opts.temperature)
+                    elif fill_old:
                         logp, entropy = response_logprobs(actor, part.rollout, opts.temperature, with_entropy=True)
-                        exp.old_logp[micro], exp.entropy[micro] = logp.detach(), entropy
+                    else:
+                        logp = response_logprobs(actor, part.rollout, opts.temperature)
+                    if fill_old:
+                        exp.old_logp[micro], exp.entropy[micro] = logp.detach(), entropy.detach()
                         part.old_logp = logp.detach()
                         if callable(advantages):
                             if len(micro) != batch:
                                 raise RuntimeError("advantages after the forward need the whole rollout in one micro-batch")
                             advantages, returns = advantages(exp)
-                    else:
-                        logp = response_logprobs(actor, part.rollout, opts.temperature)
                     values = values_of(critic, part.rollout) if critic is not None else None
-                if opts.clipped:
-                    policy_loss, pstats = ppo_policy_loss(logp, part.old_logp, advantages[micro], part.mask, opts.clip,
-                                                          opts.dual_clip)
-                else:
-                    policy_loss, pstats = reinforce_loss(logp, advantages[micro], part.mask)
-                    with torch.no_grad():  # how far the policy moved from the rollout's, as PPO reports it
-                        log_ratio = logp - part.old_logp
-                        pstats["approx_kl"] = masked_mean(torch.expm1(log_ratio) - log_ratio, part.mask)
-                        pstats["ratio_mean"] = masked_mean(log_ratio.exp(), part.mask)
+                aggregate = LOSS_AGGREGATIONS[opts.loss_agg]
+                policy_loss, pstats = policy_loss_of(logp, part.old_logp, advantages[micro], loss_mask, opts)
                 pstats["policy_loss"] = policy_loss.detach()
                 loss = policy_loss
                 if not opts.kl_in_reward:  # the KL as a loss term (GRPO): its gradient flows through logp
-                    kl_loss = masked_mean(kl_estimate(logp, part.ref_logp, opts.kl_estimator), part.mask)
+                    kl_loss = aggregate(kl_estimate(logp, part.ref_logp, opts.kl_estimator), loss_mask,
+                                        opts.max_new_tokens)
                     loss = loss + kl_coef * kl_loss
                     pstats["kl_loss"] = kl_loss.detach()
+                if opts.entropy_coef:  # a bonus: maximising entropy keeps the policy exploring
+                    entropy_bonus = aggregate(entropy, loss_mask, opts.max_new_tokens)
+                    loss = loss - opts.entropy_coef * entropy_bonus
+                    pstats["entropy_bonus"] = entropy_bonus.detach()
+                loss = loss * weight
                 if values is not None:  # separate parameters and optimiser: the sum backpropagates to each
                     value_loss, vstats = ppo_value_loss(values, part.values, returns[micro], part.mask, opts.value_clip)
-                    loss = loss + value_loss
-                    pstats.update(vstats, value_loss=value_loss.detach())
-                (loss * weight).backward()
+                    loss = loss + value_loss * value_weight
+                    for key, value in {**vstats, "value_loss": value_loss.detach()}.items():
+                        stats[key] = stats.get(key, 0.0) + float(value) * float(value_weight)
+                loss.backward()
                 for key, value in pstats.items():
                     stats[key] = stats.get(key, 0.0) + float(value) * float(weight)
             if ratio_first is None:

@@ -15,6 +15,7 @@ normalise; `summary.json` has them too, with the training and held-out accuracy.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,12 +154,25 @@ def run(cfg: RewardConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("rm needs --model DIR (a causal LM such as runs/sft/model, or an encoder) "
                          "and --data FILE of comparisons or rankings")
+    if cfg.ensemble or cfg.warm:
+        return run_members(cfg)
+    return train_single(cfg)
+
+
+def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Path:
+    """One reward model: the whole `rlhf rm` run of the module docstring; `part_of` is the run
+    directory of the ensemble this model is a member of."""
     t_start = time.perf_counter()
-    runtime.seed_everything(cfg.seed)  # before the model: the new value head is drawn from it
+    init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
+    runtime.seed_everything(init_seed)  # before the model: the new value head is drawn from it
     device = runtime.pick_device(cfg.device)
-    run_dir = runtime.RunDir(cfg)
+    # Inputs first: a broken data file fails in seconds, before the run directory and the model.
     records = read_preferences(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
+    eval_records = read_comparisons(cfg.eval_data) if cfg.eval_data else []
+    run_dir = runtime.RunDir(cfg, part_of=part_of)
     model, tokenizer, input_format = build_model(cfg, device)
+    if init_seed != cfg.seed:  # a shared head (WARM's members), then this member's own random stream
+        runtime.seed_everything(cfg.seed)
     pad_id = tokenizer.pad_token_id
     packing = cfg.packing and supports_packing(model)  # encoders attend both ways: rows cannot be shared
     tokenize = lambda rows: tokenize_preferences(tokenizer, rows, cfg.max_length, input_format, cfg.context_turns)  # noqa: E731
@@ -177,7 +191,7 @@ def run(cfg: RewardConfig) -> Path:
                                  runtime.autocast(cfg.precision, device))
     model = add_lora(model, cfg).to(device)
 
-    eval_pairs = tokenize(read_comparisons(cfg.eval_data)) if cfg.eval_data else []
+    eval_pairs = tokenize(eval_records) if eval_records else []
     scorer = RewardModel(model, tokenizer, input_format, cfg.max_length, device=device, precision=precision,
                          context_turns=cfg.context_turns)
 
@@ -197,13 +211,19 @@ def run(cfg: RewardConfig) -> Path:
     result = loop.fit(model, batch_at, plan, preference_loss_sum, cfg, run_dir, device, evaluate=evaluate, desc="rm")
     final_eval = evaluate()
 
-    # Reward statistics on the training data, stored with the model for later normalisation.
-    train_rewards = scorer.score_examples([r for p in preferences for r in p.responses], cfg.batch_size * 2)
-    mean, std = float(train_rewards.mean()), float(train_rewards.std())
+    # Reward statistics on the training data, stored with the model for later normalisation. A
+    # seeded sample is enough for a mean and a std, and scoring every response costs a third of
+    # a training epoch.
     train_pairs = [p for p in preferences if p.is_pair]
-    starts = torch.tensor([0] + [len(p.responses) for p in preferences]).cumsum(0)[:-1]  # first sequence of each
-    pair_starts = starts[[i for i, p in enumerate(preferences) if p.is_pair]]
-    train_accuracy = pair_accuracy(train_rewards[torch.stack([pair_starts, pair_starts + 1], 1)]) if train_pairs else None
+    measured = preferences
+    if 0 < cfg.stats_examples < len(preferences):
+        picked = sorted(random.Random(cfg.seed).sample(range(len(preferences)), cfg.stats_examples))
+        measured = [preferences[i] for i in picked]
+    train_rewards = scorer.score_examples([r for p in measured for r in p.responses], cfg.batch_size * 2)
+    mean, std = float(train_rewards.mean()), float(train_rewards.std())
+    starts = torch.tensor([0] + [len(p.responses) for p in measured]).cumsum(0)[:-1]  # first sequence of each
+    pair_starts = starts[[i for i, p in enumerate(measured) if p.is_pair]]
+    train_accuracy = pair_accuracy(train_rewards[torch.stack([pair_starts, pair_starts + 1], 1)]) if len(pair_starts) else None
     record_reward_stats(model, mean, std, cfg.max_length, cfg.context_turns)
     model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
     run_dir.write_summary({
@@ -220,7 +240,8 @@ def run(cfg: RewardConfig) -> Path:
         "head_init": cfg.head_init,
         **probe,
         "train_loss": result.last_metrics.get("loss"),
-        "train_accuracy": train_accuracy,
+        "train_accuracy": train_accuracy,  # on the `stats_examples` sample
+        "stats_examples": len(measured),
         **final_eval,
         "eval_pairs": len(eval_pairs),
         "reward_mean": mean,
@@ -230,5 +251,55 @@ def run(cfg: RewardConfig) -> Path:
         "train_wall_s": result.wall_s,
         "wall_s": time.perf_counter() - t_start,
         "peak_memory_mb": runtime.peak_memory_mb(device),
+    })
+    return model_dir
+
+
+def run_members(cfg: RewardConfig) -> Path:
+    """`--ensemble K` / `--warm K`: K members in `OUT/members/`, then one `OUT/model/` (see
+    `rlhf.train.reward_ensemble`); summary.json holds every member's summary and the result's
+    held-out accuracy."""
+    from ..models.ensemble import save_ensemble
+    from ..models.reward import load_reward_model
+    from . import reward_ensemble
+
+    t_start = time.perf_counter()
+    run_dir = runtime.RunDir(cfg)
+    members = reward_ensemble.train_members(cfg, run_dir, train_single)
+    member_dirs = [model_dir for model_dir, _ in members]
+    device = runtime.pick_device(cfg.device)
+    precision = "bf16" if cfg.precision == "bf16" and runtime.bf16_supported(device) else "fp32"
+    kind = "ensemble" if cfg.ensemble else "warm"
+    stats = {}
+    if cfg.ensemble:
+        model_dir = save_ensemble(member_dirs, run_dir.model_dir, {"seeds": [cfg.seed + i for i in range(cfg.ensemble)]})
+    else:
+        model, tokenizer, input_format = reward_ensemble.average_members(member_dirs, cfg.trust_remote_code)
+        model = model.to(device)
+        # The averaged model's rewards on the training data: its own statistics for normalisation.
+        scorer = RewardModel(model, tokenizer, input_format, cfg.max_length, device=device, precision=precision,
+                             context_turns=cfg.context_turns)
+        records = read_preferences(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
+        if 0 < cfg.stats_examples < len(records):  # the same seeded sample a single model measures on
+            records = [records[i] for i in sorted(random.Random(cfg.seed).sample(range(len(records)), cfg.stats_examples))]
+        preferences = tokenize_preferences(tokenizer, records, cfg.max_length, input_format, cfg.context_turns)
+        rewards = scorer.score_examples([r for p in preferences for r in p.responses], cfg.batch_size * 2)
+        stats = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+                 "member_weight_distance": reward_ensemble.weight_distance(member_dirs)}
+        record_reward_stats(model, stats["reward_mean"], stats["reward_std"], cfg.max_length, cfg.context_turns)
+        model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
+    final_eval = {}
+    if cfg.eval_data:
+        rm = load_reward_model(model_dir, device=device, precision=precision)
+        final_eval = reward_ensemble.pair_accuracy_on(rm, read_comparisons(cfg.eval_data))
+    run_dir.truncate_logs(0)  # a resumed run writes its member lines again
+    for row in reward_ensemble.member_metrics(members):
+        run_dir.log(row)
+    run_dir.write_summary({
+        "stage": "rm", "kind": kind, "members": [summary for _, summary in members],
+        "steps": sum(summary.get("steps", 0) for _, summary in members),
+        "member_eval_accuracy": [summary.get("eval_accuracy") for _, summary in members],
+        **stats, **final_eval,
+        "wall_s": time.perf_counter() - t_start, "peak_memory_mb": runtime.peak_memory_mb(device),
     })
     return model_dir

@@ -17,7 +17,7 @@ from ..config import SFTConfig
 from ..data.collate import collate_completions, pack_completions, pad_right
 from ..data.formats import read_demonstrations
 from ..data.tokenize import TokenizedExample, tokenize_completion
-from ..models.load import load_policy, save_pretrained
+from ..models.load import load_policy, resolve_model_dir, save_pretrained
 from . import loop
 from ..models.lm import lm_loss_sum, score_nll
 
@@ -50,8 +50,12 @@ def run(cfg: SFTConfig) -> Path:
     t_start = time.perf_counter()
     runtime.seed_everything(cfg.seed)
     device = runtime.pick_device(cfg.device)
-    run_dir = runtime.RunDir(cfg)
+    # Inputs first: a broken data file or model directory fails in seconds, before the run
+    # directory is created and before the model loads.
+    resolve_model_dir(cfg.model)
     demonstrations = read_demonstrations(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
+    eval_demonstrations = read_demonstrations(cfg.eval_data) if cfg.eval_data else []
+    run_dir = runtime.RunDir(cfg)
     model, tokenizer = load_policy(cfg, device)
     pad_id = tokenizer.pad_token_id
 
@@ -67,7 +71,7 @@ def run(cfg: SFTConfig) -> Path:
 
     eval_examples = []
     if cfg.eval_data:
-        eval_examples = tokenize_demonstrations(tokenizer, read_demonstrations(cfg.eval_data), cfg.max_length)
+        eval_examples = tokenize_demonstrations(tokenizer, eval_demonstrations, cfg.max_length)
 
     def evaluate() -> dict:
         if not eval_examples:

@@ -1,0 +1,87 @@
+"""The pieces a policy-gradient loss is assembled from, beside ``ppo.clipped_surrogate``: the
+importance ratio (per token, or per sequence as in GSPO) and the aggregation of per-token losses
+into one number (token mean, sequence mean of token means, or Dr. GRPO's constant normaliser).
+
+Per-token tensors are (B, T) over response tokens with ``mask`` 1 on real tokens. Each variant is
+one function, listed in a plain dict (LOG_RATIOS, LOSS_AGGREGATIONS) whose keys are the names of
+``rlhf.config.algorithms``.
+"""
+
+
+from torch import Tensor
+
+from rlhf.algos.masked import masked_mean, masked_sum
+
+
+# ---------------------------------------------------------------- importance ratios
+
+
+def token_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    """log pi_theta(y_t) - log pi_old(y_t) per token (PPO). logp (with grad), old_logp, mask: (B, T).
+    Returns (B, T); the gradient flows through logp only."""
+    return (logp - old_logp.detach()) * mask
+
+
+def sequence_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    """GSPO's sequence-level log ratio (Zheng et al. 2025, eq. 7), repeated on every token.
+
+    logp (with grad), old_logp, mask: (B, T). Returns (B, T):
+        log s_i = (1 / |y_i|) * sum_t (log pi_theta(y_i,t) - log pi_old(y_i,t))
+    the length-normalised log of pi_theta(y_i) / pi_old(y_i), so s_i = exp(log s_i) is one ratio
+    per sequence and clipping keeps or drops whole sequences. Its gradient reaches each token of
+    the sequence with weight 1 / |y_i|. With one token it is the token ratio.
+    """
+    per_sequence = masked_mean(logp - old_logp.detach(), mask, dim=1)  # (B,)
+    return per_sequence[:, None] * mask
+
+
+LOG_RATIOS = {"token": token_log_ratio, "sequence": sequence_log_ratio}  # (logp, old_logp, mask) -> (B, T)
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def token_mean(loss: Tensor, mask: Tensor, max_new_tokens: int) -> Tensor:
+    """Mean over every real token of the batch: sum_i sum_t l_it / sum_i |y_i| (DAPO, OpenRLHF).
+    loss, mask: (B, T). Returns a scalar; long responses weigh in proportion to their length."""
+    return masked_mean(loss, mask)
+
+
+def seq_mean_token_mean(loss: Tensor, mask: Tensor, max_new_tokens: int) -> Tensor:
+    """Mean over sequences of each sequence's token mean: (1/G) sum_i (1/|y_i|) sum_t l_it, as in
+    the GRPO paper (Shao et al. 2024, eq. 3). loss, mask: (B, T). Sequences with no real token
+    (all masked out) are left out of the mean. Returns a scalar."""
+    has_tokens = mask.sum(1) > 0
+    return masked_mean(masked_mean(loss, mask, dim=1), has_tokens)
+
+
+def seq_mean_token_sum_norm(loss: Tensor, mask: Tensor, max_new_tokens: int) -> Tensor:
+    """Dr. GRPO's unbiased aggregation (Liu et al. 2025, "Understanding R1-Zero-Like Training"):
+    (1/G) sum_i (sum_t l_it) / L with the constant L = max_new_tokens, so no response's tokens are
+    up- or down-weighted by its own length. loss, mask: (B, T). Sequences with no real token are
+    left out of G. Returns a scalar."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    has_tokens = mask.sum(1) > 0
+    return masked_mean(masked_sum(loss, mask, dim=1) / max_new_tokens, has_tokens)
+
+
+# (per-token loss (B, T), mask (B, T), max_new_tokens) -> scalar
+LOSS_AGGREGATIONS = {
+    "token-mean": token_mean,
+    "seq-mean-token-mean": seq_mean_token_mean,
+    "seq-mean-token-sum-norm": seq_mean_token_sum_norm,
+}
+
+
+def aggregation_units(mask: Tensor, name: str) -> Tensor:
+    """How many units the aggregation ``name`` averages over in ``mask`` (B, T): real tokens for
+    token-mean, sequences with at least one real token otherwise (a scalar).
+
+    A minibatch split into micro-batches gets the aggregate of the whole minibatch by weighting each
+    micro-batch's aggregate by its share of the minibatch's units."""
+    if name not in LOSS_AGGREGATIONS:
+        raise ValueError(f"unknown loss aggregation {name!r}; one of {', '.join(LOSS_AGGREGATIONS)}")
+    if name == "token-mean":
+        return mask.sum()
+    return (mask.sum(1) > 0).sum()

@@ -1,0 +1,248 @@
+"""`rlhf demo --task arithmetic`: RL with a verifiable reward on a task a 4M-parameter model can learn on a CPU.
+
+    base (shipped, or --base DIR) -> SFT on worked problems ("47+38=" -> "85")
+    -> GRPO and its variants (DAPO, Dr. GRPO, GSPO, RLOO, REINFORCE++, as `rlhf ppo --algo`)
+       against the exact-match checker (`rlhf.rewards.verifiable:exact_match`), all from SFT
+    -> every policy and SFT on the same held-out problems: greedy pass@1, sampled pass@1 and
+       pass@k, KL to SFT -> summary.json and report.html
+
+Every step is an ordinary stage run (`rlhf sft`, `rlhf ppo`) in its own subdirectory of --out with
+its config.yaml. No reward model and no labels: the reward is a program, so the figures are
+exact, not estimated. `--resume` keeps the steps that finished and reruns the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import DemoConfig, PPOConfig, SFTConfig
+from ..runtime.files import atomic_write_text
+from ..runtime.files import dumps as strict_json
+from .arithmetic import demonstrations, problems, prompt_rows
+
+REWARD = "rlhf.rewards.verifiable:exact_match"  # the final number of a response against the row's "answer"
+
+
+@dataclass(frozen=True)
+class ArithmeticPlan:
+    """The sizes of the arithmetic demo; `seconds` only feeds the progress display's estimate."""
+
+    max_operand: int  # operands 0..max_operand (subtractions never below 0)
+    demonstrations: int  # worked SFT examples
+    sft_epochs: float
+    sft_lr: float
+    sft_batch: int
+    train_prompts: int  # RL prompts (training split, none of them held out)
+    eval_prompts: int  # held-out problems every policy answers
+    eval_k: int  # samples per held-out problem at temperature 1 (sampled pass@1 and pass@k)
+    rl_steps: int
+    rl_batch: int  # prompts per RL step, each sampled rl_samples times
+    rl_samples: int
+    rl_lr: float
+    kl_coef: float
+    algos: tuple[str, ...]  # `rlhf ppo --algo` names, one RL run each
+    max_new_tokens: int
+    seconds: dict
+
+
+FULL = ArithmeticPlan(
+    max_operand=19, demonstrations=384, sft_epochs=8.0, sft_lr=2e-3, sft_batch=32, train_prompts=480, eval_prompts=122,
+    eval_k=8,
+    rl_steps=60, rl_batch=16, rl_samples=8, rl_lr=5e-5, kl_coef=0.01,
+    algos=("grpo", "dapo", "dr-grpo", "gspo", "rloo", "reinforce++"), max_new_tokens=6,
+    seconds={"data": 1, "sft": 40, "rl": 40, "eval": 8, "report": 5},
+)
+
+QUICK = ArithmeticPlan(
+    max_operand=19, demonstrations=128, sft_epochs=1.0, sft_lr=2e-3, sft_batch=32, train_prompts=64, eval_prompts=16, eval_k=4,
+    rl_steps=2, rl_batch=4, rl_samples=4, rl_lr=5e-5, kl_coef=0.01, algos=("grpo", "rloo"), max_new_tokens=6,
+    seconds={"data": 1, "sft": 5, "rl": 5, "eval": 2, "report": 5},
+)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(strict_json(r) + "\n" for r in rows))
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+class ArithmeticDemo:
+    """The steps of one arithmetic demo; each writes into a subdirectory of `out`."""
+
+    def __init__(self, cfg: DemoConfig, plan: ArithmeticPlan | None = None):
+        self.cfg = cfg
+        self.plan = plan or (QUICK if cfg.quick else FULL)
+        self.out = Path(cfg.out)
+        self.data = self.out / "data"
+        self.timings: dict[str, float] = {}
+
+    def _common(self, name: str) -> dict:
+        cfg = self.cfg
+        return dict(out=str(self.out / name), seed=cfg.seed, precision=cfg.precision, device=cfg.device,
+                    resume=cfg.resume, progress=cfg.progress, save_every=0)
+
+    def _model(self, name: str) -> str:
+        return str(self.out / name / "model")
+
+    def steps(self) -> list[tuple[str, str, str, object]]:
+        """(name, kind, title, action) in order."""
+        p = self.plan
+        steps = [("data", "data", "task data: worked problems, RL prompts, held-out problems", self.make_data),
+                 ("sft", "sft", f"supervised fine-tuning on {p.demonstrations} worked problems", self.sft)]
+        for algo in p.algos:
+            steps.append((algo, "rl", f"{algo} against the exact-match checker, {p.rl_samples} samples per prompt",
+                          lambda algo=algo: self.rl(algo)))
+        for run in ("sft", *p.algos):
+            steps.append((f"eval-{run}", "eval", f"held-out accuracy of {run}", lambda run=run: self.evaluate(run)))
+        steps.append(("report", "report", "summary.json and report.html", self.report))
+        return steps
+
+    def make_data(self) -> None:
+        p, seed = self.plan, self.cfg.seed
+        _write_jsonl(self.data / "demonstrations.jsonl", [{"prompt": d.prompt, "completion": d.completion}
+                                                          for d in demonstrations(p.demonstrations, seed, p.max_operand)])
+        # RL prompts: training problems in another order (another seed); held-out ones are never trained on.
+        _write_jsonl(self.data / "prompts-train.jsonl",
+                     prompt_rows(problems("train", p.train_prompts, seed + 1, p.max_operand)))
+        _write_jsonl(self.data / "prompts-eval.jsonl", prompt_rows(problems("test", p.eval_prompts, 0, p.max_operand)))
+
+    def sft(self) -> None:
+        from ..resources import BASE_MODEL
+        from ..train import sft
+
+        p = self.plan
+        with contextlib.redirect_stdout(io.StringIO()):
+            sft.run(SFTConfig(model=self.cfg.base or str(BASE_MODEL), data=str(self.data / "demonstrations.jsonl"),
+                              epochs=p.sft_epochs, batch_size=p.sft_batch, lr=p.sft_lr, max_length=32, log_every=5,
+                              **self._common("sft")))
+
+    def rl_config(self, algo: str) -> PPOConfig:
+        p = self.plan
+        return PPOConfig(model=self._model("sft"), data=str(self.data / "prompts-train.jsonl"), reward=REWARD,
+                         algo=algo, num_samples=p.rl_samples, batch_size=p.rl_batch,
+                         minibatch_size=p.rl_batch * p.rl_samples, max_steps=p.rl_steps, lr=p.rl_lr,
+                         kl_coef=p.kl_coef, max_new_tokens=p.max_new_tokens, max_length=32, samples_every=10,
+                         guard_window=0, **self._common(algo))
+
+    def rl(self, algo: str) -> None:
+        from ..train import ppo
+
+        ppo.run(self.rl_config(algo))
+
+    def evaluate(self, run: str) -> None:
+        """`run`'s policy on the held-out problems, with KL to SFT; writes run/eval.json."""
+        import torch
+
+        from ..data.formats import read_prompts
+        from ..models.load import load_causal_lm, load_tokenizer
+        from ..rollout.attention import use_fp32_attention
+        from ..runtime import autocast, pick_device
+        from .arithmetic_eval import evaluate_accuracy
+
+        p, cfg = self.plan, self.cfg
+        device = pick_device(cfg.device)
+        tokenizer = load_tokenizer(self._model("sft"))
+        reference = load_causal_lm(self._model("sft")).to(device).eval()
+        policy = reference if run == "sft" else load_causal_lm(self._model(run)).to(device).eval()
+        for model in {id(reference): reference, id(policy): policy}.values():
+            use_fp32_attention(model)
+        prompts = [r.prompt for r in read_prompts(str(self.data / "prompts-eval.jsonl"))]
+        started = time.perf_counter()
+        with torch.no_grad():
+            result = evaluate_accuracy(policy, reference, tokenizer, prompts, k=p.eval_k, seed=cfg.seed + 7,
+                                       max_new_tokens=p.max_new_tokens,
+                                       autocast=lambda: autocast(cfg.precision, device))
+        result["seconds"] = time.perf_counter() - started
+        atomic_write_text(self.out / run / "eval.json", strict_json(result, indent=2) + "\n")
+        print(f"{run}: greedy pass@1 {result['greedy_accuracy']:.3f}, sampled pass@1 {result['sampled_accuracy']:.3f}, "
+              f"pass@{p.eval_k} {result['pass_at_k']:.3f}, KL to SFT {result['kl_to_ref']:.3f}")
+
+    def report(self) -> None:
+        from .arithmetic_report import write_report
+
+        atomic_write_text(self.out / "summary.json", strict_json(self.summary(), indent=2) + "\n")
+        write_report(self.out)
+
+    def _entry(self, run: str) -> dict:
+        evaluation = _read_json(self.out / run / "eval.json")
+        keys = ("greedy_accuracy", "greedy_ci_low", "greedy_ci_high", "sampled_accuracy", "pass_at_k", "kl_to_ref",
+                "response_length")
+        entry = {"name": run, **{k: evaluation[k] for k in keys}, "dir": run,
+                 "wall_s": _read_json(self.out / run / "summary.json")["wall_s"]}
+        if run != "sft":
+            rl = _read_json(self.out / run / "summary.json")
+            entry.update(algo=rl.get("algo"), train_reward=rl.get("reward"))
+        return entry
+
+    def summary(self) -> dict:
+        p = self.plan
+        policies = [self._entry(run) for run in ("sft", *p.algos)]
+        sft = policies[0]
+        for entry in policies:
+            for key in ("greedy_accuracy", "sampled_accuracy", "pass_at_k"):
+                entry[f"{key}_vs_sft"] = entry[key] - sft[key]
+        steps = [{"name": name, "dir": name if name in ("sft", *p.algos) else "data" if name == "data" else
+                  name.removeprefix("eval-") if name.startswith("eval-") else ".", "wall_s": self.timings[name]}
+                 for name, *_ in self.steps() if name in self.timings]
+        return {"task": "arithmetic", "quick": self.cfg.quick, "seed": self.cfg.seed, "max_operand": p.max_operand,
+                "demonstrations": p.demonstrations, "eval_prompts": p.eval_prompts,
+                "k": p.eval_k, "rl_steps": p.rl_steps, "rl_samples": p.rl_samples, "rl_lr": p.rl_lr,
+                "reward": REWARD, "policies": policies, "steps": steps, "wall_s": sum(self.timings.values())}
+
+
+def run(cfg: DemoConfig, plan: ArithmeticPlan | None = None) -> Path:
+    if not cfg.progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    demo = ArithmeticDemo(cfg, plan)
+    out = demo.out
+    if out.exists() and any(out.iterdir()) and not cfg.resume:
+        raise FileExistsError(f"{out} is not empty: pass --resume to continue that demo, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    timings_path = out / "timings.json"
+    if cfg.resume and timings_path.exists():
+        demo.timings = _read_json(timings_path)
+    steps = demo.steps()
+    start, expected_done = time.perf_counter(), 0.0
+    for index, (name, kind, title, action) in enumerate(steps):
+        if name in demo.timings and name != "report":
+            expected_done += demo.plan.seconds[kind]
+            continue
+        elapsed = time.perf_counter() - start
+        speed = elapsed / expected_done if expected_done > 30 else 1.0  # this machine's pace so far
+        left = sum(demo.plan.seconds[k] for _, k, _, _ in steps[index:]) * speed
+        print(f"\n=== rlhf demo arithmetic [{index + 1}/{len(steps)}] {title}  ({_clock(elapsed)} elapsed, "
+              f"about {_clock(left)} left)", flush=True)
+        started = time.perf_counter()
+        action()
+        demo.timings[name] = time.perf_counter() - started
+        atomic_write_text(timings_path, json.dumps(demo.timings, indent=2) + "\n")
+        expected_done += demo.plan.seconds[kind]
+    summary = _read_json(out / "summary.json")
+    print(f"\nrlhf demo --task arithmetic: finished in {_clock(summary['wall_s'])}")
+    print(f"  {'policy':<22} {'greedy pass@1':>13} {'sampled pass@1':>14} {'pass@' + str(summary['k']):>7} "
+          f"{'KL to SFT':>9}")
+    for row in summary["policies"]:
+        print(f"  {row['name']:<22} {row['greedy_accuracy']:>13.3f} {row['sampled_accuracy']:>14.3f} "
+              f"{row['pass_at_k']:>7.3f} {row['kl_to_ref']:>9.3f}")
+    print(f"  report: {out / 'report.html'}")
+    return out / "report.html"
+
+
+def plan_with(plan: ArithmeticPlan, **changes) -> ArithmeticPlan:
+    """A copy of `plan` with some sizes changed (the bench's sweeps)."""
+    return dataclasses.replace(plan, **changes)

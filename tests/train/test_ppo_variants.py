@@ -1,0 +1,255 @@
+"""`rlhf ppo`'s algorithm registry, presets and options: the registry drives the config, the
+help and the estimators; every algorithm's first update at learning rate 0 has ratio 1 and
+nothing clipped; dynamic sampling, overlong shaping, truncation masking, the entropy bonus and
+verifiable rewards with per-part logging."""
+
+import dataclasses
+import json
+import math
+import typing
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import rlhf.algos
+from rlhf import cli
+from rlhf.config import PPOConfig
+from rlhf.config.algorithms import (
+    ALGORITHM_NAMES,
+    ESTIMATORS,
+    LOSS_AGGREGATIONS,
+    PRESETS,
+    RATIO_LEVELS,
+)
+from rlhf.config.fields import field_types
+from rlhf.data.records import Rollout
+from rlhf.train import ppo
+from rlhf.train.ppo_sampling import Sampled, concat_rollouts, dynamic_sampling
+from rlhf.train.ppo_update import (
+    ADVANTAGE_FUNCTIONS,
+    ALGORITHMS,
+    Experience,
+    loss_mask_of,
+    policy_loss_of,
+    reinforce_pp_baseline_per_token,
+    reinforce_pp_per_token,
+)
+
+RULE = "ppo_variant_rewards:length"  # varies even on the tiny model's gibberish, so advantages are not 0
+RULE_SOURCE = """
+def length(prompts, responses):
+    return [len(r) / 10 for r in responses]
+"""
+PROMPTS = ["Once upon a time", "The dog was", "Tom had a red ball.", "Sue liked"]
+
+
+@pytest.fixture(autouse=True)
+def rule_reward_module(tmp_path_factory, monkeypatch):
+    root = tmp_path_factory.getbasetemp() / "variant-rule-reward"
+    root.mkdir(exist_ok=True)
+    (root / "ppo_variant_rewards.py").write_text(RULE_SOURCE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(root))
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("variant-prompts") / "prompts.jsonl"
+    rows = [{"prompt": p, "answer": str(i)} for i, p in enumerate(PROMPTS)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def config(model, prompts, out, **overrides):
+    base = dict(model=str(model), data=str(prompts), out=str(out), reward=RULE, max_steps=1, batch_size=2,
+                minibatch_size=4, max_new_tokens=6, max_length=48, lr=0.0, precision="fp32", save_every=0,
+                progress=False, samples_every=0, seed=3, kl_coef=0.1)
+    return PPOConfig(**{**base, **overrides})
+
+
+def metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def test_one_registry_drives_config_estimators_and_algos():
+    assert typing.get_args(field_types(PPOConfig)["algo"]) == ALGORITHM_NAMES
+    assert typing.get_args(typing.get_args(field_types(PPOConfig)["loss_agg"])[0]) == tuple(LOSS_AGGREGATIONS)
+    assert set(ADVANTAGE_FUNCTIONS) == set(ESTIMATORS)
+    assert set(ALGORITHMS) == set(ALGORITHM_NAMES)
+    assert set(rlhf.algos.LOSS_AGGREGATIONS) == set(LOSS_AGGREGATIONS)
+    assert set(rlhf.algos.LOG_RATIOS) == set(RATIO_LEVELS)
+    fields = {f.name for f in dataclasses.fields(PPOConfig)}
+    for name, preset in PRESETS.items():
+        assert preset.estimator in ESTIMATORS, name
+        assert set(preset.options) <= fields, name
+
+
+def test_help_lists_every_algorithm_and_option(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["ppo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in (*ALGORITHM_NAMES, *LOSS_AGGREGATIONS, *RATIO_LEVELS):
+        assert f"{name}:" in text, name
+    for flag in ("--clip-high", "--loss-agg", "--dynamic-sampling", "--overlong-buffer", "--mask-truncated",
+                 "--entropy-coef"):
+        assert flag in text
+
+
+def test_presets_fill_unset_options_and_flags_win():
+    dapo = ppo.resolve_options(PPOConfig(algo="dapo"))
+    assert (dapo.clip, dapo.clip_high, dapo.loss_agg, dapo.dynamic_sampling) == (0.2, 0.28, "token-mean", True)
+    gspo = ppo.resolve_options(PPOConfig(algo="gspo"))
+    assert (gspo.ratio_level, gspo.clip, gspo.clip_high, gspo.loss_agg) == ("sequence", 3e-4, 4e-4,
+                                                                              "seq-mean-token-mean")
+    dr = ppo.resolve_options(PPOConfig(algo="dr-grpo"))
+    assert (dr.grpo_scale_by_std, dr.loss_agg, dr.k) == (False, "seq-mean-token-sum-norm", 4)
+    assert ppo.resolve_options(PPOConfig(algo="gspo", clip_high=1e-3)).clip_high == 1e-3
+    plain = ppo.resolve_options(PPOConfig(algo="grpo", clip=0.1))  # --clip is the symmetric shorthand
+    assert (plain.clip, plain.clip_high, plain.ratio_level, plain.loss_agg) == (0.1, 0.1, "token", "token-mean")
+    rpp = ppo.resolve_options(PPOConfig(algo="reinforce++-baseline"))
+    assert (rpp.k, rpp.kl_in_reward, rpp.clipped) == (4, False, True)
+
+
+def test_config_refuses_contradictions():
+    with pytest.raises(ValueError, match="plain policy gradient"):
+        PPOConfig(algo="reinforce", clip_high=0.3)
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        PPOConfig(algo="reinforce++", dynamic_sampling=True)
+    with pytest.raises(ValueError, match="num_samples must be >= 2"):
+        PPOConfig(algo="dapo", num_samples=1)
+    with pytest.raises(ValueError, match="overlong_buffer"):
+        PPOConfig(overlong_buffer=60, max_new_tokens=48)
+    with pytest.raises(ValueError, match="clip_low"):
+        PPOConfig(clip_low=1.5)
+
+
+# ---------------------------------------------------------------- estimators by hand
+
+
+def _experience(score, mask, ended=None):
+    b, t = mask.shape
+    ended = mask.sum(1) < t if ended is None else ended
+    rollout = Rollout(torch.ones(b, 1, dtype=torch.long), torch.ones(b, 1, dtype=torch.long),
+                      torch.ones(b, t, dtype=torch.long), mask, torch.zeros(b, t), ended)
+    zeros = torch.zeros(b, t)
+    return Experience(rollout, zeros, zeros, None, score, zeros)
+
+
+def test_reinforce_pp_puts_the_kl_in_the_token_reward():
+    # score 2, KL 0.5 per token at beta 0.1: rewards [-0.05, -0.05, 1.95] -> returns [1.85, 1.9, 1.95];
+    # mean 1.9, unbiased std 0.05 -> A = [-1, 0, 1]
+    opts = ppo.resolve_options(PPOConfig(algo="reinforce++"))
+    exp = _experience(torch.tensor([2.0]), torch.ones(1, 3, dtype=torch.long), torch.tensor([True]))
+    adv, ret = reinforce_pp_per_token(exp, torch.full((1, 3), 0.5), 0.1, opts)
+    assert ret is None
+    assert_close(adv, torch.tensor([[-1.0, 0.0, 1.0]]), rtol=1e-4, atol=1e-4)
+
+
+def test_reinforce_pp_baseline_removes_the_group_mean_first():
+    # scores [1, 3 | 2, 2], k = 2, KL as a loss (not in the reward): [-1, 1, 0, 0] / sqrt(2/3)
+    opts = dataclasses.replace(ppo.resolve_options(PPOConfig(algo="reinforce++-baseline")), k=2)
+    exp = _experience(torch.tensor([1.0, 3.0, 2.0, 2.0]), torch.ones(4, 1, dtype=torch.long))
+    adv, _ = reinforce_pp_baseline_per_token(exp, None, 0.1, opts)
+    s = math.sqrt(2 / 3)
+    assert_close(adv.flatten(), torch.tensor([-1 / s, 1 / s, 0.0, 0.0]), rtol=1e-5, atol=1e-6)
+
+
+def test_truncated_responses_carry_no_gradient():
+    opts = dataclasses.replace(ppo.resolve_options(PPOConfig(algo="grpo", mask_truncated=True)))
+    mask = torch.ones(2, 3, dtype=torch.long)
+    exp = _experience(torch.zeros(2), mask, ended=torch.tensor([True, False]))
+    loss_mask = loss_mask_of(exp, opts)
+    assert loss_mask.tolist() == [[1, 1, 1], [0, 0, 0]]
+    logp = torch.zeros(2, 3, requires_grad=True)
+    loss, _ = policy_loss_of(logp, torch.zeros(2, 3), torch.ones(2), loss_mask, opts)
+    loss.backward()
+    assert logp.grad[1].abs().sum() == 0 and logp.grad[0].abs().sum() > 0
+    assert loss_mask_of(exp, dataclasses.replace(opts, mask_truncated=False)).tolist() == mask.tolist()
+
+
+# ---------------------------------------------------------------- dynamic sampling
+
+
+def _sampled(scores, width):
+    b = len(scores)
+    rollout = Rollout(torch.full((b, 2), 5), torch.ones(b, 2, dtype=torch.long), torch.full((b, width), 7),
+                      torch.ones(b, width, dtype=torch.long), torch.zeros(b, width), torch.ones(b, dtype=torch.bool))
+    score = torch.tensor(scores)
+    return Sampled(rollout, [f"p{i // 2}" for i in range(b)], [None] * b, [f"r{i}" for i in range(b)], score,
+                   score, {"part": score * 10})
+
+
+def test_dynamic_sampling_keeps_informative_groups_and_samples_more():
+    first = _sampled([1.0, 1.0, 0.0, 1.0], width=3)  # groups of k=2: equal, informative
+    second = _sampled([2.0, 2.0, 3.0, 4.0], width=5)  # equal, informative
+    calls = []
+    batch, stats = dynamic_sampling(first, lambda r: calls.append(r) or second, groups=2, k=2, max_rounds=4, pad_id=0)
+    assert calls == [1]
+    assert batch.score.tolist() == [0.0, 1.0, 3.0, 4.0]  # the informative groups, in sampling order
+    assert batch.parts["part"].tolist() == [0.0, 10.0, 30.0, 40.0]
+    assert batch.rollout.response_ids.shape == (4, 5)  # padded to the widest round
+    assert batch.rollout.response_mask.sum(1).tolist() == [3, 3, 5, 5]
+    assert stats == {"dropped_group_share": 0.5, "sampling_rounds": 2, "filled_groups": 0,
+                     "reward_sampled": pytest.approx(14 / 8)}  # (1+1+0+1 + 2+2+3+4) / 8
+
+
+def test_dynamic_sampling_fills_a_short_batch_after_the_last_round():
+    first = _sampled([1.0, 1.0, 0.0, 1.0], width=3)
+    batch, stats = dynamic_sampling(first, None, groups=2, k=2, max_rounds=4, pad_id=0)
+    assert batch.score.tolist() == [0.0, 1.0, 1.0, 1.0]  # the informative group first, then a dropped one
+    assert (stats["sampling_rounds"], stats["filled_groups"]) == (1, 1)
+
+
+def test_concat_rollouts_pads_prompts_left_and_responses_right():
+    a, b = _sampled([0.0], 2).rollout, _sampled([0.0], 3).rollout
+    b.prompt_ids, b.prompt_mask = torch.full((1, 4), 5), torch.ones(1, 4, dtype=torch.long)
+    joined = concat_rollouts([a, b], pad_id=0)
+    assert joined.prompt_ids.tolist() == [[0, 0, 5, 5], [5, 5, 5, 5]]
+    assert joined.prompt_mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1]]
+    assert joined.response_ids.tolist() == [[7, 7, 0], [7, 7, 7]]
+
+
+# ---------------------------------------------------------------- every algorithm at learning rate 0
+
+
+@pytest.mark.parametrize("algo", ALGORITHM_NAMES)
+def test_first_update_at_lr0_has_ratio_one_and_nothing_clipped(algo, tiny_model_dir, prompts_file, tmp_path):
+    # 8 rows (2 prompts x k=4, or 4 prompts x 1 sample) in minibatches of 4, two epochs (ppo: its 4 epochs
+    # of 2): log pi_old comes from the rollout's forward, and the ratio compares two separate forwards
+    k = ppo.resolve_options(PPOConfig(algo=algo)).k
+    cfg = config(tiny_model_dir, prompts_file, tmp_path, algo=algo, batch_size=8 // max(k, 2),
+                 minibatch_size=2 if algo == "ppo" else 4, update_epochs=0 if algo == "ppo" else 2,
+                 entropy_coef=0.01 if algo == "dapo" else 0.0)
+    ppo.run(cfg)
+    (line,) = metrics(tmp_path)
+    assert line["ratio_first"] == 1.0 and line["ratio_mean"] == 1.0, line
+    assert line.get("clipfrac", 0.0) == 0.0 and line["approx_kl"] == 0.0
+    assert line["advantage_std"] > 0  # advantages are not all 0, so a clip could have shown
+    if ppo.resolve_options(cfg).dynamic_sampling:
+        assert 0 <= line["dropped_group_share"] <= 1 and line["sampling_rounds"] >= 1
+
+
+def test_entropy_bonus_enters_the_gradient(tiny_model_dir, prompts_file, tmp_path):
+    runs = {}
+    for coef in (0.0, 1.0):
+        out = tmp_path / str(coef)
+        ppo.run(config(tiny_model_dir, prompts_file, out, algo="grpo", entropy_coef=coef))
+        runs[coef] = metrics(out)[0]
+    assert runs[1.0]["reward"] == runs[0.0]["reward"]  # the same samples
+    assert runs[1.0]["entropy_bonus"] == pytest.approx(runs[1.0]["entropy"], rel=1e-4)  # token mean of the entropy
+    assert runs[1.0]["grad_norm"] != pytest.approx(runs[0.0]["grad_norm"], rel=1e-3)
+
+
+def test_verifiable_reward_parts_and_overlong_penalty_logged(tiny_model_dir, prompts_file, tmp_path):
+    cfg = config(tiny_model_dir, prompts_file, tmp_path, algo="grpo", reward="rlhf.rewards.verifiable:correct_with_format",
+                 overlong_buffer=6, overlong_penalty=0.5, mask_truncated=True, normalize_reward=False)
+    ppo.run(cfg)
+    (line,) = metrics(tmp_path)
+    assert {"reward/exact_match", "reward/answer_format"} <= set(line)
+    assert line["reward"] == pytest.approx(line["reward/exact_match"] + 0.1 * line["reward/answer_format"], abs=1e-6)
+    # buffer = max_new_tokens: every response of n tokens loses 0.5 * n / 6 (0.5 when it reaches 6)
+    lengths_penalty = 0.5 * line["response_length"] / 6
+    assert line["reward_normalized"] == pytest.approx(line["reward"] - lengths_penalty, abs=1e-5)
