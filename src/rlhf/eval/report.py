@@ -5,11 +5,9 @@ directory per step) and writes `demo_dir/report.html` with its PNG figures in `d
 The page has no JavaScript and loads nothing from the network (inline CSS, images by relative
 link), so it can be opened from disk or mailed as a folder. From top to bottom it shows:
 
-- the headline table: for SFT, PPO, RLOO, GRPO and DPO the gold (oracle) reward, the win rate
-  against SFT with its 95% interval, the KL to the SFT reference and the wall time; and the
-  reward model's accuracy against the gold oracle. This is the answer to "did RLHF work?";
-- the reward-KL frontier: PPO and DPO each swept over KL strengths, RLOO and GRPO as points,
-  gold reward against KL to the reference. The KL is what a method spent, the gold what it bought;
+- the headline table, per method: gold (oracle) reward, win rate against SFT with its 95% interval
+  and at equal length, KL to SFT, EOS share, wall time; the reward model's accuracy vs the oracle;
+- gold reward against KL to SFT for every run (PPO and DPO swept over KL strengths with --frontier);
 - proxy against gold along PPO training: the reward model's score can keep rising while the
   oracle's stops, which is over-optimisation (Goodhart), visible here because the oracle is known;
 - the reward model: accuracy against noisy labels and against the oracle, and a reliability
@@ -138,10 +136,10 @@ def draw_figures(demo_dir: Path, summary: dict, runs: dict[str, Run], eval_gold:
         figures[name] = path.relative_to(demo_dir).as_posix()
 
     headline = {m: summary[m]["dir"] for m in METHODS if isinstance(summary.get(m), dict) and "dir" in summary[m]}
-    strength = {"ppo": "KL coef", "dpo": "β"}  # PPO's KL coefficient, DPO's beta
+    strength = {"ppo": "KL coef", "dpo": "β"}  # labels only for a sweep; one run's strength is in the table
+    swept = summary.get("frontier_sweep", True)
     points = [{**p, "label": f"{strength.get(p.get('method'), '')}={p['kl_strength']:g}"
-               if isinstance(p.get("kl_strength"), (int, float)) and summary.get("frontier_sweep", True) else None}
-              for p in summary.get("frontier", [])]  # one run per method: the table below names its strength
+               if swept and isinstance(p.get("kl_strength"), (int, float)) else None} for p in summary.get("frontier", [])]
     points += [{**summary[m], "method": m} for m in ("sft", "rloo", "grpo", "online_dpo") if isinstance(summary.get(m), dict)]
     keep("frontier", plots.frontier(points, figures_dir / "frontier.png", headline))
 
@@ -238,11 +236,10 @@ the exact KL between the two models' next-token distributions summed over each r
 never negative. (The sampled estimate log π(y) − log π_SFT(y), "k1", is unbiased too but can come out
 below 0 near KL 0, since a sampled token can be likelier under SFT; it is kept in the evaluation's JSON
 as <code>kl_to_reference_k1</code>. See J. Schulman, "Approximating KL divergence", 2020.) KL strength:
-the KL coefficient of PPO, RLOO and GRPO, β of DPO, for the run shown here. Length-controlled win rate:
-the win rate at equal response length, from a logistic regression of each outcome on the length
-difference (as AlpacaEval 2 does); far below the raw one, the policy wins partly by writing longer.
-Ends with EOS: share of the policy's responses that stop by themselves before the token limit.
-Shaded: best of the column.</p>"""
+the KL coefficient of PPO, RLOO and GRPO, β of DPO, for the run shown here. Length-controlled win rate: the win
+rate at equal response length, from a logistic regression of each outcome on the length difference (as AlpacaEval 2
+does); far below the raw one, the policy wins partly by writing longer. Ends with EOS: share of the policy's
+responses that stop by themselves before the token limit. Shaded: best of the column.</p>"""
 
 
 def _frontier_section(summary: dict, figures: dict[str, str]) -> str:

@@ -30,8 +30,7 @@ from typing import Sequence
 
 import torch
 
-from ..runtime.files import fsync_dir, fsync_tree
-from .load import COMPLETE_MARKER, TMP_INFIX
+from .load import COMPLETE_MARKER, TMP_INFIX, publish_model_dir
 
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
@@ -78,15 +77,7 @@ def save_ensemble(members: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             shutil.copy2(file, tmp / file.name)
     spec = {"kind": "ensemble", "members": names, **(info or {})}
     (tmp / ENSEMBLE_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    (tmp / COMPLETE_MARKER).write_text('{"complete": true}\n', encoding="utf-8")
-    fsync_tree(tmp)
-    replaced = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, replaced)
-    os.replace(tmp, out)
-    fsync_dir(out.parent)
-    shutil.rmtree(replaced, ignore_errors=True)
-    return out
+    return publish_model_dir(tmp, out)
 
 
 def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -115,6 +115,12 @@ def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
         model = model.merge_and_unload()
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    return publish_model_dir(tmp, out)
+
+
+def publish_model_dir(tmp: Path, out: Path) -> Path:
+    """Mark the finished temporary directory `tmp` complete, fsync it and rename it to `out`
+    (an earlier `out` is replaced): `out` is the old model or the new one, never half of one."""
     (tmp / COMPLETE_MARKER).write_text('{"complete": true}\n', encoding="utf-8")
     fsync_tree(tmp)
     replaced = out.parent / f".{out.name}.old-{os.getpid()}"
