@@ -52,11 +52,11 @@ class ArithmeticPlan:
 
 
 FULL = ArithmeticPlan(
-    max_operand=19, demonstrations=384, sft_epochs=8.0, sft_lr=2e-3, sft_batch=32, train_prompts=480, eval_prompts=122,
+    max_operand=19, demonstrations=488, sft_epochs=64.0, sft_lr=2e-3, sft_batch=32, train_prompts=480, eval_prompts=122,
     eval_k=8,
     rl_steps=60, rl_batch=16, rl_samples=8, rl_lr=5e-5, kl_coef=0.01,
     algos=("grpo", "dapo", "dr-grpo", "gspo", "rloo", "reinforce++"), max_new_tokens=6,
-    seconds={"data": 1, "sft": 40, "rl": 40, "eval": 8, "report": 5},
+    seconds={"data": 1, "sft": 150, "rl": 100, "eval": 8, "report": 5},
 )
 
 QUICK = ArithmeticPlan(
