@@ -76,7 +76,7 @@ def describe(name: str, run: dict, window: int, tolerance: float) -> str:
             f"{run['eos'][peak]:.2f} -> {run['eos'][-1]:.2f} |")
 
 
-def plot(runs: dict[str, dict], window: int, out: Path) -> None:
+def plot(runs: dict[str, dict], window: int, tolerance: float, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,15 +87,15 @@ def plot(runs: dict[str, dict], window: int, out: Path) -> None:
         ax_gold.plot(run["steps"], run["gold"], color=colour, alpha=0.25)
         ax_gold.plot(run["steps"], moving_average(run["gold"], window), color=colour, label=name)
         ax_proxy.plot(run["steps"], moving_average(run["proxy"], window), color=colour, label=name)
-        peak = gold_peak(run, window)
-        if peak < len(run["steps"]) - 1:
+        peak, smooth = gold_peak(run, window), moving_average(run["gold"], window)
+        if smooth[peak] - smooth[-1] > tolerance:
             ax_gold.axvline(run["steps"][peak], color=colour, linestyle=":", linewidth=1)
         if run["first_warning"]:
             for ax in (ax_gold, ax_proxy):
                 ax.axvline(run["first_warning"][0], color=colour, linestyle="--", linewidth=1)
     ax_gold.set(title=f"gold reward (noiseless oracle), moving average of {window}", xlabel="rollout step")
     ax_proxy.set(title="proxy reward the policy optimises (own scale per run)", xlabel="rollout step")
-    ax_gold.legend(title="dotted: gold peak, dashed: guard's first warning", fontsize=8, title_fontsize=8)
+    ax_gold.legend(loc="lower right", title="dotted: gold peak before a fall, dashed: guard's first warning", fontsize=8, title_fontsize=8)
     ax_proxy.legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, run in runs.items():
         print(describe(name, run, args.window, args.tolerance))
-    plot(runs, args.window, args.out)
+    plot(runs, args.window, args.tolerance, args.out)
     print(f"\nfigure: {args.out}")
     return 0
 

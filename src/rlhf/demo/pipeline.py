@@ -184,7 +184,7 @@ class Demo:
 
         p = self.plan
         sizes = (dict(max_steps=p.ppo_steps, batch_size=p.ppo_batch, lr=p.ppo_lr, minibatch_size=p.ppo_batch,
-                      update_epochs=p.ppo_update_epochs)
+                      update_epochs=p.ppo_update_epochs, missing_eos_penalty=p.ppo_missing_eos_penalty)
                  if algo == "ppo" else
                  dict(max_steps=p.group_steps, batch_size=p.group_batch, num_samples=p.group_samples, lr=p.group_lr,
                       minibatch_size=p.group_batch * p.group_samples))

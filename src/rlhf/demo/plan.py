@@ -30,6 +30,7 @@ class DemoPlan:
     ppo_batch: int  # prompts per rollout step
     ppo_lr: float
     ppo_update_epochs: int  # passes over each rollout
+    ppo_missing_eos_penalty: float  # subtracted from the reward of a PPO response that does not end (stories must end)
     group_steps: int  # RLOO and GRPO rollout steps
     group_batch: int  # prompts per step (each sampled `group_samples` times)
     group_samples: int
@@ -50,6 +51,7 @@ FULL = DemoPlan(
     demonstrations=1200, sft_epochs=1.0, train_prompts=847, label_budget=2000, heldout_pairs=256,
     eval_prompts=128, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=8e-5, rm_context_turns=-1,
     ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=20, ppo_batch=32, ppo_lr=5e-5, ppo_update_epochs=4,
+    ppo_missing_eos_penalty=1.0,
     group_steps=20, group_batch=16, group_samples=4, group_lr=5e-5, group_kl_coef=0.05,
     dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=1e-4, dpo_batch=8, online_rounds=4,
     max_new_tokens=48, sample_batch=256,
@@ -61,6 +63,7 @@ QUICK = DemoPlan(
     demonstrations=128, sft_epochs=1.0, train_prompts=48, label_budget=96, heldout_pairs=32,
     eval_prompts=16, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=5e-5, rm_context_turns=-1,
     ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=2, ppo_batch=8, ppo_lr=5e-5, ppo_update_epochs=2,
+    ppo_missing_eos_penalty=1.0,
     group_steps=2, group_batch=4, group_samples=2, group_lr=5e-5, group_kl_coef=0.05,
     dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=5e-5, dpo_batch=8, online_rounds=2,
     max_new_tokens=16, sample_batch=64,
