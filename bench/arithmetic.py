@@ -12,8 +12,9 @@ on the seed). A seed directory that already holds finished steps is continued, n
 
 Printed (and written to OUT/results.md and OUT/results.json): for SFT and each algorithm, the
 mean over seeds of greedy pass@1, sampled pass@1, pass@k, KL to SFT (nats) and RL wall time,
-with a 95% interval over seeds (mean +- t(0.975, n-1) * sd / sqrt(n)), the per-seed values, and
-the gain of the best algorithm over SFT in sampled pass@1.
+with a 95% interval over seeds (mean +- t(0.975, n-1) * sd / sqrt(n)), the per-seed values, the
+gain over the same seed's SFT policy in sampled pass@1 (paired: the seeds' SFT policies differ far
+more than an RL run changes one), and the gain of the best algorithm over SFT.
 """
 
 from __future__ import annotations
@@ -67,13 +68,18 @@ def format_markdown(results: dict, k: int, seeds: list[int]) -> str:
     def cell(stat: dict, digits: int = 3) -> str:
         if stat["low"] == stat["high"]:
             return f"{stat['mean']:.{digits}f}"
-        return f"{stat['mean']:.{digits}f} ({stat['low']:.{digits}f}-{stat['high']:.{digits}f})"
+        joint = " to " if stat["low"] < 0 else "-"  # "(-0.4 to 8.0)", not "(-0.4-8.0)"
+        return f"{stat['mean']:.{digits}f} ({stat['low']:.{digits}f}{joint}{stat['high']:.{digits}f})"
 
-    lines = [f"| policy | greedy pass@1 | sampled pass@1 | pass@{k} | KL to SFT (nats) | wall s | sampled pass@1 per seed |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| policy | greedy pass@1 | sampled pass@1 | gain over SFT, same seed (points) | pass@{k} | "
+             "KL to SFT (nats) | wall s | sampled pass@1 per seed |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    sft_values = results["sft"]["sampled_accuracy"]["values"]
     for name, row in results.items():
         per_seed = ", ".join(f"{v:.3f}" for v in row["sampled_accuracy"]["values"])
-        lines.append(f"| {name} | {cell(row['greedy_accuracy'])} | {cell(row['sampled_accuracy'])} | "
+        gain = "-" if name == "sft" else cell(dict(zip(("mean", "low", "high"), interval(
+            [100 * (v - s) for v, s in zip(row["sampled_accuracy"]["values"], sft_values)]))), 1)
+        lines.append(f"| {name} | {cell(row['greedy_accuracy'])} | {cell(row['sampled_accuracy'])} | {gain} | "
                      f"{cell(row['pass_at_k'])} | {cell(row['kl_to_ref'], 2)} | {row['wall_s']['mean']:.0f} | {per_seed} |")
     sft = results["sft"]["sampled_accuracy"]["mean"]
     best = max((n for n in results if n != "sft"), key=lambda n: results[n]["sampled_accuracy"]["mean"], default=None)
