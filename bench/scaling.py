@@ -337,7 +337,8 @@ def render(measured: dict | None, gpu: GPU = GPU()) -> str:
             f"{m['tokens_per_s']:,.0f} tokens/s ({m['seconds_per_token'] * 1e6:.1f} us per token).",
             f"- Achieved 6 x matmul params x tokens/s = {m['achieved_gflops']:.1f} GFLOP/s, "
             f"{m['fraction_of_fp32_peak']:.0%} of this CPU's measured fp32 matmul peak "
-            f"({m['fp32_peak_gflops']:.1f} GFLOP/s): the CPU's MFU, to set beside the {gpu.mfu:.0%} assumed for GPUs.",
+            f"({m['fp32_peak_gflops']:.1f} GFLOP/s, measured under the same contention but not at the same moment, so "
+            f"this fraction is no clean MFU; beside it, the {gpu.mfu:.0%} assumed for GPUs is an assumption only).",
             f"- Training step / forward pass = {m['train_over_forward']:.2f} (the FLOP model says 3: forward 2, "
             "backward 4 per parameter and token; the optimiser step and the small model's non-matmul work add the rest).",
         ]
