@@ -45,6 +45,7 @@ class TrainConfig:
     trust_remote_code: bool = False  # allow model code shipped inside the model directory
     skip_bad_rows: bool = False  # drop malformed data rows (counted in summary.json) instead of stopping
     progress: bool = True  # show a progress bar
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"  # also send the logged metrics (and samples) to TensorBoard (OUT/tensorboard/) or Weights & Biases (OUT/wandb/, offline unless WANDB_MODE says otherwise); metrics.jsonl is written either way
 
     def __post_init__(self):
         checks = {

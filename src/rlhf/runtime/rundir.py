@@ -3,16 +3,18 @@
 A run never destroys earlier work: a non-empty directory is refused unless the run resumes it
 (--resume) or replaces it (--overwrite), and the refusal comes before anything is written. One
 process at a time runs in a directory (`OUT/.lock`). The original config.yaml is kept on resume;
-each resume records its own config as config.resume-N.yaml.
+each resume records its own config as config.resume-N.yaml. With `--report-to`, what is logged
+here is mirrored to TensorBoard or W&B (rlhf.runtime.tracking): every stage gets it from `log`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 from ..config import TrainConfig, to_yaml
-from . import lock, progress
+from . import lock, progress, tracking
 from .files import append_jsonl, atomic_write_text, dumps, truncate_jsonl
 
 CONFIG_NAME = "config.yaml"
@@ -47,6 +49,9 @@ class RunDir:
         if earlier and cfg.overwrite and not (self.path / CONFIG_NAME).exists():
             raise RunDirNotEmpty(f"--overwrite refused: {self.path} is not empty and holds no {CONFIG_NAME}, so it is "
                                  "not an rlhf run directory; choose another --out")
+        # a missing tracker library fails here, before anything is written
+        self.tracker = tracking.open_tracker(getattr(cfg, "report_to", "none"), self.path, self.samples_path,
+                                             dataclasses.asdict(cfg), group=part_of.path.name if part_of else None)
         self.path.mkdir(parents=True, exist_ok=True)
         if self.owns_lock:
             lock.acquire(self.path)
@@ -85,9 +90,22 @@ class RunDir:
         and a torn last line, so the logs read as one uninterrupted run."""
         for path in (self.metrics_path, self.samples_path):
             truncate_jsonl(path, after_step)
+        if self.tracker:
+            self.tracker.resume_after(after_step)
 
     def log(self, record: dict) -> None:
         append_jsonl(self.metrics_path, record)
+        if self.tracker:
+            self.tracker.log(record)
+
+    def replace_metrics(self, records: list[dict]) -> None:
+        """metrics.jsonl rewritten whole, atomically (a run that assembles its log from parts: online
+        DPO's rounds); a tracker gets every record, replacing what an earlier process sent."""
+        atomic_write_text(self.metrics_path, "".join(dumps(record) + "\n" for record in records))
+        if self.tracker:
+            self.tracker.resume_after(-1)
+            for record in records:
+                self.tracker.log(record)
 
     def write_summary(self, summary: dict) -> None:
         """summary.json, the last file a stage writes: the run is over and its lock is released.
@@ -96,5 +114,7 @@ class RunDir:
 
         summary = {**summary, "machine": summary.get("machine") or machine_facts()}
         atomic_write_text(self.path / "summary.json", dumps(summary, indent=2) + "\n")
+        if self.tracker:
+            self.tracker.close()
         if self.owns_lock:
             lock.release(self.path)

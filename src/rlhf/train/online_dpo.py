@@ -276,7 +276,7 @@ def write_metrics(run_dir: runtime.RunDir, rounds: list[dict]) -> None:
                       "tokens_per_s": info["train_tokens"] / max(info["train_s"], 1e-9), "elapsed_s": elapsed,
                       **{k: info[k] for k in ("labels", "pairs", "sample_s", "label_s", "sample_score", "ties_skipped")
                          if k in info}, **{k: v for k, v in info.items() if k.startswith("guard/")}})
-    atomic_write_text(run_dir.metrics_path, "".join(strict_json(line) + "\n" for line in lines))
+    run_dir.replace_metrics(lines)
 
 
 def save_end_state(model, path: Path) -> None:
