@@ -4,6 +4,7 @@ A run never destroys earlier work: a non-empty directory is refused unless the r
 (--resume) or replaces it (--overwrite), and the refusal comes before anything is written. One
 process at a time runs in a directory (`OUT/.lock`). The original config.yaml is kept on resume;
 each resume records its own config as config.resume-N.yaml.
+With several processes every rank makes the checks and rank 0 alone writes (`rlhf.runtime.dist`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..config import TrainConfig, to_yaml
-from . import lock, progress
+from . import dist, lock, progress
 from .files import append_jsonl, atomic_write_text, dumps, truncate_jsonl
 
 CONFIG_NAME = "config.yaml"
@@ -47,13 +48,17 @@ class RunDir:
         if earlier and cfg.overwrite and not (self.path / CONFIG_NAME).exists():
             raise RunDirNotEmpty(f"--overwrite refused: {self.path} is not empty and holds no {CONFIG_NAME}, so it is "
                                  "not an rlhf run directory; choose another --out")
-        self.path.mkdir(parents=True, exist_ok=True)
+        dist.barrier()  # every rank has looked before rank 0 writes
         if self.owns_lock:
-            lock.acquire(self.path)
             progress.start_run()
-        if earlier and cfg.overwrite:
-            self._clear()
-        self._write_config()
+        if dist.is_main():
+            self.path.mkdir(parents=True, exist_ok=True)
+            if self.owns_lock:
+                lock.acquire(self.path)
+            if earlier and cfg.overwrite:
+                self._clear()
+            self._write_config()
+        dist.barrier()
 
     def _entries(self) -> list[str]:
         if not self.path.is_dir():
@@ -83,17 +88,22 @@ class RunDir:
     def truncate_logs(self, after_step: int) -> None:
         """On resume, drop log lines written after the checkpoint (all of them with no checkpoint),
         and a torn last line, so the logs read as one uninterrupted run."""
+        if not dist.is_main():
+            return
         for path in (self.metrics_path, self.samples_path):
             truncate_jsonl(path, after_step)
 
     def log(self, record: dict) -> None:
-        append_jsonl(self.metrics_path, record)
+        if dist.is_main():
+            append_jsonl(self.metrics_path, record)
 
     def write_summary(self, summary: dict) -> None:
         """summary.json, the last file a stage writes: the run is over and its lock is released.
         It names the machine (`machine`: CPU, speed flags, threads) so figures are never compared blind."""
         from .device import machine_facts
 
+        if not dist.is_main():
+            return
         summary = {**summary, "machine": summary.get("machine") or machine_facts()}
         atomic_write_text(self.path / "summary.json", dumps(summary, indent=2) + "\n")
         if self.owns_lock:
