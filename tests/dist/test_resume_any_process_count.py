@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import torch
 from safetensors.torch import load_file
 
@@ -30,14 +31,18 @@ def test_two_process_run_killed_resumes_with_one_and_with_two(tiny_model_dir, de
     run(sft_args(tiny_model_dir, demonstrations_file, straight))
 
     killed = tmp_path / "killed"
-    # A session of its own, so that SIGKILL reaches the launcher and both ranks at once.
     proc = subprocess.Popen(command(sft_args(tiny_model_dir, demonstrations_file, killed), nproc=2), env=environment(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = killed / "checkpoints" / "step-5"
     deadline = time.time() + 1800
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
+    # torchrun starts each rank in a session of its own: kill the ranks by pid, then the launcher
+    ranks = psutil.Process(proc.pid).children(recursive=True)
+    for rank in ranks:
+        rank.send_signal(signal.SIGKILL)
+    psutil.wait_procs(ranks, timeout=60)
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert first.exists() and not (killed / "model").exists()
