@@ -17,7 +17,6 @@ MODULE_OF = {"pyyaml": "yaml", "vadersentiment": "vaderSentiment", "gt-all-minil
 # Declared but reached only through another package: why each is declared.
 INDIRECT = {
     "safetensors": "the weights format of every model directory; transformers writes it and tests read it",
-    "accelerate": "the distributed engine the stages will run under (issue 15); transformers' device maps use it",
     "pyarrow": "Parquet input, read through `datasets`",
     "python-multipart": "FastAPI needs it to parse the labelling app's forms",
     "uvicorn": "serves the FastAPI apps",

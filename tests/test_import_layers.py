@@ -37,6 +37,7 @@ LAYERS = {
     "rlhf.doctor": 8,
     "rlhf.iterate": 8,  # exports from rlhf.feedback's store, runs rlhf.train's stages
     "rlhf.cli": 9,
+    "rlhf.__main__": 10,  # `python -m rlhf` (what `accelerate launch -m rlhf` runs): the CLI
     "rlhf": 9,  # the package's own __init__
 }
 

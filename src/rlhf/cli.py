@@ -34,6 +34,10 @@ COMMANDS = {
     "report": (None, "rlhf.eval.run_report", "RUN_DIR/report.html for any run or demo directory: curves, over-optimisation guard, samples, config"),
 }
 
+# Commands that run data-parallel under `torchrun` / `accelerate launch` (the supervised loop,
+# `rlhf.train.loop.fit`); the others refuse to start as one of several processes.
+DATA_PARALLEL = frozenset({"pretrain", "sft", "rm", "dpo"})
+
 
 def _usage() -> str:
     width = max(len(c) for c in COMMANDS)
@@ -168,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before the stage's heavy imports and before anything is written: data, models, tokenizers
         # `rlhf label` needs only the web dependencies (no torch): its commands check their own files.
         if not COMMANDS[command][1].startswith("rlhf.feedback."):
+            from .runtime.dist import require_single_process
             from .train.inputs import check_inputs
 
+            if command not in DATA_PARALLEL:
+                require_single_process(f"rlhf {command}")
             check_inputs(command, cfg)
     except (FileNotFoundError, ValueError) as err:
         print(f"rlhf {command}: error: {err}", file=sys.stderr)
@@ -186,7 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input (data rows, model directories, run directories) is the user's to fix: no traceback.
         print(f"rlhf {command}: error: {err}", file=sys.stderr)
         return 1
-    print(f"rlhf {command}: done -> {out}")
+    if command in DATA_PARALLEL:
+        from .runtime import dist
+
+        dist.print0(f"rlhf {command}: done -> {out}")
+        dist.shutdown()
+    else:
+        print(f"rlhf {command}: done -> {out}")
     return 0
 
 

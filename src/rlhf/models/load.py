@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from ..runtime import dist
 from ..runtime.files import fsync_dir, fsync_tree
 from ..runtime.guard import assert_finite
 
@@ -105,9 +106,13 @@ def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     Written atomically: into a temporary sibling directory, fsynced, marked complete
     (COMPLETE_MARKER) and renamed into place, so `out_dir` is the old model or the new one,
     never half of one. An earlier model at `out_dir` is replaced.
+    With several processes rank 0 writes it and every rank returns once it is in place.
     """
     assert_finite(model, f"the model for {out_dir}")  # NaN weights are never saved
     out = Path(out_dir)
+    if not dist.is_main():
+        dist.barrier()
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}{TMP_INFIX}{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -115,7 +120,9 @@ def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
         model = model.merge_and_unload()
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    return publish_model_dir(tmp, out)
+    published = publish_model_dir(tmp, out)
+    dist.barrier()
+    return published
 
 
 def publish_model_dir(tmp: Path, out: Path) -> Path:

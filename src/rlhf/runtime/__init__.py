@@ -1,6 +1,8 @@
-"""The one seam between a stage and the machine it runs on: device, precision, seeding, the run
-directory and its checkpoints. Stages import these from here; nothing here knows a stage."""
+"""The one seam between a stage and the machine it runs on: device, precision, seeding, ranks
+(`dist`: one process or several, through accelerate), the run directory and its checkpoints.
+Stages import these from here; nothing here knows a stage."""
 
+from . import dist
 from .checkpoint import (
     CHECKPOINT_PREFIX,
     ResumeMismatch,
@@ -34,4 +36,5 @@ __all__ = [
 ]
 __all__ += ["ResumeMismatch", "RunDirNotEmpty", "UnsafeCheckpoint", "check_resume_config", "load_state",
             "record_context", "record_step", "result_config", "resume_state", "saved_result_config"]
+__all__ += ["dist"]
 __all__ += ["NonFiniteError", "NonFiniteGuard", "advance_schedulers", "assert_finite"]

@@ -17,9 +17,10 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """`name` ("auto": CUDA if present); under a launcher "auto" and "cuda" are this rank's GPU."""
+    from .dist import device
+
+    return device(name)
 
 
 def bf16_supported(device: torch.device) -> bool:

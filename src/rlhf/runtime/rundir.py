@@ -5,6 +5,7 @@ A run never destroys earlier work: a non-empty directory is refused unless the r
 process at a time runs in a directory (`OUT/.lock`). The original config.yaml is kept on resume;
 each resume records its own config as config.resume-N.yaml. With `--report-to`, what is logged
 here is mirrored to TensorBoard or W&B (rlhf.runtime.tracking): every stage gets it from `log`.
+With several processes every rank makes the checks and rank 0 alone writes and reports (`rlhf.runtime.dist`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from ..config import TrainConfig, to_yaml
-from . import lock, progress, tracking
+from . import dist, lock, progress, tracking
 from .files import append_jsonl, atomic_write_text, dumps, truncate_jsonl
 
 CONFIG_NAME = "config.yaml"
@@ -49,16 +50,21 @@ class RunDir:
         if earlier and cfg.overwrite and not (self.path / CONFIG_NAME).exists():
             raise RunDirNotEmpty(f"--overwrite refused: {self.path} is not empty and holds no {CONFIG_NAME}, so it is "
                                  "not an rlhf run directory; choose another --out")
-        # a missing tracker library fails here, before anything is written
-        self.tracker = tracking.open_tracker(getattr(cfg, "report_to", "none"), self.path, self.samples_path,
-                                             dataclasses.asdict(cfg), group=part_of.path.name if part_of else None)
-        self.path.mkdir(parents=True, exist_ok=True)
+        # a missing tracker library fails here, before anything is written (rank 0 alone reports)
+        self.tracker = (tracking.open_tracker(getattr(cfg, "report_to", "none"), self.path, self.samples_path,
+                                              dataclasses.asdict(cfg), group=part_of.path.name if part_of else None)
+                        if dist.is_main() else None)
+        dist.barrier()  # every rank has looked before rank 0 writes
         if self.owns_lock:
-            lock.acquire(self.path)
             progress.start_run()
-        if earlier and cfg.overwrite:
-            self._clear()
-        self._write_config()
+        if dist.is_main():
+            self.path.mkdir(parents=True, exist_ok=True)
+            if self.owns_lock:
+                lock.acquire(self.path)
+            if earlier and cfg.overwrite:
+                self._clear()
+            self._write_config()
+        dist.barrier()
 
     def _entries(self) -> list[str]:
         if not self.path.is_dir():
@@ -88,12 +94,16 @@ class RunDir:
     def truncate_logs(self, after_step: int) -> None:
         """On resume, drop log lines written after the checkpoint (all of them with no checkpoint),
         and a torn last line, so the logs read as one uninterrupted run."""
+        if not dist.is_main():
+            return
         for path in (self.metrics_path, self.samples_path):
             truncate_jsonl(path, after_step)
         if self.tracker:
             self.tracker.resume_after(after_step)
 
     def log(self, record: dict) -> None:
+        if not dist.is_main():
+            return
         append_jsonl(self.metrics_path, record)
         if self.tracker:
             self.tracker.log(record)
@@ -101,6 +111,8 @@ class RunDir:
     def replace_metrics(self, records: list[dict]) -> None:
         """metrics.jsonl rewritten whole, atomically (a run that assembles its log from parts: online
         DPO's rounds); a tracker gets every record, replacing what an earlier process sent."""
+        if not dist.is_main():
+            return
         atomic_write_text(self.metrics_path, "".join(dumps(record) + "\n" for record in records))
         if self.tracker:
             self.tracker.resume_after(-1)
@@ -112,6 +124,8 @@ class RunDir:
         It names the machine (`machine`: CPU, speed flags, threads) so figures are never compared blind."""
         from .device import machine_facts
 
+        if not dist.is_main():
+            return
         summary = {**summary, "machine": summary.get("machine") or machine_facts()}
         atomic_write_text(self.path / "summary.json", dumps(summary, indent=2) + "\n")
         if self.tracker:

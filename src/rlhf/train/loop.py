@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from ..config import TrainConfig
+from ..runtime import dist
 from ..runtime.guard import NonFiniteGuard, advance_schedulers
 from ..runtime import RunDir, autocast, record_step, resume_state, save_checkpoint, set_rng_state, to_device
 
@@ -32,6 +33,11 @@ class BatchPlan:
     little padding while the order stays random (like `group_by_length` in transformers).
     Because the plan is a function of the micro-batch index, the data position of a checkpoint
     is just the step counter, and resuming replays exactly the batches an uninterrupted run sees.
+
+    `batch_size` is the global micro-batch: with several processes (`rlhf.runtime.dist`) each
+    rank takes every world-th example of it (`micro_batch`), so the examples of a step, and
+    hence the update, do not depend on the number of processes, and a checkpoint resumes with
+    any number of them.
     """
 
     GROUP_WINDOW = 32
@@ -39,6 +45,10 @@ class BatchPlan:
     def __init__(self, n_examples: int, batch_size: int, seed: int, lengths: list[int] | None = None):
         if n_examples < batch_size:
             raise ValueError(f"only {n_examples} training examples for a batch size of {batch_size}")
+        self.rank, self.world = dist.rank(), dist.world_size()
+        if batch_size % self.world:
+            raise ValueError(f"the batch size {batch_size} does not divide among {self.world} processes: "
+                             f"choose a multiple of {self.world}")
         self.n, self.batch_size, self.seed, self.lengths = n_examples, batch_size, seed, lengths
         self.per_epoch = n_examples // batch_size
         self._epoch: tuple[int, list[list[int]]] | None = None
@@ -57,9 +67,14 @@ class BatchPlan:
             self._epoch = (epoch, batches)
         return self._epoch[1]
 
-    def micro_batch(self, i: int) -> list[int]:
+    def global_micro_batch(self, i: int) -> list[int]:
+        """The examples of micro-batch i over all ranks."""
         epoch, j = divmod(i, self.per_epoch)
         return self._batches(epoch)[j]
+
+    def micro_batch(self, i: int) -> list[int]:
+        """This rank's examples of micro-batch i (strided: length-sorted batches stay balanced)."""
+        return self.global_micro_batch(i)[self.rank :: self.world]
 
     def total_steps(self, cfg: TrainConfig) -> int:
         if cfg.max_steps > 0:
@@ -127,6 +142,11 @@ def fit(
     the loss summed over the batch's units; the loop divides by the units of the whole
     accumulation group, so G accumulated micro-batches give exactly the gradient of one batch
     G times larger, whatever the padding.
+    With several processes each rank computes its share of every micro-batch (see BatchPlan);
+    the units are counted over all ranks and the gradients summed over them
+    (`rlhf.runtime.dist`), so the update, the logged loss and the checkpoints are those of one
+    process up to summation order. Rank 0 alone logs and writes checkpoints; every rank runs
+    `evaluate` (they agree: same weights, same data, same random state).
     `forward_model` (e.g. a torch.compile'd wrapper) is what `loss_fn` receives; parameters,
     optimiser and checkpoints always belong to `model`.
     """
@@ -148,8 +168,11 @@ def fit(
         set_rng_state(state["rng"])
         guard.load_state_dict(state["guard"])  # skipped steps count over the whole run
         start_step, tokens_seen, wall_before = state["step"], state["tokens"], state["wall_s"]
+    dist.broadcast_parameters(model)  # replicas start equal, whatever drew their random parts
 
     def checkpoint(step: int, wall: float) -> None:
+        if not dist.is_main():  # one copy of replicated state; it resumes with any process count
+            return
         save_checkpoint(
             run,
             step,
@@ -162,11 +185,12 @@ def fit(
     t0 = time.perf_counter() - wall_before
     window_t, window_tokens = time.perf_counter(), 0
     last: dict = {}
-    bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not (cfg.progress and dist.is_main()),
+               dynamic_ncols=True)
     for step in range(start_step, total_steps):
         record_step(step)  # steps finished, for the Ctrl-C message
         batches = [batch_at(step * cfg.grad_accum + k) for k in range(cfg.grad_accum)]
-        group_count = sum(b["n_units"] for b in batches)
+        group_count = dist.global_count(sum(b["n_units"] for b in batches))  # over all ranks: per-token means stay global
         loss_total, stats_total = 0.0, {}
         for batch in batches:
             batch = to_device(batch, device)
@@ -176,7 +200,9 @@ def fit(
             loss_total += loss_sum.item()
             for key, value in stats.items():
                 stats_total[key] = stats_total.get(key, 0.0) + float(value) / len(batches)
-        step_tokens = sum(b["n_tokens"] for b in batches)
+        dist.sum_gradients(trainable)
+        loss_total, step_tokens = dist.sum_all([loss_total, sum(b["n_tokens"] for b in batches)])
+        step_tokens = int(step_tokens)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
         done = step + 1
         if guard.check(done, loss=loss_total, grad_norm=grad_norm):
@@ -203,7 +229,7 @@ def fit(
                 "tokens": tokens_seen,
                 "skipped_steps": guard.skipped,
             }
-            last.update(stats_total)
+            last.update(dist.mean_all(stats_total))  # every rank logs or none: the same step counter
             if is_eval:
                 model.eval()
                 last.update(evaluate())

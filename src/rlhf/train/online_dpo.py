@@ -135,6 +135,7 @@ def round_prompts(prompts: list[PromptText], cfg: DPOConfig, r: int) -> list[Pro
 
 
 def run(cfg: DPOConfig) -> Path:
+    runtime.dist.require_single_process("rlhf dpo --online")  # sampling and labelling are not sharded yet
     from ..data.formats import read_comparisons
     from ..rollout.generate import SamplingConfig, sample_responses
 

@@ -23,6 +23,7 @@ from ..algos.logprobs import token_logprobs
 from ..data.collate import collate_completions
 from ..data.tokenize import TokenizedExample
 from ..models.lm import target_logits
+from ..runtime import dist
 from ..runtime.files import fsync_dir
 
 LOGPROB_CHUNK_ROWS = 1024  # target rows upcast to fp32 at a time when taking log-softmax
@@ -97,6 +98,8 @@ def cached_reference_logps(path: Path, name: str, key: str, compute: Callable[[]
     if entry is not None and entry["key"] == key:
         return entry["logps"], True
     logps = compute()
+    if not dist.is_main():  # every rank computes the same numbers; one writes them
+        return logps, False
     cache[name] = {"key": key, "logps": logps}
     tmp = path.with_suffix(".tmp")
     torch.save(cache, tmp)

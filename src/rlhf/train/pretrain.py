@@ -117,5 +117,6 @@ def write_samples(model, tokenizer, documents: list[str], path: Path, cfg: Pretr
         continuation = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
         samples.append({"prompt": opening, "continuation": continuation})
         lines.append(f"\n**{opening}**{continuation}\n")
-    path.write_text("".join(lines), encoding="utf-8")
+    if runtime.dist.is_main():  # every rank samples the same; one writes
+        path.write_text("".join(lines), encoding="utf-8")
     return samples

@@ -263,6 +263,7 @@ def run_members(cfg: RewardConfig) -> Path:
     from ..models.reward import load_reward_model
     from . import reward_ensemble
 
+    runtime.dist.require_single_process("rlhf rm --ensemble/--warm")  # members are trained one after another
     t_start = time.perf_counter()
     run_dir = runtime.RunDir(cfg)
     members = reward_ensemble.train_members(cfg, run_dir, train_single)

@@ -1,0 +1,55 @@
+"""Start `rlhf` as one process or as several (torchrun, accelerate launch) on the CPU, over gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+needs_gloo = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="needs torch.distributed with the gloo backend",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(args: list[str], nproc: int = 1, launcher: str = "torchrun") -> list[str]:
+    """`python -m rlhf ARGS` as one process, or under torchrun / accelerate launch with `nproc`."""
+    if nproc == 1:
+        return [sys.executable, "-m", "rlhf", *args]
+    port = str(free_port())
+    if launcher == "accelerate":  # the CPU config of configs/accelerate, as the README shows it
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "--num_processes", str(nproc),
+                "--main_process_port", port, "-m", "rlhf", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
+            "--master_port", port, "-m", "rlhf", *args]
+
+
+def environment() -> dict:
+    # One thread per process: two processes share the two cores of a laptop-sized machine.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run(args: list[str], nproc: int = 1, launcher: str = "torchrun", timeout: float = 1800) -> subprocess.CompletedProcess:
+    result = subprocess.run(command(args, nproc, launcher), env=environment(), capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args[:1])} x{nproc} failed:\n{result.stderr[-3000:]}"
+    return result
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -1,0 +1,64 @@
+"""`rlhf sft`, `rlhf rm` and `rlhf dpo` under two processes (gloo on the CPU) compute what one
+process computes at the same global batch: the same losses step by step and the same weights.
+
+Every rank takes its half of each global micro-batch, the token (or pair) count and the
+gradients are summed over the ranks, and rank 0 alone writes; so the two runs differ only in the
+order of floating-point sums.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dist_launch import metrics, needs_gloo, run
+
+pytestmark = needs_gloo
+
+STEPS = 4
+
+
+def common(model, data, out) -> list[str]:
+    return ["--model", str(model), "--data", str(data), "--out", str(out), "--precision", "fp32", "--seed", "5",
+            "--max-steps", str(STEPS), "--max-length", "32", "--lr", "1e-3", "--warmup-steps", "0",
+            "--log-every", "1", "--save-every", "0", "--no-progress"]
+
+
+def assert_same_run(one, two):
+    """Losses of the first steps to 1e-4, one metrics line per step (rank 0 alone logs), same weights."""
+    first, second = metrics(one), metrics(two)
+    assert [m["step"] for m in second] == list(range(1, STEPS + 1))
+    for a, b in zip(first, second):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-4), (a, b)
+        assert b["tokens"] == a["tokens"]  # tokens summed over the ranks
+    wa, wb = load_file(str(one / "model" / "model.safetensors")), load_file(str(two / "model" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=1e-4)
+    assert first[-1]["loss"] != first[0]["loss"]  # it trained
+
+
+def test_sft_two_processes_match_one(tiny_model_dir, demonstrations_file, tmp_path):
+    # grad accumulation 2 x global micro-batch 4: each rank sees 2 examples per micro-batch
+    args = lambda out: ["sft", *common(tiny_model_dir, demonstrations_file, out), "--batch-size", "4",  # noqa: E731
+                        "--grad-accum", "2"]
+    run(args(tmp_path / "one"))
+    run(args(tmp_path / "two"), nproc=2)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+def test_rm_two_processes_match_one_under_accelerate_launch(tiny_model_dir, pairs_file, tmp_path):
+    args = lambda out: ["rm", *common(tiny_model_dir, pairs_file, out), "--batch-size", "4"]  # noqa: E731
+    run(args(tmp_path / "one"))
+    run(args(tmp_path / "two"), nproc=2, launcher="accelerate")
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+def test_dpo_two_processes_match_one(tiny_model_dir, pairs_file, tmp_path):
+    args = lambda out: ["dpo", *common(tiny_model_dir, pairs_file, out), "--batch-size", "4",  # noqa: E731
+                        "--kl-prompts", "0"]
+    run(args(tmp_path / "one"))
+    run(args(tmp_path / "two"), nproc=2)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    assert (tmp_path / "two" / "reference_logps.pt").exists()  # written once, by rank 0
