@@ -1,8 +1,13 @@
 """Benchmark: `rlhf ppo --algo ppo|rloo|grpo` against TRL, same model, prompts, reward and settings.
 
-    python bench/ppo.py [--model DIR] [--reward-model DIR] [--algos ppo,rloo,grpo] [--steps 6]
+    python bench/ppo.py [--model DIR] [--reward-model DIR] [--algos ppo,rloo,grpo,grpo-ds] [--steps 6]
                         [--samples 32] [--k 4] [--max-new-tokens 48] [--precision bf16] [--threads 1]
+                        [--task stories|arithmetic] [--max-operand 19]
                         [--trl-ppo-path /tmp/trl112/site] [--out runs/bench-ppo]
+
+`--task arithmetic` swaps the reward model for a program (exact match of the answer) on both
+sides, and `grpo-ds` is our GRPO with dynamic sampling against TRL's GRPO, which has no such
+option (TRL 1.16): see bench/ppo_verifiable.py for both and for the useful-samples figures.
 
 TRL sides: `RLOOTrainer` and `GRPOTrainer` of the installed TRL (1.16); PPO left TRL's main API
 after 1.12, so PPO is compared with `trl.experimental.ppo.PPOTrainer` of TRL 1.12, imported from
@@ -30,29 +35,37 @@ import os
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PhasePeak, cpu, format_table, machine, run_worker  # noqa: E402
+import ppo_verifiable as verifiable  # noqa: E402
+from ppo_trl import worker_trl, worker_trl_ppo  # noqa: E402
 from efficiency import (EFFICIENCY_HEADERS, compare_sides, describe_peak, describe_targets, matmul_params,  # noqa: E402
                         matmul_peak, verdict, whole_process_s)
 
 SPEED_TARGET = 2.0
-KL = {"ppo": 0.05, "rloo": 0.05, "grpo": 0.04}
+KL = {"ppo": 0.05, "rloo": 0.05, "grpo": 0.04, "grpo-ds": 0.04}
+STAGE = {"grpo-ds": "grpo"}  # the stage whose targets and FLOP count a bench algorithm shares
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="runs/sft/model", help="policy directory (default: the demo's SFT model)")
+    p.add_argument("--model", default=None, help="policy directory (default: the demo's SFT model runs/sft/model; "
+                   "--task arithmetic: the shipped base model, give an arithmetic SFT model instead)")
     p.add_argument("--reward-model", default="runs/rm/model", help="reward model directory (from `rlhf rm`)")
-    p.add_argument("--prompts", default=None, help="prompts file (default: TinyStories openings, rlhf.demo.tasks)")
-    p.add_argument("--algos", default="ppo,rloo,grpo")
+    p.add_argument("--task", choices=verifiable.TASKS, default="stories",
+                   help="stories: TinyStories openings scored by --reward-model; arithmetic: the arithmetic task's "
+                   "training problems scored by exact match of the answer on both sides")
+    p.add_argument("--max-operand", type=int, default=19, help="--task arithmetic: operands 0..N (the demo's plan)")
+    p.add_argument("--prompts", default=None, help="prompts file (default: the task's, see --task)")
+    p.add_argument("--algos", default=None, help="among ppo, rloo, grpo, grpo-ds (GRPO with dynamic sampling); "
+                   "default: ppo,rloo,grpo (stories), grpo-ds (arithmetic)")
     p.add_argument("--steps", type=int, default=6, help="RL steps (rollout + update) per run")
     p.add_argument("--warmup-steps", type=int, default=1, help="first steps left out of the timing")
     p.add_argument("--samples", type=int, default=32, help="responses per step (prompts x samples per prompt)")
     p.add_argument("--k", type=int, default=4, help="samples per prompt for RLOO and GRPO (PPO: 1)")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: 48 (stories), 6 (arithmetic)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
@@ -63,9 +76,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     p.add_argument("--_spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    algos = args.algos or ("grpo-ds" if args.task == "arithmetic" else "ppo,rloo,grpo")
+    args.algos = [a.strip() for a in algos.split(",") if a.strip()]
     if set(args.algos) - set(KL):
-        p.error("--algos takes ppo, rloo and/or grpo")
+        p.error("--algos takes ppo, rloo, grpo and/or grpo-ds")
+    if args.task == "arithmetic" and set(args.algos) - set(verifiable.ARITHMETIC_ALGOS):
+        p.error(f"--task arithmetic takes --algos among {', '.join(verifiable.ARITHMETIC_ALGOS)} "
+                "(TRL's PPO needs a reward model)")
+    if "grpo-ds" in args.algos and args.k < 2:
+        p.error("grpo-ds drops groups of equal rewards: --k must be at least 2")
+    if args.max_new_tokens is None:
+        args.max_new_tokens = verifiable.DEFAULT_MAX_NEW_TOKENS[args.task]
+    args.base_model = args.model is None and args.task == "arithmetic"
+    if args.model is None:
+        from rlhf.resources import BASE_MODEL
+
+        args.model = str(BASE_MODEL) if args.task == "arithmetic" else "runs/sft/model"
+    args.reward = verifiable.OUR_REWARD if args.task == "arithmetic" else args.reward_model
     if args.steps <= args.warmup_steps:
         p.error("--steps must be larger than --warmup-steps")
     return args
@@ -91,8 +118,10 @@ def worker_ours(spec: dict) -> dict:
     from rlhf.train import ppo
 
     k = 1 if spec["algo"] == "ppo" else spec["k"]
+    dynamic = spec["algo"] == "grpo-ds"
     cfg = PPOConfig(
-        model=spec["model"], data=spec["prompts"], out=spec["out"], reward=spec["reward_model"], algo=spec["algo"],
+        model=spec["model"], data=spec["prompts"], out=spec["out"], reward=spec["reward"],
+        algo="grpo" if dynamic else spec["algo"], dynamic_sampling=dynamic,
         max_steps=spec["steps"], batch_size=spec["samples"] // k, num_samples=k, minibatch_size=spec["samples"],
         update_epochs=4 if spec["algo"] == "ppo" else 1, max_new_tokens=spec["max_new_tokens"], lr=spec["lr"],
         critic_lr=spec["lr"], kl_coef=KL[spec["algo"]], precision=spec["precision"], seed=spec["seed"],
@@ -107,142 +136,17 @@ def worker_ours(spec: dict) -> dict:
     records = [{"step": 0, "t": 0.0, "samples": 0, "tokens": 0}] + [
         {"step": line["step"], "t": line["elapsed_s"], "samples": line["step"] * spec["samples"], "tokens": line["tokens"]}
         for line in lines]
+    if dynamic:  # responses sampled, and trained in informative groups, from the stage's own sampling stats
+        counts = verifiable.cumulative([verifiable.ours_step_counts(line, spec["samples"] // k, k) for line in lines])
+        records = [{**record, **count} for record, count in zip(records, counts)]
     from rlhf.runtime.device import effective_precision
 
     return {"records": records, "rewards": [line["reward"] for line in lines], **peak.as_dict(),
+            "dropped_group_share": [line.get("dropped_group_share") for line in lines],
             "precision_used": effective_precision(spec["precision"], "cpu")}
 
 
-def _clock():
-    from transformers import TrainerCallback
-
-    class StepClock(TrainerCallback):
-        """(step, time, samples, tokens) at the start of training and after each step."""
-
-        def __init__(self):
-            self.records, self.tokens, self.samples = [], 0, 0
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.records.append({"step": 0, "t": time.perf_counter(), "samples": 0, "tokens": 0})
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.records.append({"step": state.global_step, "t": time.perf_counter(), "samples": self.samples,
-                                 "tokens": self.tokens})
-
-    return StepClock()
-
-
-def _relative(records: list[dict]) -> list[dict]:
-    t0 = records[0]["t"]
-    return [{**r, "t": r["t"] - t0} for r in records]
-
-
-def _count_completions(clock, completion_ids, eos_id: int) -> None:
-    """Add a batch of generated ids (N, T) to the clock: N samples and their tokens up to and including EOS."""
-    import torch
-
-    is_eos = completion_ids == eos_id
-    has_eos = is_eos.any(1)
-    first = torch.where(has_eos, is_eos.int().argmax(1) + 1, torch.full_like(has_eos, completion_ids.shape[1], dtype=torch.long))
-    clock.samples += completion_ids.shape[0]
-    clock.tokens += int(first.sum())
-
-
-def worker_trl(spec: dict) -> dict:
-    """TRL's RLOOTrainer / GRPOTrainer (installed TRL) on the same prompts, reward model and settings."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    import trl
-
-    algo, k = spec["algo"], spec["k"]
-    tokenizer = AutoTokenizer.from_pretrained(spec["model"], local_files_only=True)
-    Trainer, Config = (trl.GRPOTrainer, trl.GRPOConfig) if algo == "grpo" else (trl.RLOOTrainer, trl.RLOOConfig)
-    clock = _clock()
-
-    class CountingTrainer(Trainer):
-        def _generate_single_turn(self, *args, **kwargs):
-            out = super()._generate_single_turn(*args, **kwargs)
-            # GRPO returns (completion_ids, logprobs), RLOO completion_ids: token lists cut after the first EOS
-            completion_ids = out[0] if isinstance(out, tuple) else out
-            clock.samples += len(completion_ids)
-            clock.tokens += sum(len(c) for c in completion_ids)
-            return out
-
-    extra = {"beta": KL[algo]}
-    if algo == "grpo":
-        extra.update(scale_rewards="group", loss_type="dapo")
-    args = Config(
-        output_dir=spec["out"], seed=spec["seed"], max_steps=spec["steps"], per_device_train_batch_size=spec["samples"],
-        num_generations=k, steps_per_generation=1, gradient_accumulation_steps=1, num_iterations=1,
-        max_completion_length=spec["max_new_tokens"], temperature=1.0, top_k=0, top_p=1.0, epsilon=0.2,
-        learning_rate=spec["lr"], lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9,
-        adam_beta2=0.95, max_grad_norm=1.0, gradient_checkpointing=False, bf16=spec["precision"] == "bf16", fp16=False,
-        use_cpu=True, report_to="none", dataloader_num_workers=0, save_strategy="no", logging_steps=1,
-        disable_tqdm=True, disable_dropout=True, **extra,
-    )
-    prompts = [json.loads(line)["prompt"] for line in Path(spec["prompts"]).read_text().splitlines()]
-    peak = PhasePeak()
-    peak.start()
-    trainer = CountingTrainer(model=spec["model"], reward_funcs=spec["reward_model"], args=args,
-                              train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
-                              processing_class=tokenizer, callbacks=[clock])
-    trainer.train()
-    peak.stop()
-    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-    return {"records": _relative(clock.records), "rewards": rewards, **peak.as_dict(),
-            "trl": trl.__version__, "threads": torch.get_num_threads()}
-
-
-def worker_trl_ppo(spec: dict) -> dict:
-    """TRL 1.12's experimental PPOTrainer: policy, reference, reward model and value model from the same dirs."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-    import trl
-    import trl.experimental.ppo.ppo_trainer as ppo_module
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
-
-    clock = _clock()
-    tokenizer = AutoTokenizer.from_pretrained(spec["model"], local_files_only=True)
-    generate = ppo_module.batch_generation
-
-    def counted_generation(model, queries, local_rollout_forward_batch_size, pad_token_id, generation_config):
-        query_responses, logits = generate(model, queries, local_rollout_forward_batch_size, pad_token_id,
-                                           generation_config)
-        _count_completions(clock, query_responses[:, queries.shape[1]:], tokenizer.eos_token_id)
-        return query_responses, logits
-
-    ppo_module.batch_generation = counted_generation
-    prompts = [json.loads(line)["prompt"] for line in Path(spec["prompts"]).read_text().splitlines()]
-    dataset = Dataset.from_dict({"input_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]})
-    args = PPOConfig(
-        output_dir=spec["out"], seed=spec["seed"], per_device_train_batch_size=spec["samples"],
-        gradient_accumulation_steps=1, num_mini_batches=1, num_ppo_epochs=4, total_episodes=spec["samples"] * spec["steps"],
-        response_length=spec["max_new_tokens"], stop_token="eos", temperature=1.0, kl_coef=KL["ppo"], kl_estimator="k1",
-        cliprange=0.2, cliprange_value=0.2, learning_rate=spec["lr"], lr_scheduler_type="constant", warmup_steps=0,
-        weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0, gradient_checkpointing=False,
-        bf16=spec["precision"] == "bf16", fp16=False, use_cpu=True, report_to="none", dataloader_num_workers=0,
-        save_strategy="no", logging_steps=1, num_sample_generations=0, local_rollout_forward_batch_size=spec["samples"],
-        missing_eos_penalty=None, disable_tqdm=True,
-    )
-    peak = PhasePeak()
-    peak.start()
-    load = dict(local_files_only=True, dtype=torch.float32)
-    policy = AutoModelForCausalLM.from_pretrained(spec["model"], **load)
-    ref = AutoModelForCausalLM.from_pretrained(spec["model"], **load)
-    reward = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], num_labels=1, **load)
-    value = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], num_labels=1, **load)
-    trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref, reward_model=reward,
-                         train_dataset=dataset, value_model=value, callbacks=[clock])
-    trainer.train()
-    peak.stop()
-    rewards = [h["objective/scores"] for h in trainer.state.log_history if "objective/scores" in h]
-    return {"records": _relative(clock.records), "rewards": rewards, **peak.as_dict(), "trl": trl.__version__,
-            "threads": torch.get_num_threads()}
-
-
-WORKERS = {"ours": worker_ours, "trl": worker_trl, "trl-ppo": worker_trl_ppo}
+WORKERS = {"ours": worker_ours, "trl": worker_trl, "trl-ppo": worker_trl_ppo}  # TRL's: bench/ppo_trl.py
 
 
 # ---------------------------------------------------------------- driver
@@ -279,7 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    prompts = Path(args.prompts) if args.prompts else default_prompts(out, args.samples * args.steps)
+    if args.prompts:
+        prompts = Path(args.prompts)
+    elif args.task == "arithmetic":
+        prompts = verifiable.arithmetic_prompts(out, args.samples * args.steps, args.seed, args.max_operand)
+    else:
+        prompts = default_prompts(out, args.samples * args.steps)
+    if args.base_model:
+        print(verifiable.base_model_note(), flush=True)
     if args.threads:  # the parent's torch too, so that cpu() and the matmul peak show the workers' count
         import torch
 
@@ -287,17 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     print(cpu(), flush=True)
     peak = matmul_peak(args.threads)
     print(describe_peak(peak), flush=True)
-    policy_params, reward_params = matmul_params(args.model), matmul_params(args.reward_model, "reward")
+    policy_params = matmul_params(args.model)
+    reward_params = 0 if args.task == "arithmetic" else matmul_params(args.reward_model, "reward")
     load_before = os.getloadavg()
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    results, rows = {}, []
+    results, rows, useful_rows = {}, [], []
     for algo in args.algos:
         runs: dict[str, list] = {"ours": [], "trl": []}
         for repeat in range(args.repeats):
             for side in ("ours", "trl"):
                 worker = "trl-ppo" if (side, algo) == ("trl", "ppo") else side
                 name = f"{algo}-{side}-{args.precision}-{repeat}"
-                spec = {"algo": algo, "model": args.model, "reward_model": args.reward_model, "prompts": str(prompts),
+                spec = {"algo": algo, "model": args.model, "reward_model": args.reward_model, "reward": args.reward, "kl": KL[algo],
+                        "task": args.task, "prompts": str(prompts),
                         "out": str(out / "runs" / name), "steps": args.steps, "samples": args.samples, "k": args.k,
                         "max_new_tokens": args.max_new_tokens, "lr": args.lr, "seed": args.seed,
                         "precision": args.precision, "threads": args.threads,
@@ -312,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_worker(Path(__file__).resolve(), ["--_worker", worker, "--_spec", str(spec_path)],
                                     Path(spec["result"]), out / "runs" / f"{name}.log", worker_env)
                 result.update(throughput(result["records"], args.warmup_steps))
+                if algo == "grpo-ds":
+                    result["useful"] = verifiable.useful_throughput(result["records"], args.warmup_steps, args.k)
                 runs[side].append(result)
         med = lambda side, key: statistics.median(r[key] for r in runs[side])  # noqa: E731
         keys = ("samples_per_s", "tokens_per_s", "peak_mb", "train_growth_mb", "mean_length")
@@ -321,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         results[algo]["samples_ratio"] = ours["samples_per_s"] / trl["samples_per_s"]
         results[algo]["tokens_ratio"] = ours["tokens_per_s"] / trl["tokens_per_s"]
         results[algo]["memory_ratio"] = ours["peak_mb"] / trl["peak_mb"]
-        trained, forward = model_flop_params(algo, policy_params, reward_params)
-        compared = compare_sides(algo, runs["ours"], runs["trl"], args.precision, peak, trained, forward,
+        stage = STAGE.get(algo, algo)
+        trained, forward = model_flop_params(stage, policy_params, reward_params)
+        compared = compare_sides(stage, runs["ours"], runs["trl"], args.precision, peak, trained, forward,
                                  in_loop_key="samples_per_s")
         for side in ("ours", "trl"):
             results[algo][side].update(compared[side])
@@ -332,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                      results[algo]["tokens_ratio"], ours["peak_mb"], trl["peak_mb"], results[algo]["memory_ratio"],
                      ours["train_growth_mb"], trl["train_growth_mb"], ours["mean_length"], trl["mean_length"],
                      *compared["cells"]])
+        if algo == "grpo-ds":
+            useful = {side: {key: statistics.median(r["useful"][key] for r in runs[side]) for key in
+                             runs[side][0]["useful"]} for side in runs}
+            results[algo]["useful"] = useful
+            useful_rows.append(verifiable.useful_row(algo, f"{trl.get('trl', '?')}", useful["ours"], useful["trl"]))
     headers = ["algo", "TRL", "ours samp/s", "TRL samp/s", "samples x", "ours tok/s", "TRL tok/s", "tokens x",
                "ours peak MB", "TRL peak MB", "memory x", "ours +MB", "TRL +MB", "ours len", "TRL len",
                *EFFICIENCY_HEADERS]
@@ -341,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + cpu() + "\n" + describe_peak(peak) + "\n\n" + format_table(headers, rows) + "\n")
     print(f"target: samples x >= {SPEED_TARGET} for each algorithm -> {met}")
     for algo in args.algos:
-        print(f"{algo}: {describe_targets(algo)} -> {verdict(results[algo]['issue12_targets'])}")
+        print(f"{algo}: {describe_targets(STAGE.get(algo, algo))} -> {verdict(results[algo]['issue12_targets'])}")
+    if useful_rows:
+        trl_version = useful_rows[0][1]
+        print("\n" + format_table(verifiable.USEFUL_HEADERS, useful_rows) + "\n")
+        print(verifiable.useful_note(trl_version))
     if "ppo" in args.algos:
         print("ppo: TRL 1.16 has no PPOTrainer in its API (trl.experimental.ppo left after 1.12); "
               "the TRL side of PPO is TRL 1.12 from --trl-ppo-path.")
@@ -352,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{policy_params:,} and reward/value {reward_params:,} matmul parameters (embedding tables left out). "
           "whole s: wall time from spawning the worker to the end of its training call (interpreter start, "
           "imports, model loading included); whole x = TRL's seconds / ours.")
+    print(f"task {args.task} (reward: {args.reward}), model {args.model}")
     print(f"{args.precision}, {args.threads} thread(s), {args.samples} samples/step, k={args.k} (rloo, grpo), "
           f"max {args.max_new_tokens} new tokens, steps {args.warmup_steps + 1}..{args.steps} timed, "
           f"medians of {args.repeats} run(s) per side")
