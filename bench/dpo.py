@@ -13,8 +13,11 @@ so neither holds a reference model during training and the precomputation is out
 the same model directory (fp32 weights, SDPA attention), rows, batch size (comparisons per step:
 2x that many sequences per forward, chosen and rejected concatenated on both sides), max length,
 optimiser steps, learning rate (no warm-up, cosine to 10%), AdamW betas/eps, weight decay (0),
-gradient clipping (1.0) and seed; no gradient accumulation, no padding-free batches, no length
-grouping, no gradient checkpointing, no evaluation, no checkpoints. bf16 = autocast to bfloat16
+gradient clipping (1.0) and seed; no gradient accumulation, no padding-free batches, no gradient
+checkpointing, no evaluation, no checkpoints. Pairs come in the same random order on both sides,
+so the losses match step by step; with --group-by-length both sides batch pairs of similar length
+together instead (ours: its default `group_by_length`; TRL: `train_sampling_strategy="group_by_length"`
+of the transformers Trainer), and the padding each side reaches is printed. bf16 = autocast to bfloat16
 with fp32 weights on ours, `bf16=True` (with `use_cpu=True`) on TRL; fp32 = no autocast. CPU only.
 
 tokens/s = non-padding tokens (attention-mask sum over chosen and rejected rows) of the batches
@@ -73,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precisions", default="fp32,bf16", help="comma-separated, from fp32 and bf16")
     p.add_argument("--threads", type=int, help="torch/OpenMP threads in both workers (default: torch's choice); "
                    "1 is steadier on a machine shared with other jobs")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="both sides batch pairs of similar length together (default: the same random order on both)")
     p.add_argument("--repeats", type=int, default=1, help="runs per side and precision, alternating; medians reported")
     p.add_argument("--out", default="runs/bench-dpo", help="directory for the model, data, runs and results.json")
     p.add_argument("--_worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
@@ -178,7 +183,7 @@ def worker_ours(spec: dict) -> dict:
     cfg = DPOConfig(model=spec["model"], data=spec["data"], out=str(out), seed=spec["seed"], max_steps=spec["steps"],
                     batch_size=spec["batch_size"], grad_accum=1, lr=spec["lr"], warmup_steps=0, weight_decay=0.0,
                     max_grad_norm=1.0, max_length=spec["max_length"], precision=spec["precision"], loss="dpo",
-                    beta=BETA, group_by_length=False, kl_prompts=0, save_every=0, log_every=1, progress=False,
+                    beta=BETA, group_by_length=spec["group_by_length"], kl_prompts=0, save_every=0, log_every=1, progress=False,
                     device="cpu")
     t0 = time.perf_counter()
     dpo.run(cfg)
@@ -205,6 +210,13 @@ def worker_trl(spec: dict) -> dict:
         if not isinstance(c.prompt, str):
             raise ValueError("the DPO benchmark takes plain-text comparisons")
         rows.append({"prompt": c.prompt, "chosen": c.chosen, "rejected": c.rejected})
+    if spec["group_by_length"]:  # the transformers sampler reads each row's length from the "length" column
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+        count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        for row in rows:
+            row["length"] = count(row["prompt"]) + max(count(row["chosen"]), count(row["rejected"]))
     args = DPOConfig(
         output_dir=spec["out"], seed=spec["seed"], max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"],
         gradient_accumulation_steps=1, learning_rate=spec["lr"], warmup_steps=0,
@@ -213,10 +225,21 @@ def worker_trl(spec: dict) -> dict:
         loss_type=["sigmoid"], beta=BETA, precompute_ref_log_probs=True, padding_free=False,
         gradient_checkpointing=False, bf16=spec["precision"] == "bf16", fp16=False, use_cpu=True, report_to="none",
         dataloader_num_workers=0, dataloader_drop_last=True, save_strategy="no", eval_strategy="no", logging_steps=1,
-        disable_tqdm=True,
+        disable_tqdm=True, train_sampling_strategy="group_by_length" if spec["group_by_length"] else "random",
     )
     t0 = time.perf_counter()
-    trainer, records = timed_trainer(DPOTrainer, model=spec["model"], args=args, train_dataset=Dataset.from_list(rows))
+    trainer_class = DPOTrainer
+    if spec["group_by_length"]:
+        class LengthKeepingDPOTrainer(DPOTrainer):
+            """Keeps the "length" column through TRL's removal of unused columns, for the sampler."""
+
+            def _set_signature_columns_if_needed(self):
+                super()._set_signature_columns_if_needed()
+                if "length" not in self._signature_columns:
+                    self._signature_columns = [*self._signature_columns, "length"]
+
+        trainer_class = LengthKeepingDPOTrainer
+    trainer, records = timed_trainer(trainer_class, model=spec["model"], args=args, train_dataset=Dataset.from_list(rows))
     setup_s = time.perf_counter() - t0
     if trainer.ref_model is not None or not trainer.precompute_ref_logps:
         raise RuntimeError("TRL is not on the precomputed-reference path this benchmark assumes")
@@ -248,7 +271,8 @@ def measure(args, script: Path, out: Path, model_dir: Path, data: Path) -> dict:
                 name = f"{side}-{precision}-{repeat}"
                 spec = {"model": str(model_dir), "data": str(data), "out": str(out / "runs" / name),
                         "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
-                        "lr": args.lr, "seed": args.seed, "precision": precision, "threads": args.threads}
+                        "lr": args.lr, "seed": args.seed, "precision": precision, "threads": args.threads,
+                        "group_by_length": args.group_by_length}
                 spec_path, result_path = out / "runs" / f"{name}.spec.json", out / "runs" / f"{name}.result.json"
                 spec_path.parent.mkdir(parents=True, exist_ok=True)
                 spec_path.write_text(json.dumps({**spec, "result": str(result_path)}))
@@ -302,7 +326,8 @@ def summarise(raw: dict, args, peak: dict, params: int) -> tuple[str, dict]:
         flop_note(f"{params:,} trained parameters") + " The reference's forward passes (2 x params x tokens) "
         "are precomputed before the timed steps on both sides, so the in-loop figure has none; whole s includes them.",
         f"tok/s: non-padding tokens (chosen + rejected rows) of steps {args.warmup_steps + 1}..{args.steps} / wall time "
-        f"from the end of step {args.warmup_steps} to the end of step {args.steps}; medians of {args.repeats} run(s).",
+        f"from the end of step {args.warmup_steps} to the end of step {args.steps}; medians of {args.repeats} run(s); "
+        f"{'both sides length-grouped' if args.group_by_length else 'the same random order on both sides'}.",
         "peak MB: peak RSS (VmHWM) of the worker process, imports and model load included; "
         "train +MB: peak RSS during the training call minus the RSS when it started (what training itself adds).",
         "setup s: from the stage/trainer call to the first training step: loading, tokenising, reference precompute.",

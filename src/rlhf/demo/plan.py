@@ -23,7 +23,7 @@ class DemoPlan:
     rm_epochs: float
     rm_lr: float  # reward model from the SFT policy
     rm_lr_encoder: float  # reward model from the MiniLM encoder
-    rm_context_turns: int  # -1: the reward model reads prompt and continuation; 0: the continuation alone (what the oracle judges)
+    rm_context_turns: int  # 0: the continuation alone, what the oracle judges (0.791 against gold, 19% fewer tokens than -1, prompt and continuation: 0.775)
     ppo_kl_coefs: tuple[float, ...]  # with --frontier, one PPO run per KL coefficient: the reward-vs-KL frontier
     ppo_kl_headline: float  # the run reported as "ppo" in summary.json
     ppo_steps: int
@@ -49,7 +49,7 @@ class DemoPlan:
 
 FULL = DemoPlan(
     demonstrations=1200, sft_epochs=1.0, train_prompts=847, label_budget=2000, heldout_pairs=256,
-    eval_prompts=128, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=8e-5, rm_context_turns=-1,
+    eval_prompts=128, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=8e-5, rm_context_turns=0,
     ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=20, ppo_batch=32, ppo_lr=5e-5, ppo_update_epochs=4,
     ppo_missing_eos_penalty=0.0,
     group_steps=20, group_batch=16, group_samples=4, group_lr=5e-5, group_kl_coef=0.05,
@@ -61,7 +61,7 @@ FULL = DemoPlan(
 
 QUICK = DemoPlan(
     demonstrations=128, sft_epochs=1.0, train_prompts=48, label_budget=96, heldout_pairs=32,
-    eval_prompts=16, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=5e-5, rm_context_turns=-1,
+    eval_prompts=16, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=5e-5, rm_context_turns=0,
     ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=2, ppo_batch=8, ppo_lr=5e-5, ppo_update_epochs=2,
     ppo_missing_eos_penalty=0.0,
     group_steps=2, group_batch=4, group_samples=2, group_lr=5e-5, group_kl_coef=0.05,
