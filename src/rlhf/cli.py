@@ -7,6 +7,7 @@ flags override them. `rlhf <command> --help` lists every field with its default 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> (config class name in rlhf.config, module whose run(cfg) executes it)
@@ -172,10 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before the stage's heavy imports and before anything is written: data, models, tokenizers
         # `rlhf label` needs only the web dependencies (no torch): its commands check their own files.
         if not COMMANDS[command][1].startswith("rlhf.feedback."):
-            from .runtime.dist import require_single_process
             from .train.inputs import check_inputs
 
-            if command not in DATA_PARALLEL:
+            # rlhf.runtime imports torch (2-3 s): only a run under a launcher (WORLD_SIZE > 1) needs it here
+            if command not in DATA_PARALLEL and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                from .runtime.dist import require_single_process
+
                 require_single_process(f"rlhf {command}")
             check_inputs(command, cfg)
     except (FileNotFoundError, ValueError) as err:

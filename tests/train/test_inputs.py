@@ -60,6 +60,17 @@ def test_data_is_checked_without_importing_torch(bad_demos):
     assert "bad.jsonl:2:" in out and out.strip().endswith("False False")
 
 
+def test_broken_data_file_fails_through_the_cli_without_importing_torch(tiny_model_dir, bad_demos, tmp_path):
+    # what `rlhf sft` does with a broken file: the error in well under a second, torch never imported
+    code = ("import sys; from rlhf.cli import main\n"
+            f"code = main(['sft', '--model', {str(tiny_model_dir)!r}, '--data', {str(bad_demos)!r}, "
+            f"'--out', {str(tmp_path / 'run')!r}])\n"
+            "print(code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["1", "False"], result.stderr
+    assert "bad.jsonl:2:" in result.stderr
+
+
 def test_skip_bad_rows_is_honoured(tiny_model_dir, bad_demos):
     with pytest.raises(DataError, match="bad.jsonl:2:"):
         check_inputs("sft", SFTConfig(model=str(tiny_model_dir), data=str(bad_demos)))

@@ -2,9 +2,10 @@
 
 Kept apart from the orchestration in `rlhf.demo.pipeline` so the numbers that trade quality for time sit
 together in one readable table. `seconds` are the measured seconds of each step, run alone with
-both cores of a 2-core AMD EPYC in fp32 (the steps that run side by side: their time there divided
-by `rlhf.demo.schedule.SHARED_CORE_SLOWDOWN`; the first two of them carry a worker's start-up),
-used only to estimate the time left in the progress display.
+both cores of a 2-core AMD EPYC with AVX2 only, in fp32, on 2026-12-02 (the steps that run side by
+side: their time there divided by `rlhf.demo.schedule.SHARED_CORE_SLOWDOWN`; the first two of them
+carry a worker's start-up), used only to estimate the time left in the progress display, which
+scales them by how fast this machine has been so far.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ FULL = DemoPlan(
     group_steps=20, group_batch=16, group_samples=4, group_lr=5e-5, group_kl_coef=0.05,
     dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=1e-4, dpo_batch=8, online_rounds=4,
     max_new_tokens=48, sample_batch=256,
-    seconds={"data": 0.9, "sft": 40, "label": 76, "rm": 214, "ppo": 152, "rloo": 97, "grpo": 97, "dpo": 141,
-             "online_dpo": 164, "eval": 5, "report": 10},
+    seconds={"data": 1, "sft": 39, "label": 63, "rm": 196, "ppo": 184, "rloo": 95, "grpo": 95, "dpo": 161,
+             "online_dpo": 203, "eval": 6, "report": 10},
 )
 
 QUICK = DemoPlan(
@@ -67,6 +68,6 @@ QUICK = DemoPlan(
     group_steps=2, group_batch=4, group_samples=2, group_lr=5e-5, group_kl_coef=0.05,
     dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=5e-5, dpo_batch=8, online_rounds=2,
     max_new_tokens=16, sample_batch=64,
-    seconds={"data": 0.7, "sft": 6.5, "label": 3, "rm": 19, "ppo": 2.4, "rloo": 1.6, "grpo": 1.4, "dpo": 13,
-             "online_dpo": 7.6, "eval": 0.8, "report": 6},
+    seconds={"data": 0.6, "sft": 4.0, "label": 2.3, "rm": 11.5, "ppo": 2.3, "rloo": 1.4, "grpo": 1.3, "dpo": 9.1,
+             "online_dpo": 5.6, "eval": 0.8, "report": 8},
 )

@@ -54,14 +54,22 @@ class Progress:
         self.measured_done = 0.0  # their measured seconds, as if run alone
         self.estimates: list[dict] = []
 
-    def _planned_wall(self, steps) -> float:
-        shared = SHARED_CORE_SLOWDOWN / self.workers if self.workers > 1 else 1.0
-        return sum(self.seconds[s.kind] * (1.0 if s.name in SOLO or self.workers == 1 else shared) for s in steps)
+    def _wall_left(self, steps, speed: float, running_for: dict[str, float]) -> float:
+        """Wall seconds the `steps` still need: a step alone counts its own time, a step beside
+        others its time with a shared core divided by the workers; a step already running
+        `running_for[name]` seconds counts only what is left of it."""
+        left = 0.0
+        for s in steps:
+            alone = s.name in SOLO or self.workers == 1
+            own = self.seconds[s.kind] * speed * (1.0 if alone else SHARED_CORE_SLOWDOWN)
+            own = max(0.0, own - running_for.get(s.name, 0.0))
+            left += own if alone else own / self.workers
+        return left
 
-    def begin(self, step, remaining: list, running: int = 1) -> None:
+    def begin(self, step, remaining: list, running: int = 1, running_for: dict[str, float] | None = None) -> None:
         elapsed = time.perf_counter() - self.start
         speed = self.measured_done / self.expected_done if self.expected_done >= 3 else 1.0
-        left = self._planned_wall(remaining) * speed
+        left = self._wall_left(remaining, speed, running_for or {})
         self.estimates.append({"step": step.name, "elapsed_s": round(elapsed, 1), "estimated_left_s": round(left, 1)})
         index = self.steps.index(step)
         side_by_side = f", {running} side by side" if running > 1 else ""
@@ -141,7 +149,9 @@ def _run_side_by_side(make_demo, cfg, steps: list, tail: list, progress: Progres
                 pending.remove(step)
                 log = logs / f"{step.name}.log"
                 running[pool.submit(_run_in_worker, make_demo, cfg, step.name, str(log))] = (step, time.perf_counter(), log)
-                progress.begin(step, pending + [s for s, _, _ in running.values()] + tail, len(running))
+                now = time.perf_counter()
+                progress.begin(step, pending + [s for s, _, _ in running.values()] + tail, len(running),
+                               {s.name: now - started for s, started, _ in running.values()})
             if not running:
                 missing = {d for s in pending for d in s.after} - done
                 raise RuntimeError(f"demo steps {[s.name for s in pending]} wait for {sorted(missing)}, which never ran")
