@@ -6,6 +6,8 @@ with one process and with two to the weights of an uninterrupted run.
 PPO runs 4 epochs of minibatches of 2 of the 4 rows: some minibatches lie on one rank only, the
 other then contributes nothing but its share of the all-reduces. GRPO's groups of 4 stay whole on
 one rank, and its single optimiser step takes log pi_old from the update's own forward.
+REINFORCE++ whitens over the global batch; DAPO keeps the groups whose rewards differ over the
+whole round, sampling more rounds when too few do.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def assert_same_weights(a_dir, b_dir, atol=1e-4):
 @pytest.mark.parametrize("algo, extra", [
     ("ppo", ["--minibatch-size", "2", "--kl-target", "0.05", "--kl-horizon", "20"]),
     ("grpo", []),
+    ("reinforce++", ["--minibatch-size", "2"]),  # returns normalised over the global batch
+    ("dapo", []),  # dynamic sampling: groups kept over the whole global round, then shared out again
 ])
 def test_two_processes_match_one(algo, extra, tiny_model_dir, ppo_inputs, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
