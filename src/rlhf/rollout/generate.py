@@ -17,6 +17,7 @@ recomputes. With temperature 0 decoding is greedy and the log-probs are those at
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -196,6 +197,19 @@ def _new_cache(model, capacity: int):
     return Cache(layer_class_to_replicate=PreallocatedLayer)
 
 
+def hashed_row_seeds(key: Sequence[int], rows: Sequence[int]) -> list[int]:
+    """A 63-bit seed for each row index in `rows` under `key` (e.g. (seed, step, round)): a hash of
+    both, so no two rows of a run share a random stream and a row's seed does not depend on which
+    process samples it or beside which other rows."""
+    prefix = "/".join(str(int(part)) for part in key)
+
+    def one(row: int) -> int:
+        digest = hashlib.blake2b(f"{prefix}/{row}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") & (2**63 - 1)
+
+    return [one(row) for row in rows]
+
+
 def row_uniforms(row_seeds: Sequence[int], n: int) -> Tensor:
     """(B, n) fp32 uniform numbers in [0, 1), row i drawn from a CPU generator seeded with
     row_seeds[i]: what `_draw` inverts at each of n decoding steps. B generators of n numbers each
@@ -254,12 +268,14 @@ def sample_responses(
     seed: int = 0,
     batch_size: int = 64,
     autocast=None,
+    row_seeds: Sequence[int] | None = None,
 ) -> list[list[str]]:
     """k sampled responses to each prompt, as text: result[i][j] is the j-th response to prompts[i].
 
     Prompts are tokenised with `rlhf.data.tokenize.encode_prompt` (plain text verbatim, a
     conversation through the chat template). Rows are decoded `batch_size` at a time; the same
-    seed gives the same responses. `autocast` is a zero-argument callable returning a context
+    seed gives the same responses. `row_seeds` (one per prompt x k row, prompt-major) instead
+    seeds each row's own random stream, so a row's response does not depend on the others. `autocast` is a zero-argument callable returning a context
     manager to run the model under (e.g. bf16 autocast); None runs as the model is.
     """
     from ..data.tokenize import encode_prompt
@@ -274,6 +290,7 @@ def sample_responses(
     texts: list[str] = []
     for start in range(0, len(rows), batch_size):
         with autocast() if autocast is not None else contextlib.nullcontext():
-            rollout = generate(model, rows[start : start + batch_size], sampling, stops, tokenizer.pad_token_id, generator)
+            rollout = generate(model, rows[start : start + batch_size], sampling, stops, tokenizer.pad_token_id, generator,
+                               None if row_seeds is None else row_seeds[start : start + batch_size])
         texts.extend(decode_responses(tokenizer, rollout))
     return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]

@@ -144,6 +144,15 @@ def gather_objects(obj) -> list:
     return gathered
 
 
+def broadcast_object(obj):
+    """Rank 0's `obj` (a picklable Python object) on every rank; `obj` itself alone."""
+    if not launched():
+        return obj
+    box = [obj if is_main() else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def global_count(local_count: int) -> int:
     """The tokens (or examples) of all ranks: what a per-token loss is divided by."""
     return int(round(sum_all([float(local_count)])[0]))

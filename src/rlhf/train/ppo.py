@@ -46,7 +46,7 @@ from ..models import compat
 from ..models.load import load_causal_lm, load_policy, save_pretrained
 from ..models.reward import disable_dropout
 from ..rollout.attention import use_fp32_attention
-from ..rollout.generate import SamplingConfig
+from ..rollout.generate import SamplingConfig, hashed_row_seeds
 from ..rollout.logprobs import response_logprobs
 from ..rollout.scorers import ENSEMBLE_STD, load_scorer
 from ..runtime import dist
@@ -54,8 +54,7 @@ from ..runtime.files import dumps as strict_json
 from . import loop
 from .critic import build_critic, same_vocabulary
 from .guard_overopt import OverOptGuard, save_best
-from .ppo_dist import gather_rows, gather_sampled, global_mean, global_rows, global_step_sample, sampling_seeds, \
-    shard_sampled
+from .ppo_dist import gather_rows, gather_sampled, global_mean, global_rows, global_step_sample, shard_sampled
 from .ppo_options import Options, resolve_options
 from .ppo_sampling import dynamic_sampling, extra_prompts, sample_and_score
 from .ppo_update import ALGORITHMS, Experience, rollout_stats, update, values_of
@@ -127,7 +126,7 @@ def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_i
     answers = answers if answers is not None else [None] * len(prompts)
 
     def sample(prompts, prompt_ids, answers, round_: int):
-        seeds = sampling_seeds(cfg.seed, step, round_, global_rows(len(prompt_ids) * opts.k, opts.k))
+        seeds = hashed_row_seeds((cfg.seed, step, round_), global_rows(len(prompt_ids) * opts.k, opts.k))
         return sample_and_score(actor, scorer, tokenizer, prompts, prompt_ids, answers, cfg, opts, sampling, seeds,
                                 autocast)
 

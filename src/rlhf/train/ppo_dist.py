@@ -5,7 +5,7 @@ The global batch is `batch_size` prompts (loop.BatchPlan: a function of the step
 process count), each sampled k times. Its prompt j, with its k rows (a whole group for RLOO and
 GRPO), lives on rank j % world as local prompt j // world: BatchPlan.micro_batch's stride.
 The sampling noise of a row is a function of (seed, step, sampling round, global row)
-(`sampling_seeds`, rlhf.rollout.generate's row_seeds), so the same row draws the same response
+(rlhf.rollout.generate.hashed_row_seeds), so the same row draws the same response
 whatever the process count. Means, the whitening of advantages and the KL the controller reads
 are taken over the global batch, and the update's minibatches are chunks of one permutation of
 the global rows, each rank taking the rows it holds (`local_rows`): with the token counts
@@ -16,8 +16,6 @@ Shapes: B local rows (prompts x k, the k samples of a prompt consecutive).
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import torch
 from torch import Tensor
@@ -40,16 +38,6 @@ def local_rows(global_index: Tensor, k: int) -> Tensor:
     group = global_index // k
     mine = group % world == rank
     return (group[mine] // world) * k + global_index[mine] % k
-
-
-def sampling_seeds(seed: int, step: int, round_: int, rows: list[int]) -> list[int]:
-    """A 63-bit seed for each global row of a sampling round: a hash of (seed, step, round, row),
-    so no two rows of a run share a random stream and none depends on the process count."""
-    def one(row: int) -> int:
-        digest = hashlib.blake2b(f"{seed}/{step}/{round_}/{row}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") & (2**63 - 1)
-
-    return [one(row) for row in rows]
 
 
 def global_mean(x: Tensor) -> float:
