@@ -36,8 +36,9 @@ COMMANDS = {
 }
 
 # Commands that run data-parallel under `torchrun` / `accelerate launch` (the supervised loop,
-# `rlhf.train.loop.fit`); the others refuse to start as one of several processes.
-DATA_PARALLEL = frozenset({"pretrain", "sft", "rm", "dpo"})
+# `rlhf.train.loop.fit`, and the online RL loop of `rlhf ppo`, rlhf.train.ppo_dist); the others
+# refuse to start as one of several processes.
+DATA_PARALLEL = frozenset({"pretrain", "sft", "rm", "dpo", "ppo"})
 
 
 def _usage() -> str:

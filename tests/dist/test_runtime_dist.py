@@ -37,8 +37,8 @@ def test_one_process_never_imports_accelerate():
 
 def test_not_yet_parallel_commands_and_sharding_configs_are_refused_under_a_launcher(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="rlhf ppo runs in one process only"):
-        dist.require_single_process("rlhf ppo")
+    with pytest.raises(ValueError, match="rlhf generate runs in one process only"):
+        dist.require_single_process("rlhf generate")
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setattr(dist, "_STATE", None)
     with pytest.raises(ValueError, match="FSDP config"):
@@ -61,12 +61,13 @@ def test_collectives_over_two_processes():
     assert out.stdout.count("collectives ok") == 1  # printed by rank 0 alone
 
 
-def test_rlhf_ppo_under_a_launcher_says_it_is_not_data_parallel_yet(monkeypatch, tmp_path, capsys):
-    from rlhf.cli import main
+def test_a_command_not_yet_data_parallel_says_so_under_a_launcher(monkeypatch, tmp_path, capsys):
+    from rlhf.cli import DATA_PARALLEL, main
 
+    assert "generate" not in DATA_PARALLEL and "ppo" in DATA_PARALLEL
     monkeypatch.setenv("WORLD_SIZE", "2")  # refused before any process group is joined or file read
-    code = main(["ppo", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "p.jsonl"),
-                 "--reward", str(tmp_path / "rm"), "--out", str(tmp_path / "out")])
+    code = main(["generate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "p.jsonl"),
+                 "--out", str(tmp_path / "out")])
     assert code == 1
-    assert "rlhf ppo runs in one process only" in capsys.readouterr().err
+    assert "rlhf generate runs in one process only" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -8,6 +8,8 @@ order of floating-point sums.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -62,3 +64,28 @@ def test_dpo_two_processes_match_one(tiny_model_dir, pairs_file, tmp_path):
     run(args(tmp_path / "two"), nproc=2)
     assert_same_run(tmp_path / "one", tmp_path / "two")
     assert (tmp_path / "two" / "reference_logps.pt").exists()  # written once, by rank 0
+
+
+def test_online_dpo_two_processes_match_one(tiny_model_dir, tmp_path):
+    # each rank samples every other prompt of a round (row noise seeded by the row's index in the
+    # round), rank 0 labels the gathered responses, and every rank trains on its half of the pairs
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Story {i}: Once upon a time"}) + "\n" for i in range(8)))
+    args = lambda out: ["dpo", "--online", "--model", str(tiny_model_dir), "--data", str(prompts), "--out", str(out),  # noqa: E731
+                        "--labeler", "oracle", "--rounds", "2", "--prompts-per-round", "4", "--samples-per-prompt", "2",
+                        "--max-new-tokens", "8", "--max-length", "32", "--batch-size", "2", "--lr", "1e-3",
+                        "--warmup-steps", "0", "--log-every", "1", "--save-every", "0", "--kl-prompts", "2",
+                        "--precision", "fp32", "--seed", "5", "--no-progress"]
+    run(args(tmp_path / "one"))
+    run(args(tmp_path / "two"), nproc=2)
+    first, second = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert len(first) == len(second) and [m["round"] for m in first] == [m["round"] for m in second]
+    for a, b in zip(first, second):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-4), (a, b)
+    for r in range(2):  # the same responses, labelled alike
+        pairs = lambda out: (out / "rounds" / f"round-{r}" / "pairs.jsonl").read_text()  # noqa: E731
+        assert pairs(tmp_path / "one") == pairs(tmp_path / "two")
+    wa = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=1e-4)

@@ -240,7 +240,10 @@ def test_entropy_bonus_enters_the_gradient(tiny_model_dir, prompts_file, tmp_pat
         runs[coef] = metrics(out)[0]
     assert runs[1.0]["reward"] == runs[0.0]["reward"]  # the same samples
     assert runs[1.0]["entropy_bonus"] == pytest.approx(runs[1.0]["entropy"], rel=1e-4)  # token mean of the entropy
-    assert runs[1.0]["grad_norm"] != pytest.approx(runs[0.0]["grad_norm"], rel=1e-3)
+    # The tiny model's policy is near uniform, where the entropy is near its maximum and its gradient
+    # small: the norms differ by 0.02-0.2% depending on the samples (seeds 1-4), against ~1e-7 of
+    # rounding between the two forward paths had the bonus no gradient.
+    assert runs[1.0]["grad_norm"] != pytest.approx(runs[0.0]["grad_norm"], rel=1e-5)
 
 
 def test_verifiable_reward_parts_and_overlong_penalty_logged(tiny_model_dir, prompts_file, tmp_path):

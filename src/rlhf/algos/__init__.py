@@ -3,7 +3,7 @@
 Shapes: B batch, T response tokens, V vocabulary, K responses per prompt, k samples per prompt.
 Per-token tensors are right-padded (B, T) with a 0/1 ``mask`` that is 1 on real tokens.
 
-- ``masked``: masked_sum, masked_mean, masked_var, whiten
+- ``masked``: masked_sum, masked_mean, masked_var, masked_moments, whiten
 - ``logprobs``: token_logprobs (memory-lean), sequence_logprobs, entropy_from_logits
 - ``sft``: masked_cross_entropy, shift_for_next_token
 - ``advantages``: gae, discounted_returns, rloo_baseline, rloo_advantages, grpo_advantages,
@@ -39,7 +39,7 @@ from rlhf.algos.kl import (
     kl_k3,
 )
 from rlhf.algos.logprobs import entropy_from_logits, sequence_logprobs, token_logprobs
-from rlhf.algos.masked import masked_mean, masked_sum, masked_var, whiten
+from rlhf.algos.masked import masked_mean, masked_moments, masked_sum, masked_var, whiten
 from rlhf.algos.policy_loss import (
     LOG_RATIOS,
     LOSS_AGGREGATIONS,
@@ -71,7 +71,7 @@ from rlhf.algos.sft import masked_cross_entropy, shift_for_next_token
 from rlhf.algos.shaping import informative_groups, overlong_penalty, truncation_mask
 
 __all__ = [
-    "masked_sum", "masked_mean", "masked_var", "whiten",
+    "masked_sum", "masked_mean", "masked_var", "masked_moments", "whiten",
     "token_logprobs", "sequence_logprobs", "entropy_from_logits",
     "masked_cross_entropy", "shift_for_next_token",
     "gae", "discounted_returns", "rloo_baseline", "rloo_advantages", "grpo_advantages", "reinforce_pp_advantages",

@@ -9,7 +9,7 @@ consecutive samples of the same prompt.
 import torch
 from torch import Tensor
 
-from rlhf.algos.masked import whiten
+from rlhf.algos.masked import SumAcross, whiten
 
 
 def gae(
@@ -106,7 +106,8 @@ def grpo_advantages(
     return centred.reshape(-1)
 
 
-def reinforce_pp_advantages(rewards: Tensor, mask: Tensor, gamma: float = 1.0, eps: float = 1e-8) -> Tensor:
+def reinforce_pp_advantages(rewards: Tensor, mask: Tensor, gamma: float = 1.0, eps: float = 1e-8,
+                            sum_across: SumAcross = None) -> Tensor:
     """REINFORCE++ advantages (Hu 2025, "REINFORCE++: An Efficient RLHF Algorithm with Robustness
     to Both Prompt and Reward Models"): the return-to-go with no baseline and no critic, normalised
     over the whole batch.
@@ -116,7 +117,8 @@ def reinforce_pp_advantages(rewards: Tensor, mask: Tensor, gamma: float = 1.0, e
         G_t = sum_{s >= t} gamma^(s - t) r_s
         A_t = (G_t - mean(G)) / std(G)     mean and std over every real token of the batch
     Normalising over the global batch rather than the prompt's group is what keeps it stable
-    against prompts whose rewards are all alike. Returns (B, T), 0 where mask is 0.
+    against prompts whose rewards are all alike. Returns (B, T), 0 where mask is 0. With
+    ``sum_across`` (rlhf.algos.masked.SumAcross) the batch is the union of every process's rows.
     """
     returns = discounted_returns(rewards, mask, gamma)
-    return whiten(returns, mask, eps=eps) * mask.to(returns.dtype)
+    return whiten(returns, mask, eps=eps, sum_across=sum_across) * mask.to(returns.dtype)

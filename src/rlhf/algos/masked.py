@@ -4,7 +4,7 @@ Every statistic in RLHF is taken over response tokens only; padding and prompt p
 mask 0. These helpers follow torchtune's ``rlhf/rewards.py`` and TRL's ``core`` utilities.
 """
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -32,29 +32,40 @@ def masked_mean(x: Tensor, mask: Tensor, dim: Optional[int] = None) -> Tensor:
     return masked_sum(x, mask, dim) / count.clamp(min=1)
 
 
-def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
-    """Variance of ``x`` over all entries with ``mask`` == 1 (a scalar).
+# Sums a tensor over the processes that hold the other rows of a batch (data parallelism), so a
+# statistic is that of the whole batch; None means the rows at hand are the whole batch.
+SumAcross = Optional[Callable[[Tensor], Tensor]]
+
+
+def masked_moments(x: Tensor, mask: Tensor, unbiased: bool = True, sum_across: SumAcross = None) -> tuple[Tensor, Tensor]:
+    """(mean, variance) of ``x`` over all entries with ``mask`` == 1 (scalars), two passes.
 
     x, mask: the same shape, e.g. (B, T). With ``unbiased`` the sum of squares is divided by
-    n - 1 (Bessel), as ``torch.var`` does; 0 when fewer than two entries (or one, biased) are
-    real, so a degenerate batch never yields NaN.
+    n - 1 (Bessel), as ``torch.var`` does; the variance is 0 when fewer than two entries (or one,
+    biased) are real, so a degenerate batch never yields NaN. ``sum_across``: see SumAcross.
     """
-    mean = masked_mean(x, mask)
-    sum_sq = masked_sum((x - mean) ** 2, mask)
-    count = masked_sum(torch.ones_like(x), mask)
+    total = (lambda t: t) if sum_across is None else sum_across
+    count, x_sum = total(torch.stack([masked_sum(torch.ones_like(x), mask), masked_sum(x, mask)]))
+    mean = x_sum / count.clamp(min=1)
+    sum_sq = total(masked_sum((x - mean) ** 2, mask))
     denom = count - 1 if unbiased else count
-    return sum_sq / denom.clamp(min=1)
+    return mean, sum_sq / denom.clamp(min=1)
 
 
-def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True, sum_across: SumAcross = None) -> Tensor:
+    """Variance of ``x`` over all entries with ``mask`` == 1 (a scalar); see ``masked_moments``."""
+    return masked_moments(x, mask, unbiased, sum_across)[1]
+
+
+def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8, sum_across: SumAcross = None) -> Tensor:
     """Normalise ``x`` to zero mean and unit variance over its masked entries.
 
     x, mask: (B, T). Returns (B, T); entries with mask 0 are transformed too but are meaningless.
     With ``shift_mean=False`` the mean is added back (only the scale changes), as PPO
     implementations do for rewards, where the sign of the mean carries meaning.
     Follows the advantage normalisation of Schulman et al. 2017 (PPO) as in OpenAI baselines.
+    ``sum_across``: the mean and variance are those of the whole batch (see SumAcross).
     """
-    mean = masked_mean(x, mask)
-    var = masked_var(x, mask)
+    mean, var = masked_moments(x, mask, sum_across=sum_across)
     whitened = (x - mean) * torch.rsqrt(var + eps)
     return whitened if shift_mean else whitened + mean

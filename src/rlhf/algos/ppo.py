@@ -8,7 +8,7 @@ PPO-ptx and OpenRLHF; a trainer wanting a per-sequence mean can pass its own wei
 import torch
 from torch import Tensor
 
-from rlhf.algos.masked import masked_mean, masked_var
+from rlhf.algos.masked import SumAcross, masked_mean, masked_var
 
 
 def clipped_surrogate(
@@ -105,15 +105,16 @@ def ppo_value_loss(
     return loss, stats
 
 
-def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor, sum_across: SumAcross = None) -> Tensor:
     """1 - Var[returns - values] / Var[returns] over masked tokens (a scalar, detached).
 
     values, returns, mask: (B, T). 1 is a perfect critic, 0 no better than a constant, negative
     worse. NaN when the returns have zero variance (undefined), as in OpenAI baselines.
+    ``sum_across``: over every process's rows (rlhf.algos.masked.SumAcross).
     """
     with torch.no_grad():
-        var_returns = masked_var(returns, mask)
-        var_residual = masked_var(returns - values, mask)
+        var_returns = masked_var(returns, mask, sum_across=sum_across)
+        var_residual = masked_var(returns - values, mask, sum_across=sum_across)
         undefined = torch.full_like(var_returns, float("nan"))
         return torch.where(var_returns > 0, 1 - var_residual / var_returns, undefined)
 

@@ -65,7 +65,6 @@ def run_step(cfg: PPOConfig) -> StepResult:
     actor_opt = loop.make_optimizer(actor, cfg)
     schedulers = [loop.make_scheduler(actor_opt, cfg.warmup_steps, 1, cfg.min_lr_ratio)]
     kl_coef = FixedKLController(cfg.kl_coef).value
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
     prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
     plan = loop.BatchPlan(len(prompts), cfg.batch_size, cfg.seed)
@@ -77,7 +76,7 @@ def run_step(cfg: PPOConfig) -> StepResult:
     actor.train()
     t0 = time.perf_counter()
     exp, _, _ = ppo.collect(actor, reference, critic, scorer, None, tokenizer, batch, prompt_ids, cfg, opts, sampling,
-                            generator, autocast)
+                            0, autocast)
 
     def advantages_of(exp):  # as in rlhf.train.ppo.run: the KL in the reward needs log pi_old first
         kl = kl_estimate(exp.old_logp, exp.ref_logp, opts.kl_estimator) if opts.kl_in_reward else None

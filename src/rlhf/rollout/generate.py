@@ -17,6 +17,7 @@ recomputes. With temperature 0 decoding is greedy and the log-probs are those at
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -90,6 +91,7 @@ def generate(
     eos_token_ids: Sequence[int],
     pad_token_id: int,
     generator: torch.Generator | None = None,
+    row_seeds: Sequence[int] | None = None,
 ) -> Rollout:
     """Sample one response per prompt with a KV cache.
 
@@ -97,7 +99,9 @@ def generate(
     wants (on CPU under bf16, `rlhf.rollout.attention.use_fp32_attention(model)` first is faster). prompt_ids: B lists of token ids, any lengths >= 1. Generation stops per row at any of
     `eos_token_ids` (kept as the last response token) and for the batch when every row has
     stopped or `sampling.max_new_tokens` tokens are out. `generator` (on the model's device)
-    makes sampling reproducible.
+    makes sampling reproducible. `row_seeds` (B ints) instead gives each row its own random
+    stream (`row_uniforms`): a row's sample then depends on its prompt and seed alone, not on
+    the other rows of the batch, so a batch split among processes samples what it samples whole.
     Returns a Rollout: prompt_ids / prompt_mask (B, P) left-padded; response_ids (B, T) padded
     with `pad_token_id` after the stop token; response_mask (B, T) 1 up to and including it;
     logprobs (B, T) of the sampled tokens under log softmax(logits / temperature), 0 on padding;
@@ -118,6 +122,7 @@ def generate(
     tokens = torch.full((batch, max_new), pad_token_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(batch, max_new, dtype=torch.float32, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
+    uniforms = None if row_seeds is None else row_uniforms(row_seeds, max_new).to(device)  # (B, max_new)
     was_training = model.training
     model.eval()
     cache = _new_cache(model, prompt_len + max_new)
@@ -129,7 +134,7 @@ def generate(
             out = model(**inputs, attention_mask=full_mask[:, :length], past_key_values=cache,
                         use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
-            token, logp = _sample(out.logits[:, -1], sampling, generator)
+            token, logp = _sample(out.logits[:, -1], sampling, generator, None if uniforms is None else uniforms[:, t])
             token = token.masked_fill(done, pad_token_id)
             tokens[:, t] = token
             logprobs[:, t] = logp.masked_fill(done, 0.0)
@@ -192,8 +197,33 @@ def _new_cache(model, capacity: int):
     return Cache(layer_class_to_replicate=PreallocatedLayer)
 
 
-def _sample(logits: Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Draw one token per row. logits: (B, V) -> token (B,) int64, its log-prob (B,) fp32."""
+def hashed_row_seeds(key: Sequence[int], rows: Sequence[int]) -> list[int]:
+    """A 63-bit seed for each row index in `rows` under `key` (e.g. (seed, step, round)): a hash of
+    both, so no two rows of a run share a random stream and a row's seed does not depend on which
+    process samples it or beside which other rows."""
+    prefix = "/".join(str(int(part)) for part in key)
+
+    def one(row: int) -> int:
+        digest = hashlib.blake2b(f"{prefix}/{row}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") & (2**63 - 1)
+
+    return [one(row) for row in rows]
+
+
+def row_uniforms(row_seeds: Sequence[int], n: int) -> Tensor:
+    """(B, n) fp32 uniform numbers in [0, 1), row i drawn from a CPU generator seeded with
+    row_seeds[i]: what `_draw` inverts at each of n decoding steps. B generators of n numbers each
+    cost microseconds, against the milliseconds of one decoding step."""
+    out = torch.empty(len(row_seeds), n)
+    for i, seed in enumerate(row_seeds):
+        torch.rand(n, generator=torch.Generator().manual_seed(int(seed)), out=out[i])
+    return out
+
+
+def _sample(logits: Tensor, sampling: SamplingConfig, generator: torch.Generator | None,
+            uniform: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Draw one token per row. logits: (B, V) -> token (B,) int64, its log-prob (B,) fp32.
+    `uniform` (B,): the row's number to invert (else drawn from `generator`)."""
     logits = logits.float()
     if sampling.temperature == 0:
         logp_all = torch.log_softmax(logits, dim=-1)
@@ -203,16 +233,19 @@ def _sample(logits: Tensor, sampling: SamplingConfig, generator: torch.Generator
         logp_all = torch.log_softmax(scaled, dim=-1)
         filtered = _filter_logits(scaled, sampling.top_k, sampling.top_p)
         probs = logp_all.exp() if filtered is scaled else torch.softmax(filtered, dim=-1)
-        token = _draw(probs, generator)
+        token = _draw(probs, generator, uniform)
     return token, logp_all.gather(-1, token[:, None]).squeeze(-1)
 
 
-def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+def _draw(probs: Tensor, generator: torch.Generator | None, uniform: Tensor | None = None) -> Tensor:
     """One index per row with probability `probs` (B, V) -> (B,), by inverting the CDF with one
     uniform number per row: O(V) work and B random numbers, where `torch.multinomial` draws V
-    exponentials per row (most of a small model's decoding step on CPU)."""
+    exponentials per row (most of a small model's decoding step on CPU). `uniform` (B,) gives
+    the numbers; else they come from `generator`."""
     cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[0], 1, device=probs.device, generator=generator) * cdf[:, -1:]
+    if uniform is None:
+        uniform = torch.rand(probs.shape[0], device=probs.device, generator=generator)
+    u = uniform[:, None] * cdf[:, -1:]
     # the first index whose cumulative probability exceeds u; zero-probability tokens never are
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
@@ -235,12 +268,14 @@ def sample_responses(
     seed: int = 0,
     batch_size: int = 64,
     autocast=None,
+    row_seeds: Sequence[int] | None = None,
 ) -> list[list[str]]:
     """k sampled responses to each prompt, as text: result[i][j] is the j-th response to prompts[i].
 
     Prompts are tokenised with `rlhf.data.tokenize.encode_prompt` (plain text verbatim, a
     conversation through the chat template). Rows are decoded `batch_size` at a time; the same
-    seed gives the same responses. `autocast` is a zero-argument callable returning a context
+    seed gives the same responses. `row_seeds` (one per prompt x k row, prompt-major) instead
+    seeds each row's own random stream, so a row's response does not depend on the others. `autocast` is a zero-argument callable returning a context
     manager to run the model under (e.g. bf16 autocast); None runs as the model is.
     """
     from ..data.tokenize import encode_prompt
@@ -255,6 +290,7 @@ def sample_responses(
     texts: list[str] = []
     for start in range(0, len(rows), batch_size):
         with autocast() if autocast is not None else contextlib.nullcontext():
-            rollout = generate(model, rows[start : start + batch_size], sampling, stops, tokenizer.pad_token_id, generator)
+            rollout = generate(model, rows[start : start + batch_size], sampling, stops, tokenizer.pad_token_id, generator,
+                               None if row_seeds is None else row_seeds[start : start + batch_size])
         texts.extend(decode_responses(tokenizer, rollout))
     return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]

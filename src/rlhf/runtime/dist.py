@@ -115,6 +115,44 @@ def mean_all(stats: dict[str, float]) -> dict[str, float]:
     return {k: sum(one[k] for one in gathered if k in one) / sum(k in one for one in gathered) for k in keys}
 
 
+def sum_stats(stats: dict[str, float]) -> dict[str, float]:
+    """Each figure summed over the ranks that report it (a rank whose share of a minibatch was
+    empty reports nothing). For figures each rank has already weighted by its share of the whole."""
+    if not launched():
+        return dict(stats)
+    gathered: list[dict] = [{} for _ in range(world_size())]
+    torch.distributed.all_gather_object(gathered, {k: float(v) for k, v in stats.items()})
+    keys = sorted({k for one in gathered for k in one})
+    return {k: sum(one[k] for one in gathered if k in one) for k in keys}
+
+
+def sum_tensor(t: torch.Tensor) -> torch.Tensor:
+    """`t` summed over the ranks (in float64, returned in t's dtype); `t` itself alone."""
+    if not launched():
+        return t
+    total = t.detach().to(_collective_device(), torch.float64).clone()
+    torch.distributed.all_reduce(total)
+    return total.to(t.device, t.dtype)
+
+
+def gather_objects(obj) -> list:
+    """Every rank's `obj`, in rank order (picklable Python objects); [obj] alone."""
+    if not launched():
+        return [obj]
+    gathered: list = [None] * world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` (a picklable Python object) on every rank; `obj` itself alone."""
+    if not launched():
+        return obj
+    box = [obj if is_main() else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def global_count(local_count: int) -> int:
     """The tokens (or examples) of all ranks: what a per-token loss is divided by."""
     return int(round(sum_all([float(local_count)])[0]))
@@ -128,9 +166,17 @@ def aggregate(loss_sum: torch.Tensor, local_count: int) -> torch.Tensor:
 
 def sum_gradients(params: list[torch.nn.Parameter]) -> None:
     """Sum the gradients of `params` over the ranks, in place, in one all-reduce. Each rank's
-    gradient is d(its loss sum / the global count), so the sum is the gradient of the global batch."""
+    gradient is d(its loss sum / the global count), so the sum is the gradient of the global batch.
+    A parameter without a gradient on this rank (its share of the batch was empty) gets zeros when
+    another rank has one, and stays without one when no rank has: the optimiser then treats it as
+    one process would."""
     if not launched():
         return
+    has_grad = torch.tensor([float(p.grad is not None) for p in params], device=_collective_device())
+    torch.distributed.all_reduce(has_grad, op=torch.distributed.ReduceOp.MAX)
+    for p, anywhere in zip(params, has_grad.tolist()):
+        if p.grad is None and anywhere:
+            p.grad = torch.zeros_like(p)
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return

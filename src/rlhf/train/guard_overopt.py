@@ -140,14 +140,6 @@ def save_best(model, tokenizer, run_path: Path) -> Path:
     return save_pretrained(to_save, tokenizer, Path(run_path) / BEST_DIR)
 
 
-def rollout_sample(responses: list[str], exp, reward_stats: dict) -> StepSample:
-    """A PPO step's StepSample: the score the policy optimises (exp.score, (B,)), lengths from the
-    response mask (B, T), whether each reached EOS (exp.rollout.ended, (B,)), and from the step's
-    reward stats the ensemble's `reward_std` and the `gold` mean where they are logged."""
-    return step_sample(responses, exp.score.tolist(), exp.mask.sum(1).tolist(), exp.rollout.ended.tolist(),
-                       disagreement=reward_stats.get("reward_std"), gold=reward_stats.get("gold"))
-
-
 # ---------------------------------------------------------------- online DPO: one sample per round
 
 SAMPLE_FILE = "guard_sample.json"  # in each round's directory: what the guard read of the round's responses

@@ -21,6 +21,7 @@ lines, the step counted across rounds, plus one line per round with its labellin
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import random
@@ -131,13 +132,46 @@ def round_prompts(prompts: list[PromptText], cfg: DPOConfig, r: int) -> list[Pro
     return [prompts[order[(start + i) % len(order)]] for i in range(cfg.prompts_per_round)]
 
 
+def sample_round(model, tokenizer, prompts: list[PromptText], sampling, cfg: DPOConfig, round_seed: int,
+                 autocast) -> list[list[str]]:
+    """cfg.samples_per_prompt responses to each prompt, as `rollout.generate.sample_responses`
+    gives them. With several processes prompt j is sampled on rank j mod N and the responses are
+    gathered in prompt order on every rank; each row's noise is seeded by (round seed, its index in
+    the round), so the responses do not depend on the process count."""
+    generate = importlib.import_module("rlhf.rollout.generate")  # the module (tests replace its sample_responses)
+
+    k, world, rank = cfg.samples_per_prompt, runtime.dist.world_size(), runtime.dist.rank()
+    mine = list(range(rank, len(prompts), world))
+    seeds = generate.hashed_row_seeds((round_seed,), [j * k + s for j in mine for s in range(k)])
+    local = generate.sample_responses(model, tokenizer, [prompts[j] for j in mine], sampling, k=k, seed=round_seed,
+                                      batch_size=cfg.sample_batch, autocast=autocast, row_seeds=seeds)
+    shares = runtime.dist.gather_objects(local)
+    return [shares[j % world][j // world] for j in range(len(prompts))]
+
+
+def label_on_main(labeler: PairLabeler, prompts: list[PromptText], responses: list[list[str]],
+                  seed: int) -> tuple[list[dict], dict, list[float] | None]:
+    """(comparison rows, labelling figures, the scorer's scores or None): rank 0 labels (a judge's
+    requests are made once) and every rank gets its result, or raises its error."""
+    result = None
+    if runtime.dist.is_main():
+        try:
+            rows, info = labeler(prompts, responses, seed)
+            result = (rows, info, labeler.scores)
+        except Exception as err:  # noqa: BLE001 - re-raised on every rank, so that none waits forever
+            result = err
+    result = runtime.dist.broadcast_object(result)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 # ---------------------------------------------------------------- the stage
 
 
 def run(cfg: DPOConfig) -> Path:
-    runtime.dist.require_single_process("rlhf dpo --online")  # sampling and labelling are not sharded yet
     from ..data.formats import read_comparisons
-    from ..rollout.generate import SamplingConfig, sample_responses
+    from ..rollout.generate import SamplingConfig
 
     if cfg.model is None or cfg.data is None:
         raise ValueError("dpo --online needs --model DIR (the SFT policy) and --data FILE of prompts")
@@ -191,18 +225,19 @@ def run(cfg: DPOConfig) -> Path:
             these = round_prompts(prompts, cfg, r)
             t0 = time.perf_counter()
             round_seed = cfg.seed * 1000 + r
-            responses = sample_responses(model, tokenizer, these, sampling, k=cfg.samples_per_prompt, seed=round_seed,
-                                         batch_size=cfg.sample_batch, autocast=autocast)
+            responses = sample_round(model, tokenizer, these, sampling, cfg, round_seed, autocast)
             sample_s = time.perf_counter() - t0
-            rows, label_info = labeler(these, responses, round_seed)
+            rows, label_info, scores = label_on_main(labeler, these, responses, round_seed)
             label_info.update(round=r, pairs=len(rows), sample_s=sample_s, label_s=time.perf_counter() - t0 - sample_s)
             if not rows:
                 raise ValueError(f"round {r}: the labeler preferred no response over another (all ties)")
-            write_rows(pairs_path, rows)
-            if overopt.enabled:
-                write_round_sample(round_dir, text_sample([x for group in responses for x in group], labeler.scores,
-                                                          tokenizer))
-            atomic_write_text(info_path, strict_json(label_info))
+            if runtime.dist.is_main():
+                write_rows(pairs_path, rows)
+                if overopt.enabled:
+                    write_round_sample(round_dir, text_sample([x for group in responses for x in group], scores,
+                                                              tokenizer))
+                atomic_write_text(info_path, strict_json(label_info))
+            runtime.dist.barrier()  # every rank reads the pairs rank 0 wrote
         guard_metrics, best = observe_round(overopt, r + 1, round_dir)
         if best and cfg.guard_save_best:  # the policy that sampled this round
             save_best(model, tokenizer, run_dir.path)
@@ -218,20 +253,24 @@ def run(cfg: DPOConfig) -> Path:
         evaluate = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)
         result = loop.fit(model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn, round_cfg, round_run,
                           device, evaluate=evaluate, desc=f"online {cfg.loss} round {r + 1}/{cfg.rounds}")
-        save_end_state(model, round_dir / END_STATE)
+        if runtime.dist.is_main():
+            save_end_state(model, round_dir / END_STATE)
         info = {**label_info, "steps": result.steps, "train_tokens": result.tokens, "train_s": result.wall_s,
                 "reference_s": reference_s, "train_loss": result.last_metrics.get("loss"),
                 "train_reward_accuracy": result.last_metrics.get("reward_accuracy"),
                 # a resumed round's sampling happened before the resume: count it in
                 "round_s": time.perf_counter() - t_round + (label_info["sample_s"] if labelled_before else 0.0),
                 **guard_metrics}
-        atomic_write_text(info_path, strict_json(info))  # the round is finished from here on
-        for earlier in range(r):  # only the newest finished round's weights are kept
-            (run_dir.path / "rounds" / f"round-{earlier}" / END_STATE).unlink(missing_ok=True)
+        if runtime.dist.is_main():
+            atomic_write_text(info_path, strict_json(info))  # the round is finished from here on
+            for earlier in range(r):  # only the newest finished round's weights are kept
+                (run_dir.path / "rounds" / f"round-{earlier}" / END_STATE).unlink(missing_ok=True)
+        runtime.dist.barrier()
         rounds.append(info)
         if overopt.stop_reason:  # --stop-on-overoptimisation: the guard warned on this round's samples
             break
-    write_metrics(run_dir, rounds)
+    if runtime.dist.is_main():  # from the rounds' logs, which rank 0 wrote
+        write_metrics(run_dir, rounds)
 
     final_eval = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)()
     model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)

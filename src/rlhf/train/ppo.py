@@ -16,8 +16,12 @@ Each step has two phases:
 Four models take part in PPO: the actor (trained, from --model), the reference (frozen: a copy
 of --model, or the actor with its LoRA adapter disabled), the reward (frozen scorer) and the
 critic (trained, initialised from the reward model). The checkpoint holds everything a resumed
-run needs to continue bit for bit: weights, optimisers, schedulers, the adaptive KL state, the
-sampling generator and the step (the prompt order is a function of the step).
+run needs to continue bit for bit: weights, optimisers, schedulers, the adaptive KL state and
+the step (the prompt order and every row's sampling noise are functions of the step).
+
+Under `torchrun` / `accelerate launch` each process samples and trains on its share of every
+step's prompts and the statistics and gradients are summed over all (rlhf.train.ppo_dist): the
+same seed gives the same run whatever the process count, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -42,13 +46,15 @@ from ..models import compat
 from ..models.load import load_causal_lm, load_policy, save_pretrained
 from ..models.reward import disable_dropout
 from ..rollout.attention import use_fp32_attention
-from ..rollout.generate import SamplingConfig
+from ..rollout.generate import SamplingConfig, hashed_row_seeds
 from ..rollout.logprobs import response_logprobs
-from ..rollout.scorers import ensemble_stats, load_scorer
+from ..rollout.scorers import ENSEMBLE_STD, load_scorer
+from ..runtime import dist
 from ..runtime.files import dumps as strict_json
 from . import loop
 from .critic import build_critic, same_vocabulary
-from .guard_overopt import OverOptGuard, rollout_sample, save_best
+from .guard_overopt import OverOptGuard, save_best
+from .ppo_dist import gather_rows, gather_sampled, global_mean, global_rows, global_step_sample, shard_sampled
 from .ppo_options import Options, resolve_options
 from .ppo_sampling import dynamic_sampling, extra_prompts, sample_and_score
 from .ppo_update import ALGORITHMS, Experience, rollout_stats, update, values_of
@@ -105,25 +111,34 @@ def single_forward_update(cfg: PPOConfig, opts: Options) -> bool:
 
 
 @torch.no_grad()
-def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_ids, cfg, opts, sampling, generator,
+def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_ids, cfg, opts, sampling, step: int,
             autocast, answers: list | None = None,
             more_prompts: Callable[[int], tuple[list, list, list]] | None = None) -> tuple[Experience, dict, list[str]]:
     """The rollout phase: sample and score (rlhf.train.ppo_sampling), and compute log pi_old (unless
     the update's single step will), log pi_ref and V on the samples.
 
+    prompts, prompt_ids: this rank's share of the step's global batch (rlhf.train.ppo_dist); each
+    row's sampling noise is seeded by (cfg.seed, step, round, its global row).
     answers: each prompt's reference answer (or None) for verifiable rewards. With dynamic sampling,
-    `more_prompts(round)` gives (prompts, prompt_ids, answers) of another round; `exp.prompts` then
-    names the prompts the kept rows answer."""
+    `more_prompts(round)` gives this rank's (prompts, prompt_ids, answers) of another round; the
+    groups are kept over the whole global round, and `exp.prompts` names the prompts the kept rows answer.
+    Returned stats are over the global batch."""
     answers = answers if answers is not None else [None] * len(prompts)
-    sampled = sample_and_score(actor, scorer, tokenizer, prompts, prompt_ids, answers, cfg, opts, sampling, generator,
-                               autocast)
+
+    def sample(prompts, prompt_ids, answers, round_: int):
+        seeds = hashed_row_seeds((cfg.seed, step, round_), global_rows(len(prompt_ids) * opts.k, opts.k))
+        return sample_and_score(actor, scorer, tokenizer, prompts, prompt_ids, answers, cfg, opts, sampling, seeds,
+                                autocast)
+
+    sampled = sample(prompts, prompt_ids, answers, 0)
     sampling_stats = {}
-    if opts.dynamic_sampling:
+    if opts.dynamic_sampling:  # which groups to keep is decided on the whole global round
         more = None if more_prompts is None else (
-            lambda r: sample_and_score(actor, scorer, tokenizer, *more_prompts(r), cfg, opts, sampling, generator,
-                                       autocast))
-        sampled, sampling_stats = dynamic_sampling(sampled, more, len(prompts), opts.k, opts.max_sampling_rounds,
-                                                   tokenizer.pad_token_id)
+            lambda r: gather_sampled(sample(*more_prompts(r), r), opts.k, tokenizer.pad_token_id))
+        batch, sampling_stats = dynamic_sampling(gather_sampled(sampled, opts.k, tokenizer.pad_token_id), more,
+                                                 len(prompts) * dist.world_size(), opts.k, opts.max_sampling_rounds,
+                                                 tokenizer.pad_token_id)
+        sampled = shard_sampled(batch, opts.k)
     rollout, raw, score, responses = sampled.rollout, sampled.raw, sampled.score, sampled.responses
     actor.eval()
     old_logp = entropy = None
@@ -133,11 +148,13 @@ def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_i
         ref_logp = reference_logprobs(reference, actor, rollout, opts.temperature)
         values = values_of(critic, rollout) if critic is not None else None
     actor.train()
-    stats = {"reward": float(raw.mean()), "reward_normalized": float(score.mean()),
-             **{f"reward/{name}": float(part.mean()) for name, part in sampled.parts.items()}, **sampling_stats,
-             **ensemble_stats(sampled.parts)}  # reward_std: an ensemble reward's disagreement
+    stats = {"reward": global_mean(raw), "reward_normalized": global_mean(score),
+             **{f"reward/{name}": global_mean(torch.as_tensor(part)) for name, part in sampled.parts.items()},
+             **sampling_stats}
+    if ENSEMBLE_STD in sampled.parts:  # reward_std: an ensemble reward's disagreement (as rollout.scorers.ensemble_stats)
+        stats["reward_std"] = global_mean(torch.as_tensor(sampled.parts[ENSEMBLE_STD]))
     if gold is not None:
-        stats["gold"] = float(gold(sampled.prompts, responses).mean())
+        stats["gold"] = global_mean(torch.as_tensor(gold(sampled.prompts, responses)))
     exp = Experience(rollout, old_logp, ref_logp.float(), values, score, entropy, prompts=sampled.prompts)
     return exp, stats, responses
 
@@ -187,7 +204,6 @@ def run(cfg: PPOConfig) -> Path:
                                               cfg.min_lr_ratio))
     kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
               else FixedKLController(cfg.kl_coef))
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
     update_guard = runtime.NonFiniteGuard(cfg.max_bad_steps, "optimiser step")  # NaN/inf loss or gradient: skipped
     rollout_guard = runtime.NonFiniteGuard(cfg.max_bad_steps, "rollout")  # NaN/inf reward: no update from it
@@ -201,18 +217,22 @@ def run(cfg: PPOConfig) -> Path:
         for scheduler, s in zip(schedulers, state["schedulers"]):
             scheduler.load_state_dict(s)
         kl_ctl.load_state_dict(state["kl_controller"])
-        generator.set_state(state["generator"])
         runtime.set_rng_state(state["rng"])
         update_guard.load_state_dict(state["update_guard"])  # skipped steps count over the whole run
         rollout_guard.load_state_dict(state["rollout_guard"])
         if "overopt_guard" in state:  # checkpoints from before the over-optimisation guard lack it
             overopt.load_state_dict(state["overopt_guard"])
         start_step, wall_before, tokens_seen = state["step"], state["wall_s"], state["tokens"]
+    for model in (actor, critic):  # replicas start equal, whatever drew their random parts (a LoRA init)
+        if model is not None:
+            dist.broadcast_parameters(model)
 
     def checkpoint(step: int) -> None:
+        if not dist.is_main():  # one copy of replicated state; it resumes with any process count
+            return
         state = {"actor": actor.state_dict(), "actor_opt": actor_opt.state_dict(),
                  "schedulers": [s.state_dict() for s in schedulers], "kl_controller": kl_ctl.state_dict(),
-                 "generator": generator.get_state(), "wall_s": time.perf_counter() - t0, "tokens": tokens_seen,
+                 "wall_s": time.perf_counter() - t0, "tokens": tokens_seen,
                  "update_guard": update_guard.state_dict(), "rollout_guard": rollout_guard.state_dict(),
                  "overopt_guard": overopt.state_dict()}
         if critic is not None:
@@ -224,7 +244,8 @@ def run(cfg: PPOConfig) -> Path:
     actor.train()
     t0 = time.perf_counter() - wall_before
     last: dict = {}
-    bar = tqdm(total=total_steps, initial=start_step, desc=f"{cfg.algo}", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=start_step, desc=f"{cfg.algo}", disable=not (cfg.progress and dist.is_main()),
+               dynamic_ncols=True)
     for step in range(start_step, total_steps):
         runtime.record_step(step)  # steps finished, for the Ctrl-C message
         step_t = time.perf_counter()
@@ -232,18 +253,19 @@ def run(cfg: PPOConfig) -> Path:
         prompt_ids = [encode_prompt(tokenizer, p)[-max_prompt_tokens:] for p in batch_prompts]
 
         def more_prompts(round_: int, step: int = step) -> tuple[list, list, list]:  # dynamic sampling's next round
-            return extra_prompts(prompts, answers, tokenizer, cfg, step, round_)
+            return tuple(part[dist.rank() :: dist.world_size()]  # this rank's share of the round's prompts
+                         for part in extra_prompts(prompts, answers, tokenizer, cfg, step, round_))
 
         # 1. rollout phase
         exp, reward_stats, responses = collect(actor, reference, critic, scorer, gold, tokenizer, batch_prompts,
-                                               prompt_ids, cfg, opts, sampling, generator, autocast,
+                                               prompt_ids, cfg, opts, sampling, step, autocast,
                                                answers=[answers[i] for i in plan.micro_batch(step)],
                                                more_prompts=more_prompts)
-        batch_prompts = exp.prompts[:: opts.k]  # with dynamic sampling, the prompts of the groups kept
         rollout_s = time.perf_counter() - step_t
         kl_coef = kl_ctl.value
         done = step + 1
-        if not rollout_guard.check(done, reward=reward_stats["reward"], score=exp.score, kl_coef=kl_coef):
+        score_sum = dist.sum_all([float(exp.score.double().sum())])[0]  # non-finite if any rank's score is
+        if not rollout_guard.check(done, reward=reward_stats["reward"], score=score_sum, kl_coef=kl_coef):
             for _ in range(updates_per_step):  # no update, but the schedule stays a function of the step
                 runtime.advance_schedulers(schedulers)
             runtime.record_step(done)
@@ -251,7 +273,8 @@ def run(cfg: PPOConfig) -> Path:
             if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
                 checkpoint(done)
             continue
-        guard_metrics, best = overopt.observe(done, rollout_sample(responses, exp, reward_stats))
+        guard_metrics, best = overopt.observe(done, global_step_sample(responses, exp, reward_stats, opts.k)) \
+            if overopt.enabled else ({}, False)
         if best and cfg.guard_save_best:  # the weights that sampled this step's responses
             save_best(actor, tokenizer, run_dir.path)
 
@@ -269,11 +292,12 @@ def run(cfg: PPOConfig) -> Path:
                                             guard=update_guard, step=done)
         kl_by_kind = {kind: kl_estimate(exp.old_logp, exp.ref_logp, kind) for kind in ("k1", "k2", "k3")}
         kl = kl_by_kind[opts.kl_estimator]
-        sequence_kl = float((kl * exp.mask).sum(1).mean())
-        kl_ctl.update(sequence_kl, n_steps=exp.score.shape[0])
+        sequence_kl = global_mean((kl * exp.mask).sum(1))
+        rows = exp.score.shape[0] * dist.world_size()  # the global batch (every rank holds as many rows)
+        kl_ctl.update(sequence_kl, n_steps=rows)
         runtime.record_step(done)  # the weights now hold `done` steps
 
-        generated = int(exp.mask.sum())
+        generated = int(dist.sum_all([float(exp.mask.sum())])[0])
         tokens_seen += generated
         bar.update(1)
         step_end = time.perf_counter()
@@ -286,7 +310,7 @@ def run(cfg: PPOConfig) -> Path:
             last = {"step": done,
                     "loss": stats["policy_loss"] + stats.get("value_loss", 0.0) + kl_coef * stats.get("kl_loss", 0.0),
                     "lr": schedulers[0].get_last_lr()[0], "tokens_per_s": generated / (now - step_t),
-                    "samples_per_s": exp.score.shape[0] / (now - step_t), "elapsed_s": now - t0, "tokens": tokens_seen,
+                    "samples_per_s": rows / (now - step_t), "elapsed_s": now - t0, "tokens": tokens_seen,
                     "skipped_steps": update_guard.skipped, "skipped_rollouts": rollout_guard.skipped,
                     "rollout_s": rollout_s, "update_s": now - step_t - rollout_s, **reward_stats,
                     "kl": sequence_kl, "kl_coef": kl_coef, **rollout_stats(exp, kl_by_kind, advantages, returns), **stats,
@@ -296,7 +320,8 @@ def run(cfg: PPOConfig) -> Path:
             # on one batch; metrics.jsonl keeps k1, k2 and k3
             bar.set_postfix(reward=f"{last['reward']:.3f}", kl_k3=f"{last['kl_k3']:.2f}")
         if cfg.samples_every and (done % cfg.samples_every == 0 or done == 1):
-            _write_samples(run_dir.samples_path, done, batch_prompts, responses, exp, opts.k)
+            _write_samples(run_dir.samples_path, done, gather_rows(list(zip(
+                exp.prompts, responses, exp.score.tolist(), exp.rollout.ended.tolist())), opts.k), opts.k)
         if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
             checkpoint(done)
         if overopt.stop_reason:  # --stop-on-overoptimisation: the guard warned at this step
@@ -337,16 +362,19 @@ def _evaluate(cfg, actor, reference, tokenizer, scorer, gold, sampling, device, 
     report = evaluate_policy(actor, ref, tokenizer, prompts, judge, sampling, seed=cfg.seed + 1,
                              autocast=autocast, max_prompt_tokens=cfg.max_length - cfg.max_new_tokens)
     samples = report.pop("samples")
-    if write_samples:
+    if write_samples and dist.is_main():  # every rank evaluates alike (same weights, same seed); one writes
         with open(run_dir.path / "eval_samples.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(s) + "\n" for s in samples)
     report["judge"] = judge.name
     return {f"eval_{k}": v for k, v in report.items()}
 
 
-def _write_samples(path: Path, step: int, prompts, responses, exp: Experience, k: int, n: int = 4) -> None:
+def _write_samples(path: Path, step: int, rows: list[tuple], k: int, n: int = 4) -> None:
+    """The first response to each of the batch's first `n` prompts; rows: (prompt, response,
+    score, ended) of every row of the global batch, k per prompt. Rank 0 writes."""
+    if not dist.is_main():
+        return
     with open(path, "a", encoding="utf-8") as f:
-        for i in range(min(n, len(prompts))):
-            row = i * k
-            f.write(strict_json({"step": step, "prompt": prompt_as_json(prompts[i]), "response": responses[row],
-                                "score": float(exp.score[row]), "ended": bool(exp.rollout.ended[row])}) + "\n")
+        for prompt, response, score, ended in rows[: n * k : k]:
+            f.write(strict_json({"step": step, "prompt": prompt_as_json(prompt), "response": response,
+                                "score": float(score), "ended": bool(ended)}) + "\n")

@@ -39,11 +39,13 @@ class Sampled:
 
 
 def sample_and_score(actor, scorer, tokenizer, prompts: list, prompt_ids: list[list[int]], answers: list, cfg, opts,
-                     sampling, generator, autocast) -> Sampled:
-    """k samples of each prompt, scored and shaped (see the module docstring)."""
+                     sampling, row_seeds: list[int], autocast) -> Sampled:
+    """k samples of each prompt, scored and shaped (see the module docstring). row_seeds: one
+    seed per row (prompts x k), each row's own random stream (rlhf.rollout.generate)."""
     rows = [ids for ids in prompt_ids for _ in range(opts.k)]
     with autocast():
-        rollout = generate(actor, rows, sampling, stop_token_ids(tokenizer, actor), tokenizer.pad_token_id, generator)
+        rollout = generate(actor, rows, sampling, stop_token_ids(tokenizer, actor), tokenizer.pad_token_id,
+                           row_seeds=row_seeds)
     responses = decode_responses(tokenizer, rollout)
     texts_in = [p for p in prompts for _ in range(opts.k)]
     answers_in = [a for a in answers for _ in range(opts.k)]

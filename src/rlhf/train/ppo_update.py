@@ -16,6 +16,11 @@ name of the registry rlhf.config.algorithms, presets included):
 
 and in the options of the policy loss (Options: ratio level, asymmetric clip, aggregation,
 truncated responses masked out, entropy bonus). Everything else is shared.
+
+Under a launcher every rank holds its share of the batch (rlhf.train.ppo_dist): the batch-wide
+statistics (whitening, REINFORCE's baseline, REINFORCE++'s normalisation, the logged figures)
+are summed over the ranks (`dist.sum_tensor`), and so are the gradients and the token counts
+each loss is divided by.
 """
 
 from __future__ import annotations
@@ -47,8 +52,10 @@ from ..algos import (
 from ..config.algorithms import ALGORITHM_NAMES, ESTIMATORS, estimator_of
 from ..data.records import Rollout
 from ..rollout.logprobs import response_logits, response_logprobs
+from ..runtime import dist
 from ..runtime.guard import NonFiniteGuard, advance_schedulers
 from .critic import response_values
+from .ppo_dist import global_masked_mean, global_mean, local_rows
 
 
 @dataclass
@@ -123,7 +130,7 @@ def ppo_advantages(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[T
         rewards = rewards - kl_coef * kl * mask
     advantages, returns = gae(exp.values, rewards, mask, opts.gamma, opts.lam)
     if opts.whiten_advantages:
-        advantages = whiten(advantages, mask) * mask
+        advantages = whiten(advantages, mask, sum_across=dist.sum_tensor) * mask
     return advantages, returns
 
 
@@ -142,7 +149,7 @@ def grpo_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[T
 def reinforce_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, None]:
     """REINFORCE with a baseline (Williams 1992): the sequence reward minus the batch mean."""
     rewards = sequence_reward(exp, kl, kl_coef, opts.kl_in_reward)
-    return (rewards - rewards.mean())[:, None] * exp.mask, None
+    return (rewards - global_mean(rewards))[:, None] * exp.mask, None
 
 
 def _token_rewards(score: Tensor, exp: Experience, kl: Tensor, kl_coef: float, opts) -> Tensor:
@@ -153,13 +160,15 @@ def _token_rewards(score: Tensor, exp: Experience, kl: Tensor, kl_coef: float, o
 
 def reinforce_pp_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, None]:
     """REINFORCE++ (Hu 2025): return-to-go of the per-token reward, normalised over the whole batch."""
-    return reinforce_pp_advantages(_token_rewards(exp.score, exp, kl, kl_coef, opts), exp.mask, opts.gamma), None
+    return reinforce_pp_advantages(_token_rewards(exp.score, exp, kl, kl_coef, opts), exp.mask, opts.gamma,
+                                   sum_across=dist.sum_tensor), None
 
 
 def reinforce_pp_baseline_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, None]:
     """REINFORCE++-baseline (Hu 2025): the score minus its group mean, then as REINFORCE++."""
     centred = grpo_advantages(exp.score, opts.k, scale_by_std=False)
-    return reinforce_pp_advantages(_token_rewards(centred, exp, kl, kl_coef, opts), exp.mask, opts.gamma), None
+    return reinforce_pp_advantages(_token_rewards(centred, exp, kl, kl_coef, opts), exp.mask, opts.gamma,
+                                   sum_across=dist.sum_tensor), None
 
 
 @dataclass(frozen=True)
@@ -251,6 +260,7 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
     ones).
     """
     batch = exp.score.shape[0]
+    world_batch = batch * dist.world_size()  # the global batch: every rank holds as many rows
     totals: dict[str, float] = {}
     count, ratio_first = 0, None
     trainable = [p for p in actor.parameters() if p.requires_grad]
@@ -262,12 +272,15 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
     if fill_old:
         exp.old_logp, exp.entropy = torch.zeros_like(exp.ref_logp), torch.zeros_like(exp.ref_logp)
     for _ in range(opts.epochs):
-        order = torch.randperm(batch, generator=generator).to(exp.score.device)
-        for minibatch in _chunks(order, opts.minibatch_size):
-            mb_tokens = exp.mask[minibatch].sum().clamp(min=1)
-            mb_units = aggregation_units(loss_mask_of(exp.rows(minibatch), opts), opts.loss_agg).clamp(min=1)
+        order = torch.randperm(world_batch, generator=generator)  # global rows: one permutation for every rank
+        for global_minibatch in _chunks(order, opts.minibatch_size):
+            minibatch = local_rows(global_minibatch, opts.k).to(exp.score.device)  # this rank's rows of it
+            # the minibatch's tokens and loss units over every rank: what each rank's loss sums are divided by
+            mb_tokens, mb_units = (max(n, 1.0) for n in dist.sum_all([
+                float(exp.mask[minibatch].sum()),
+                float(aggregation_units(loss_mask_of(exp.rows(minibatch), opts), opts.loss_agg))]))
             stats: dict[str, float] = {}
-            for micro in _chunks(minibatch, -(-len(minibatch) // opts.grad_accum)):
+            for micro in _chunks(minibatch, max(1, -(-len(minibatch) // opts.grad_accum))):
                 part = exp.rows(micro)
                 loss_mask = loss_mask_of(part, opts)
                 # each micro-batch's share of the minibatch: its aggregate, so weighted, sums to the minibatch's
@@ -310,6 +323,8 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
                 loss.backward()
                 for key, value in pstats.items():
                     stats[key] = stats.get(key, 0.0) + float(value) * float(weight)
+            stats = dist.sum_stats(stats)  # each rank's figures are weighted by its share: their sums are the minibatch's
+            dist.sum_gradients(trainable + critic_params)
             if ratio_first is None:
                 ratio_first = stats.get("ratio_mean", 1.0)
             optimizer_step(guard, f"{count + 1} of step {step}", stats, optimized, clip_norm, schedulers)
@@ -346,19 +361,20 @@ def optimizer_step(guard: NonFiniteGuard, label: str, stats: dict, models: list,
 
 
 def rollout_stats(exp: Experience, kl_by_kind: dict[str, Tensor], advantages: Tensor, returns: Tensor | None) -> dict:
-    """What the rollout phase measured: per-sequence KL by estimator, entropy, lengths, EOS share,
-    sampler-vs-training log-prob gap, and (with a critic) explained variance of the values."""
+    """What the rollout phase measured, over every rank's rows: per-sequence KL by estimator,
+    entropy, lengths, EOS share, sampler-vs-training log-prob gap, and (with a critic) explained
+    variance of the values."""
     mask = exp.mask
-    stats = {f"kl_{kind}": float((kl * mask).sum(1).mean()) for kind, kl in kl_by_kind.items()}
+    stats = {f"kl_{kind}": global_mean((kl * mask).sum(1)) for kind, kl in kl_by_kind.items()}
     stats.update(
-        entropy=float(masked_mean(exp.entropy, mask)),
-        response_length=float(mask.sum(1).float().mean()),
-        eos_rate=float(exp.rollout.ended.float().mean()),
-        logprob_gap=float(masked_mean((exp.rollout.logprobs - exp.old_logp).abs(), mask)),
-        advantage_mean=float(masked_mean(advantages, mask)),
-        advantage_std=float(masked_mean(advantages**2, mask).sqrt()),
+        entropy=global_masked_mean(exp.entropy, mask),
+        response_length=global_mean(mask.sum(1).float()),
+        eos_rate=global_mean(exp.rollout.ended.float()),
+        logprob_gap=global_masked_mean((exp.rollout.logprobs - exp.old_logp).abs(), mask),
+        advantage_mean=global_masked_mean(advantages, mask),
+        advantage_std=global_masked_mean(advantages**2, mask) ** 0.5,
     )
     if returns is not None and exp.values is not None:
-        stats["explained_variance"] = float(explained_variance(exp.values, returns, mask))
-        stats["value_mean"] = float(masked_mean(exp.values, mask))
+        stats["explained_variance"] = float(explained_variance(exp.values, returns, mask, sum_across=dist.sum_tensor))
+        stats["value_mean"] = global_masked_mean(exp.values, mask)
     return stats
