@@ -186,7 +186,8 @@ class Demo:
         sizes = (dict(max_steps=p.ppo_steps, batch_size=p.ppo_batch, lr=p.ppo_lr, minibatch_size=p.ppo_batch,
                       update_epochs=p.ppo_update_epochs, missing_eos_penalty=p.ppo_missing_eos_penalty)
                  if algo == "ppo" else
-                 dict(max_steps=p.group_steps, batch_size=p.group_batch, num_samples=p.group_samples, lr=p.group_lr,
+                 dict(max_steps=p.group_steps, batch_size=p.group_batch, num_samples=p.group_samples,
+                      lr=p.rloo_lr if algo == "rloo" else p.group_lr,
                       minibatch_size=p.group_batch * p.group_samples))
         ppo.run(PPOConfig(model=self._model("sft"), data=str(self.data / "prompts-train.jsonl"), algo=algo,
                           reward=self._model("rm"), gold=GOLD, kl_coef=kl_coef, max_new_tokens=p.max_new_tokens,

@@ -35,7 +35,8 @@ class DemoPlan:
     group_steps: int  # RLOO and GRPO rollout steps
     group_batch: int  # prompts per step (each sampled `group_samples` times)
     group_samples: int
-    group_lr: float
+    group_lr: float  # GRPO
+    rloo_lr: float  # RLOO: its advantages are not divided by the group's std, so its steps are smaller at one rate
     group_kl_coef: float
     dpo_betas: tuple[float, ...]  # with --frontier, one DPO run per beta
     dpo_beta_headline: float
@@ -53,7 +54,7 @@ FULL = DemoPlan(
     eval_prompts=128, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=8e-5, rm_context_turns=0,
     ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=20, ppo_batch=32, ppo_lr=5e-5, ppo_update_epochs=4,
     ppo_missing_eos_penalty=0.0,
-    group_steps=20, group_batch=16, group_samples=4, group_lr=5e-5, group_kl_coef=0.05,
+    group_steps=20, group_batch=16, group_samples=4, group_lr=5e-5, rloo_lr=1e-4, group_kl_coef=0.05,
     dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=1e-4, dpo_batch=8, online_rounds=4,
     max_new_tokens=48, sample_batch=256,
     seconds={"data": 1, "sft": 39, "label": 63, "rm": 196, "ppo": 184, "rloo": 95, "grpo": 95, "dpo": 161,
@@ -65,7 +66,7 @@ QUICK = DemoPlan(
     eval_prompts=16, rm_epochs=1.0, rm_lr=1e-4, rm_lr_encoder=5e-5, rm_context_turns=0,
     ppo_kl_coefs=(0.02, 0.05, 0.15), ppo_kl_headline=0.05, ppo_steps=2, ppo_batch=8, ppo_lr=5e-5, ppo_update_epochs=2,
     ppo_missing_eos_penalty=0.0,
-    group_steps=2, group_batch=4, group_samples=2, group_lr=5e-5, group_kl_coef=0.05,
+    group_steps=2, group_batch=4, group_samples=2, group_lr=5e-5, rloo_lr=1e-4, group_kl_coef=0.05,
     dpo_betas=(0.02, 0.05, 0.2), dpo_beta_headline=0.05, dpo_epochs=1.0, dpo_lr=5e-5, dpo_batch=8, online_rounds=2,
     max_new_tokens=16, sample_batch=64,
     seconds={"data": 0.6, "sft": 4.0, "label": 2.3, "rm": 11.5, "ppo": 2.3, "rloo": 1.4, "grpo": 1.3, "dpo": 9.1,
