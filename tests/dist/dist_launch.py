@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,25 @@ def run(args: list[str], nproc: int = 1, launcher: str = "torchrun", timeout: fl
 
 def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def kill_two_process_run(args: list[str], out: Path, at_step: int) -> None:
+    """Start `rlhf ARGS` on two processes and SIGKILL every process once `out` holds the
+    checkpoint of step `at_step`, before the run can finish."""
+    import psutil
+
+    proc = subprocess.Popen(command(args, nproc=2), env=environment(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = out / "checkpoints" / f"step-{at_step}"
+    deadline = time.time() + 1800
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    # torchrun starts each rank in a session of its own: kill the ranks by pid, then the launcher
+    ranks = psutil.Process(proc.pid).children(recursive=True)
+    for rank in ranks:
+        rank.send_signal(signal.SIGKILL)
+    psutil.wait_procs(ranks, timeout=60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert first.exists() and not (out / "model").exists()

@@ -5,17 +5,12 @@ models) and the data position is the step counter, so any process count can cont
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import time
 
-import psutil
 import torch
 from safetensors.torch import load_file
 
-from dist_launch import command, environment, metrics, needs_gloo, run
+from dist_launch import kill_two_process_run, metrics, needs_gloo, run
 
 pytestmark = needs_gloo
 
@@ -31,21 +26,7 @@ def test_two_process_run_killed_resumes_with_one_and_with_two(tiny_model_dir, de
     run(sft_args(tiny_model_dir, demonstrations_file, straight))
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(command(sft_args(tiny_model_dir, demonstrations_file, killed), nproc=2), env=environment(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = killed / "checkpoints" / "step-5"
-    deadline = time.time() + 1800
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    # torchrun starts each rank in a session of its own: kill the ranks by pid, then the launcher
-    ranks = psutil.Process(proc.pid).children(recursive=True)
-    for rank in ranks:
-        rank.send_signal(signal.SIGKILL)
-    psutil.wait_procs(ranks, timeout=60)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert first.exists() and not (killed / "model").exists()
+    kill_two_process_run(sft_args(tiny_model_dir, demonstrations_file, killed), killed, at_step=5)
     copy = tmp_path / "killed-copy"
     shutil.copytree(killed, copy)
 
