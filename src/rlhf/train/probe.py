@@ -61,18 +61,23 @@ def fit_linear_probe(
     l2: float,
     autocast=None,
     max_iter: int = 200,
+    progress: bool = False,
 ) -> dict:
     """Set the reward head to the preference-loss minimiser on frozen features; returns stats.
 
     `batches` cover the training preferences once (each with `n_units` preferences);
     `loss_from_rewards(rewards (N,), batch) -> (loss summed over the batch's preferences, stats)`
     is the training loss. Minimises mean loss + l2 * ||w||^2 over w; the bias cannot change a
-    preference loss (every reward shifts with it), so it is set to 0.
+    preference loss (every reward shifts with it), so it is set to 0. `progress` shows a bar over
+    the frozen forward passes, which take minutes on a large preference file.
     """
+    from tqdm.auto import tqdm
+
     head = reward_head(model)
     was_training = model.training
     model.eval()
-    features = [head_features(model, b, pad_id, autocast) for b in batches]
+    features = [head_features(model, b, pad_id, autocast)
+                for b in tqdm(batches, desc="probe features", disable=not progress, dynamic_ncols=True)]
     model.train(was_training)
     all_features, index = torch.cat(features), _merged_index(batches, [len(f) for f in features])
     weight = torch.zeros(head.in_features, device=all_features.device, requires_grad=True)

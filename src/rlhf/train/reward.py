@@ -188,7 +188,8 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
         chunks = [preferences[i : i + 4 * cfg.batch_size] for i in range(0, len(preferences), 4 * cfg.batch_size)]
         batches = [runtime.to_device(make_batch(c, pad_id, packing, cfg.max_length), device) for c in chunks]
         probe = fit_linear_probe(model, batches, preference_loss_from_rewards, pad_id, cfg.probe_l2,
-                                 runtime.autocast(cfg.precision, device))
+                                 runtime.autocast(cfg.precision, device),
+                                 progress=cfg.progress and runtime.dist.is_main())
     model = add_lora(model, cfg).to(device)
 
     eval_pairs = tokenize(eval_records) if eval_records else []
