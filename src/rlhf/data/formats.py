@@ -298,6 +298,13 @@ def read_comparisons(path: PathLike, *, skip_bad_rows: bool = False,
     return _read(path, partial(rows.comparison, strict_hh=strict_hh), skip_bad_rows)
 
 
+def read_categorised_comparisons(path: PathLike, *,
+                                 skip_bad_rows: bool = False) -> Records[tuple[Comparison, str]]:
+    """(comparison, its row's `category`, "all" where the row has none) pairs, as RewardBench-style
+    evaluation files carry them."""
+    return _read(path, lambda row: (rows.comparison(row), str(row.get("category") or "all")), skip_bad_rows)
+
+
 def read_rankings(path: PathLike, *, skip_bad_rows: bool = False) -> Records[Ranking]:
     """Listwise preferences from {"prompt", "responses", "ranking"} rows."""
     return _read(path, rows.ranking, skip_bad_rows)

@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 
 from . import plots
-from .report_data import METHODS, MISSING, Run, _read_json, format_number, load_runs, lookup
+from .report_data import METHODS, MISSING, Run, format_number, load_runs, lookup, read_json
 
 __all__ = ["METHODS", "MISSING", "Run", "format_number", "load_runs", "lookup", "render", "write_report"]
 
@@ -300,7 +300,7 @@ def write_report(demo_dir: Path, max_samples: int = 6) -> Path:
     runs = load_runs(demo_dir, summary)
     rm = summary.get("rm") if isinstance(summary.get("rm"), dict) else {}
     gold_path = demo_dir / rm["eval_gold"] if rm.get("eval_gold") else demo_dir / rm.get("dir", "rm") / "eval_gold.json"
-    eval_gold = _read_json(gold_path)
+    eval_gold = read_json(gold_path)
     figures = draw_figures(demo_dir, summary, runs, eval_gold)
     out = demo_dir / "report.html"
     out.write_text(render(summary, runs, figures, eval_gold, max_samples), encoding="utf-8")

@@ -66,18 +66,18 @@ class Run:
     kind: str                 # sft, rm, policy, dpo or other
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def _kind(path: Path, rows: list[dict]) -> str:
+def run_kind(path: Path, rows: list[dict]) -> str:
     """sft, rm, policy (ppo, rloo, grpo), dpo or other: from the run's summary.json, else its metric keys."""
-    stage = (_read_json(path / "summary.json") or {}).get("stage")
+    stage = (read_json(path / "summary.json") or {}).get("stage")
     known = {"sft": "sft", "rm": "rm", "reward": "rm", "ppo": "policy", "dpo": "dpo"}
     if stage in known:
         return known[stage]
@@ -101,8 +101,8 @@ def load_runs(demo_dir: Path, summary: dict) -> dict[str, Run]:
         if not path.is_dir():
             raise FileNotFoundError(f"summary.json names run directory {rel!r} (at {where}) but {path} does not exist")
         if rel not in runs:
-            rows = _read_rows(path / "metrics.jsonl")
+            rows = read_rows(path / "metrics.jsonl")
             config = path / "config.yaml"
             runs[rel] = Run(rel, path, rows, config.read_text(encoding="utf-8") if config.is_file() else None,
-                            _read_json(path / "eval.json"), _kind(path, rows))
+                            read_json(path / "eval.json"), run_kind(path, rows))
     return runs

@@ -157,13 +157,9 @@ def _batched(score_rows, rows: int, examples: list, batch_size: int, progress: b
 
 def read_with_categories(path: str, skip_bad_rows: bool) -> tuple[list, list[str], int]:
     """(comparisons, the `category` of each ("all" where a row has none), rows skipped) of one file."""
-    from ..data import formats, rows
+    from ..data.formats import read_categorised_comparisons
 
-    def parse(row: dict):
-        return rows.comparison(row), str(row.get("category") or "all")
-
-    # The stage's own reader, with the row's category kept beside the comparison it parses.
-    records = formats._read(path, parse, skip_bad_rows)
+    records = read_categorised_comparisons(path, skip_bad_rows=skip_bad_rows)
     return [c for c, _ in records], [cat for _, cat in records], len(records.errors)
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from . import plots
 from .overopt import SIGNALS
-from .report import _CSS, _kind, _read_json, _read_rows, format_number
+from .report import _CSS
+from .report_data import format_number, read_json, read_rows, run_kind
 
 GUARD_SIGNAL_PANELS = [(f"guard/{name}", name.replace("_", " ")) for name in SIGNALS] + [
     ("guard/score", "guard score (higher: healthier)")]
@@ -48,18 +49,18 @@ def write_run_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a directory: pass a run directory (the --out of a stage or demo)")
-    summary = _read_json(run_dir / "summary.json") or {}
+    summary = read_json(run_dir / "summary.json") or {}
     if is_demo_dir(summary):
         from .report import write_report
 
         return write_report(run_dir)
-    rows = _read_rows(run_dir / "metrics.jsonl")
+    rows = read_rows(run_dir / "metrics.jsonl")
     if not rows and not summary:
         raise FileNotFoundError(f"{run_dir} has neither metrics.jsonl nor summary.json: is it a run directory?")
     figures = draw_run_figures(run_dir, rows, summary)
     config = run_dir / "config.yaml"
     page = render_run(run_dir, rows, summary, figures, config.read_text(encoding="utf-8") if config.is_file() else None,
-                      _read_rows(run_dir / "samples.jsonl"), _read_rows(run_dir / "eval_samples.jsonl"))
+                      read_rows(run_dir / "samples.jsonl"), read_rows(run_dir / "eval_samples.jsonl"))
     out = run_dir / "report.html"
     out.write_text(page, encoding="utf-8")
     return out
@@ -73,7 +74,7 @@ def guard_x_key(summary: dict) -> str:
 def draw_run_figures(run_dir: Path, rows: list[dict], summary: dict) -> dict[str, str]:
     """Every figure the run's files allow, under run_dir/figures; {name: path relative to run_dir}."""
     figures_dir, figures = run_dir / "figures", {}
-    kind, name = _kind(run_dir, rows), run_dir.name
+    kind, name = run_kind(run_dir, rows), run_dir.name
 
     def keep(key: str, path: Path) -> None:
         figures[key] = path.relative_to(run_dir).as_posix()
@@ -206,7 +207,7 @@ def _samples_section(samples: list[dict], eval_samples: list[dict]) -> str:
 def render_run(run_dir: Path, rows: list[dict], summary: dict, figures: dict[str, str], config_text: str | None,
                samples: list[dict], eval_samples: list[dict]) -> str:
     """The whole page as a string."""
-    stage = summary.get("stage") or _kind(run_dir, rows)
+    stage = summary.get("stage") or run_kind(run_dir, rows)
     title = f"rlhf {stage} run: {run_dir.name}"
     config = (f"<pre>{html.escape(config_text)}</pre>" if config_text
               else '<p class="note">No config.yaml.</p>')
