@@ -40,6 +40,10 @@ RULE = "ppo_variant_rewards:length"  # varies even on the tiny model's gibberish
 RULE_SOURCE = """
 def length(prompts, responses):
     return [len(r) / 10 for r in responses]
+
+
+def length_if_answered(prompts, responses, answers):
+    return [len(r) / 10 + (a is not None) for r, a in zip(responses, answers)]
 """
 PROMPTS = ["Once upon a time", "The dog was", "Tom had a red ball.", "Sue liked"]
 
@@ -256,3 +260,14 @@ def test_verifiable_reward_parts_and_overlong_penalty_logged(tiny_model_dir, pro
     # buffer = max_new_tokens: every response of n tokens loses 0.5 * n / 6 (0.5 when it reaches 6)
     lengths_penalty = 0.5 * line["response_length"] / 6
     assert line["reward_normalized"] == pytest.approx(line["reward"] - lengths_penalty, abs=1e-5)
+
+
+def test_gold_scorer_gets_each_rows_answer(tiny_model_dir, prompts_file, tmp_path):
+    # --gold with a program that checks answers (the arithmetic task's over-optimisation runs) reads the
+    # prompt rows' "answer" as the reward does; before, the gold scorer was called without them and failed.
+    # The gold is the reward (response length / 10) plus 1 where the row's answer reached it.
+    cfg = config(tiny_model_dir, prompts_file, tmp_path, algo="grpo", gold="ppo_variant_rewards:length_if_answered",
+                 normalize_reward=False)
+    ppo.run(cfg)
+    (line,) = metrics(tmp_path)
+    assert line["gold"] == pytest.approx(line["reward"] + 1.0, abs=1e-5)

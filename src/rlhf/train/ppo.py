@@ -154,7 +154,7 @@ def collect(actor, reference, critic, scorer, gold, tokenizer, prompts, prompt_i
     if ENSEMBLE_STD in sampled.parts:  # reward_std: an ensemble reward's disagreement (as rollout.scorers.ensemble_stats)
         stats["reward_std"] = global_mean(torch.as_tensor(sampled.parts[ENSEMBLE_STD]))
     if gold is not None:
-        stats["gold"] = global_mean(torch.as_tensor(gold(sampled.prompts, responses)))
+        stats["gold"] = global_mean(gold(sampled.prompts, responses, answers=sampled.answers))
     exp = Experience(rollout, old_logp, ref_logp.float(), values, score, entropy, prompts=sampled.prompts)
     return exp, stats, responses
 
