@@ -281,11 +281,17 @@ def watermarks(s: Session, series: str) -> dict[int, int]:
     return {project_id: label_id for project_id, label_id in rows}
 
 
-def labels_since(s: Session, project: Project, after_id: int) -> list[Label]:
-    """The project's live answers (no skips) with an id above `after_id`, oldest first."""
+def labels_unread(s: Session, project: Project, series: str) -> list[Label]:
+    """The project's live answers (no skips) that no round of `series` has read, oldest first.
+
+    Reads "not yet read" from the rounds' own records rather than "id above the watermark": on
+    PostgreSQL two annotators' transactions can commit out of id order, and a label committed
+    after a round read a larger id would sit below the watermark and never train anything."""
+    read = (select(RoundLabel.label_id).join(TrainingRound, TrainingRound.id == RoundLabel.round_id)
+            .where(TrainingRound.series == series, RoundLabel.project_id == project.id))
     return list(s.scalars(select(Label).join(Task, Task.id == Label.task_id)
                           .where(Task.project_id == project.id, Label.undone_at.is_(None), Label.outcome != "skip",
-                                 Label.id > after_id).order_by(Label.id)))
+                                 Label.id.not_in(read)).order_by(Label.id)))
 
 
 def round_by_run_dir(s: Session, run_dir: str) -> TrainingRound | None:

@@ -2,9 +2,10 @@
 
 `rlhf iterate --project NAME` reads the pairwise projects NAME (the labelling app, and labels
 imported there, e.g. an AI judge's with `rlhf label import --labels-as annotator`) and
-NAME-pairs (the chat page's regenerate and arena votes). Each project has a watermark: the
-largest label id any earlier round of NAME read from it (`repo.watermarks`); a round reads the
-live answers above it. The labels combine into comparisons by `rlhf.feedback.aggregate`'s rules,
+NAME-pairs (the chat page's regenerate and arena votes). A round reads the live answers no earlier
+round of NAME read (`repo.labels_unread`, from the rounds' records of the label ids they read, so
+a label committed out of id order is not skipped); each project's watermark, the largest label
+id earlier rounds read (`repo.watermarks`), is reported beside them. The labels combine into comparisons by `rlhf.feedback.aggregate`'s rules,
 as `rlhf label export` does, applied to the new labels; gold items only measure annotators
 (`min_gold_accuracy` judges an annotator on all their gold answers, old and new).
 """
@@ -85,14 +86,14 @@ def collect(s: Session, cfg: IterateConfig) -> Collected:
             not_read[project.name] = f"a {project.mode} project; rlhf iterate trains on comparisons"
             continue
         before[project.name] = marks.get(project.id, 0)
-        project_rows, project_seen = _collect_project(s, project, before[project.name], cfg)
+        project_rows, project_seen = _collect_project(s, project, cfg)
         rows += project_rows
         seen += project_seen
     return Collected(rows, seen, before, not_read)
 
 
-def _collect_project(s: Session, project: Project, after_id: int, cfg: IterateConfig):
-    new = repo.labels_since(s, project, after_id)
+def _collect_project(s: Session, project: Project, cfg: IterateConfig):
+    new = repo.labels_unread(s, project, cfg.project)
     if not new:
         return [], []
     task_ids = {label.task_id for label in new}

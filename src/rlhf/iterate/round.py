@@ -13,8 +13,8 @@
 Each stage is an ordinary run directory. `--resume` keeps what finished (a stage with its
 summary.json, the exported labels, the evaluation) and resumes the interrupted stage from its
 own checkpoint; the labels are not exported again, so a resumed round trains on the same ones.
-The store records the round and the labels it read once it is evaluated; those labels are then
-below the watermark of the next round.
+The store records the round and the labels it read once it is evaluated; the next round reads
+only labels no round has recorded.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Round:
         if len(collected.rows) < self.cfg.min_pairs:
             raise ValueError(
                 f"only {len(collected.rows)} new comparisons for {self.cfg.project!r} since the last round "
-                f"({len(collected.labels)} new labels above the watermarks {collected.watermarks_before}; rule "
+                f"({len(collected.labels)} labels no earlier round read; watermarks {collected.watermarks_before}; rule "
                 f"{self.cfg.rule}), fewer than --min-pairs {self.cfg.min_pairs}: collect more feedback first")
         return collected
 
