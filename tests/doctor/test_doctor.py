@@ -86,6 +86,19 @@ def test_ratio_off_one_at_lr0_fails(tiny_model_dir, prompts_file, capsys, monkey
     assert "ppo step at lr 0" in failed_checks(out)
 
 
+def test_lr0_step_with_every_response_masked_warns_instead_of_failing(tiny_model_dir, prompts_file, capsys,
+                                                                       monkeypatch, tmp_path):
+    """--mask-truncated with responses that all hit max_new_tokens: the loss reads no token, every
+    masked mean is 0 (ratio mean 0), which says nothing about the step; before, this FAILed as "ratio != 1"."""
+    monkeypatch.chdir(tmp_path)
+    args = ppo_args(tiny_model_dir, prompts_file, "--mask-truncated")
+    args[args.index("--max-new-tokens") + 1] = "2"
+    main(args)
+    out = capsys.readouterr().out
+    assert table_rows(out)["ppo step at lr 0"] == WARN, out
+    assert "raise --max-new-tokens" in out
+
+
 def test_resume_that_loses_the_optimiser_state_fails(tiny_model_dir, demonstrations_file, capsys, monkeypatch):
     monkeypatch.setattr(torch.optim.AdamW, "load_state_dict", lambda self, state: None)
     code = main(sft_args(tiny_model_dir, demonstrations_file))

@@ -29,8 +29,8 @@ from ..rollout.logprobs import response_logprobs
 from ..rollout.scorers import load_scorer
 from ..train import loop, ppo
 from ..train.critic import build_critic
-from ..train.ppo_update import ALGORITHMS, update
-from .checks import FAIL, PASS, Check
+from ..train.ppo_update import ALGORITHMS, loss_mask_of, update
+from .checks import FAIL, PASS, WARN, Check
 
 
 @dataclasses.dataclass
@@ -41,6 +41,7 @@ class StepResult:
     ended: float  # share of sampled responses that reached a stop token within max_new_tokens
     response_tokens: float  # mean sampled response length
     seconds: float  # wall time of the step (rollout + update)
+    trained_tokens: int  # response tokens the loss reads (0: --mask-truncated masked every response)
 
 
 def run_step(cfg: PPOConfig) -> StepResult:
@@ -94,13 +95,16 @@ def run_step(cfg: PPOConfig) -> StepResult:
     changed = [k for k, v in actor.state_dict().items() if not torch.equal(v, before[k])]
     mask = exp.mask
     return StepResult(stats, float(ratio_error.max()), changed, float(exp.rollout.ended.float().mean()),
-                      float(mask.sum(1).float().mean()), seconds)
+                      float(mask.sum(1).float().mean()), seconds, int(loss_mask_of(exp, opts).sum()))
 
 
 def lr0_check(result: StepResult) -> Check:
     """PASS only when the ratio is exactly 1, nothing is clipped, the approximate KL is 0 and no
     weight moved."""
     s = result.stats
+    if result.trained_tokens == 0:  # every mean over the mask is 0 and tells nothing
+        return Check("ppo step at lr 0", WARN, "no response token reaches the loss: every sampled response hit "
+                     "--max-new-tokens and --mask-truncated masks them all; raise --max-new-tokens to check the step")
     figures = (f"ratio mean {s['ratio_mean']:.9g} (max |ratio-1| {result.max_ratio_error:.3g}), "
                f"clipfrac {s.get('clipfrac', 0.0):.3g}, approx KL {s['approx_kl']:.3g}, "
                f"{len(result.changed)} weights changed")
