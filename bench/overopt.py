@@ -22,6 +22,26 @@ The README's figure comes from (demo base from `rlhf demo` steps data, sft, labe
     rlhf ppo $PPO --reward runs/rm250/model --out runs/ppo250-single
     rlhf ppo $PPO --reward runs/rm250-ens3/model --reward-aggregate mean-minus-std --out runs/ppo250-ens
     python bench/overopt.py runs/ppo250-single runs/ppo250-ens --names "single RM,ensemble mean-std"
+
+The arithmetic figure (docs/overoptimisation-arithmetic.png; from `rlhf demo --task arithmetic`'s
+SFT policy, a proxy reward model trained on the policy's own right and wrong answers, exact match
+as the gold):
+
+    rlhf generate --model runs/arith/sft/model --data runs/arith/data/prompts-train.jsonl --num-samples 8 \
+        --max-new-tokens 6 --max-length 32 --label rlhf.demo.arithmetic:correctness_reward --seed 1 --out k8.jsonl
+    rlhf generate ... --num-samples 4 --seed 0 --out k4.jsonl        # the same otherwise
+    cat k8.jsonl > rm-train.jsonl; head -300 k4.jsonl >> rm-train.jsonl; tail -107 k4.jsonl > rm-val.jsonl
+    RM="--model runs/arith/sft/model --data rm-train.jsonl --eval-data rm-val.jsonl --epochs 2 --lr 1e-4
+        --max-length 32 --batch-size 16 --head-init probe"
+    rlhf rm $RM --out runs/arith-rm
+    rlhf rm $RM --out runs/arith-rm-ens3 --ensemble 3
+    PPO="--model runs/arith/sft/model --data runs/arith/data/prompts-train.jsonl --gold rlhf.rewards.verifiable:exact_match
+         --max-new-tokens 6 --max-length 32 --batch-size 64 --minibatch-size 64 --update-epochs 4 --lr 5e-5
+         --kl-coef 0.01 --max-steps 150"
+    rlhf ppo $PPO --reward runs/arith-rm/model --out runs/arith-ppo-single
+    rlhf ppo $PPO --reward runs/arith-rm-ens3/model --reward-aggregate mean-minus-std --out runs/arith-ppo-ens
+    python bench/overopt.py runs/arith-ppo-single runs/arith-ppo-ens --names "single RM,ensemble mean-std" \
+        --gold-name "exact match" --out docs/overoptimisation-arithmetic.png
 """
 
 from __future__ import annotations
@@ -76,7 +96,7 @@ def describe(name: str, run: dict, window: int, tolerance: float) -> str:
             f"{run['eos'][peak]:.2f} -> {run['eos'][-1]:.2f} |")
 
 
-def plot(runs: dict[str, dict], window: int, tolerance: float, out: Path) -> None:
+def plot(runs: dict[str, dict], window: int, tolerance: float, out: Path, gold_name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,7 +113,7 @@ def plot(runs: dict[str, dict], window: int, tolerance: float, out: Path) -> Non
         if run["first_warning"]:
             for ax in (ax_gold, ax_proxy):
                 ax.axvline(run["first_warning"][0], color=colour, linestyle="--", linewidth=1)
-    ax_gold.set(title=f"gold reward (noiseless oracle), moving average of {window}", xlabel="rollout step")
+    ax_gold.set(title=f"gold reward ({gold_name}), moving average of {window}", xlabel="rollout step")
     ax_proxy.set(title="proxy reward the policy optimises (own scale per run)", xlabel="rollout step")
     ax_gold.legend(loc="lower right", title="dotted: gold peak before a fall, dashed: guard's first warning", fontsize=8, title_fontsize=8)
     ax_proxy.legend(fontsize=8)
@@ -111,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.03,
                         help="gold falls when its moving average ends more than this below its peak")
     parser.add_argument("--out", type=Path, default=Path("docs/overoptimisation.png"))
+    parser.add_argument("--gold-name", default="noiseless oracle", help="what the gold reward is, for the figure")
     args = parser.parse_args(argv)
     names = args.names.split(",") if args.names else [r.name for r in args.runs]
     if len(names) != len(args.runs):
@@ -121,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, run in runs.items():
         print(describe(name, run, args.window, args.tolerance))
-    plot(runs, args.window, args.tolerance, args.out)
+    plot(runs, args.window, args.tolerance, args.out, args.gold_name)
     print(f"\nfigure: {args.out}")
     return 0
 

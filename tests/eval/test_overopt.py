@@ -100,6 +100,20 @@ def test_severities_and_guard_score():
     assert overopt.guard_score([BASE], [DRIFTED], {}) == pytest.approx(5.0)
 
 
+def test_guard_score_follows_the_gold_where_every_step_has_one():
+    # proxy up, gold down (over-optimisation): the score must fall, or the "best" checkpoint is the worst
+    gold = lambda step, g: StepSample(step.rewards, step.lengths, step.ended, step.repetition, step.distinct,  # noqa: E731
+                                      step.disagreement, gold=g)
+    baseline = [gold(BASE, 0.5), gold(BASE, 0.7)]  # gold mean 0.6, population std 0.1
+    # recent gold 0.3 and 0.2: mean 0.25 -> (0.25 - 0.6) / 0.1 = -3.5, though the proxy gained 5 sd
+    assert overopt.guard_score(baseline, [gold(DRIFTED, 0.3), gold(DRIFTED, 0.2)], {}) == pytest.approx(-3.5)
+    # baseline gold that does not vary: the gain is in gold units; alarms still subtract
+    flat = [gold(BASE, 0.5), gold(BASE, 0.5)]
+    assert overopt.guard_score(flat, [gold(DRIFTED, 0.9)], {"b": 1.2}) == pytest.approx(0.4 - 1.0)
+    # a step without gold: back to the proxy
+    assert overopt.guard_score([BASE, gold(BASE, 0.5)], [gold(DRIFTED, 0.9)], {}) == pytest.approx(5.0)
+
+
 def test_parse_thresholds():
     thresholds = overopt.parse_thresholds(["eos_drop=0.4", "length-drift=0"])
     assert thresholds["eos_drop"] == 0.4 and thresholds["length_drift"] == 0.0

@@ -20,9 +20,10 @@ larger value is more suspicious, and warns past its threshold (`THRESHOLDS`, ove
     gold_drop           while the proxy's trend over the latest window is up: how surely the gold
                         trends down over it (minus the t statistic of the gold's slope; else 0)
 
-The guard score of a step is the proxy's gain over the baseline in baseline standard deviations,
+The guard score of a step is the reward's gain over the baseline in baseline standard deviations,
 minus ALARM_WEIGHT for each threshold's worth that a signal went past its threshold: the highest
-proxy reached while the signals stayed quiet.
+reward reached while the signals stayed quiet. The reward is the gold where one is given (the
+checkpoint kept as best is then the best by gold), else the proxy.
 """
 
 from __future__ import annotations
@@ -233,11 +234,17 @@ def severities(signals: dict[str, float], thresholds: dict[str, float]) -> dict[
 
 
 def guard_score(baseline: Sequence[StepSample], recent: Sequence[StepSample], severity: dict[str, float]) -> float:
-    """The proxy's gain of the latest window over the baseline, in baseline standard deviations
-    of the per-response proxy score (0 without scores), minus ALARM_WEIGHT * (severity - 1) for
-    each signal past its threshold."""
+    """The reward's gain of the latest window over the baseline, minus ALARM_WEIGHT * (severity - 1)
+    for each signal past its threshold. The reward is the gold where every step has one (the best
+    checkpoint is then the best by gold; the proxy can rise while the gold falls): its gain in
+    standard deviations of the baseline's per-step gold means (1 when those do not vary).
+    Otherwise the proxy: its gain in baseline standard deviations of the per-response score (0
+    without scores)."""
     gain = 0.0
-    if all(s.rewards is not None for s in (*baseline, *recent)):
+    if all(s.gold is not None for s in (*baseline, *recent)):
+        start = [s.gold for s in baseline]
+        gain = (mean([s.gold for s in recent]) - mean(start)) / (std(start) or 1.0)
+    elif all(s.rewards is not None for s in (*baseline, *recent)):
         start = _pooled(baseline, "rewards")
         gain = (mean(_pooled(recent, "rewards")) - mean(start)) / (std(start) or 1.0)
     return gain - ALARM_WEIGHT * sum(s - 1.0 for s in severity.values() if s > 1.0)
