@@ -7,7 +7,8 @@ round of NAME read (`repo.labels_unread`, from the rounds' records of the label 
 a label committed out of id order is not skipped); each project's watermark, the largest label
 id earlier rounds read (`repo.watermarks`), is reported beside them. The labels combine into
 comparisons by `rlhf.feedback.aggregate`'s rules, as `rlhf label export` does, applied to the new
-labels; gold items only measure annotators (`min_gold_accuracy` judges an annotator on all their gold answers, old and new).
+labels; gold items only measure annotators (`min_gold_accuracy` judges an annotator on all
+their gold answers, old and new).
 """
 
 from __future__ import annotations
