@@ -11,12 +11,12 @@ def linear_fit():
     """linear_fit(out, **fields) -> (model, run_dir): `fit` on a 3->1 linear model, squared output as
     the loss, 16 fixed examples; 4 steps, a checkpoint every 2 (step 2: the last step is not saved)."""
     from rlhf.config import TrainConfig
-    from rlhf.runtime import RunDir
+    from rlhf.runtime import init
     from rlhf.train.loop import BatchPlan, fit
 
     def run(out, model: torch.nn.Module | None = None, **fields):
         values = dict(out=str(out), max_steps=4, batch_size=2, lr=1e-2, save_every=2, log_every=1, progress=False,
-                      precision="fp32")
+                      precision="fp32", device="cpu")
         cfg = TrainConfig(**{**values, **fields})
         if model is None:
             model = torch.nn.Linear(3, 1)
@@ -33,8 +33,8 @@ def linear_fit():
         def loss_fn(m, batch):
             return (m(batch["x"]) ** 2).sum(), {}
 
-        run_dir = RunDir(cfg)
-        fit(model, batch_at, plan, loss_fn, cfg, run_dir, torch.device("cpu"))
-        return model, run_dir
+        rt = init(cfg)
+        fit(rt, model, batch_at, plan, loss_fn)
+        return model, rt.run_dir
 
     return run

@@ -8,23 +8,18 @@ that says so instead of hanging on the network.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from ..runtime import dist
-from ..runtime.files import fsync_dir, fsync_tree
-from ..runtime.guard import assert_finite
+from ..runtime.model_dir import COMPLETE_MARKER, TMP_INFIX, publish_model_dir, save_pretrained  # noqa: F401 (re-exported)
 
 
 class ModelNotFound(FileNotFoundError):
     pass
 
 
-COMPLETE_MARKER = "rlhf-complete.json"  # written last into every model/ that save_pretrained writes
-TMP_INFIX = ".tmp-"  # save_pretrained writes `.model.tmp-PID` first
 
 
 def check_complete(path: Path) -> None:
@@ -98,45 +93,6 @@ def add_lora(model: PreTrainedModel, r: int, alpha: float, dropout: float, targe
 
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
-
-
-def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
-    """Save a plain `transformers` directory (LoRA adapters merged in) loadable without rlhf.
-
-    Written atomically: into a temporary sibling directory, fsynced, marked complete
-    (COMPLETE_MARKER) and renamed into place, so `out_dir` is the old model or the new one,
-    never half of one. An earlier model at `out_dir` is replaced.
-    With several processes rank 0 writes it and every rank returns once it is in place.
-    """
-    assert_finite(model, f"the model for {out_dir}")  # NaN weights are never saved
-    out = Path(out_dir)
-    if not dist.is_main():
-        dist.barrier()
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}{TMP_INFIX}{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    published = publish_model_dir(tmp, out)
-    dist.barrier()
-    return published
-
-
-def publish_model_dir(tmp: Path, out: Path) -> Path:
-    """Mark the finished temporary directory `tmp` complete, fsync it and rename it to `out`
-    (an earlier `out` is replaced): `out` is the old model or the new one, never half of one."""
-    (tmp / COMPLETE_MARKER).write_text('{"complete": true}\n', encoding="utf-8")
-    fsync_tree(tmp)
-    replaced = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, replaced)
-    os.replace(tmp, out)
-    fsync_dir(out.parent)
-    shutil.rmtree(replaced, ignore_errors=True)
-    return out
 
 
 def load_policy(cfg, device: torch.device, tokenizer=None):

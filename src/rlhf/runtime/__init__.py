@@ -1,6 +1,8 @@
 """The one seam between a stage and the machine it runs on: device, precision, seeding, ranks
 (`dist`: one process or several, through accelerate), the run directory and its checkpoints.
-Stages import these from here; nothing here knows a stage."""
+Stages import these from here; nothing here knows a stage.
+
+A stage's run holds them in one object: `rt = runtime.init(cfg)` (rlhf.runtime.context.Runtime)."""
 
 from . import dist
 from .checkpoint import (
@@ -26,6 +28,8 @@ from .device import (
     seed_everything,
     to_device,
 )
+from .context import Resumed, Runtime, init
+from .model_dir import COMPLETE_MARKER, save_pretrained
 from .progress import record_context, record_step
 from .rundir import RunDir, RunDirNotEmpty
 from .guard import NonFiniteError, NonFiniteGuard, advance_schedulers, assert_finite
@@ -38,3 +42,4 @@ __all__ += ["ResumeMismatch", "RunDirNotEmpty", "UnsafeCheckpoint", "check_resum
             "record_context", "record_step", "result_config", "resume_state", "saved_result_config"]
 __all__ += ["dist"]
 __all__ += ["NonFiniteError", "NonFiniteGuard", "advance_schedulers", "assert_finite"]
+__all__ += ["COMPLETE_MARKER", "Resumed", "Runtime", "init", "save_pretrained"]

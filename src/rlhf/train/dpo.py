@@ -60,7 +60,7 @@ def run(cfg: DPOConfig) -> Path:
     loss_fn = make_loss(cfg)
     evaluate = make_evaluate(cfg, model, tokenizer, loss_fn, eval_data, kl_prompts(cfg, cfg.skip_bad_rows), reference,
                              device)
-    result = loop.fit(model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn, cfg, run_dir, device,
+    result = loop.fit(runtime.Runtime(cfg, run_dir, device, t_start), model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn,
                       evaluate=evaluate, desc=f"dpo ({cfg.loss})")
     final_eval = evaluate()
     model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)

@@ -17,8 +17,8 @@ import torch
 
 from ..config import TrainConfig
 from ..runtime import dist
+from ..runtime import Runtime, autocast, record_step, to_device
 from ..runtime.guard import NonFiniteGuard, advance_schedulers
-from ..runtime import RunDir, autocast, record_step, resume_state, save_checkpoint, set_rng_state, to_device
 
 # ---------------------------------------------------------------- data order
 
@@ -124,13 +124,11 @@ LossFn = Callable[[torch.nn.Module, dict], "tuple[torch.Tensor, dict]"]
 
 
 def fit(
+    rt: Runtime,
     model: torch.nn.Module,
     batch_at: Callable[[int], dict],
     plan: BatchPlan,
     loss_fn: LossFn,
-    cfg: TrainConfig,
-    run: RunDir,
-    device: torch.device,
     evaluate: Callable[[], dict] | None = None,
     forward_model: torch.nn.Module | None = None,
     desc: str = "train",
@@ -148,38 +146,29 @@ def fit(
     process up to summation order. Rank 0 alone logs and writes checkpoints; every rank runs
     `evaluate` (they agree: same weights, same data, same random state).
     `forward_model` (e.g. a torch.compile'd wrapper) is what `loss_fn` receives; parameters,
-    optimiser and checkpoints always belong to `model`.
+    optimiser and checkpoints always belong to `model`. `rt` (rlhf.runtime.Runtime) holds the
+    config, the device and the run directory, prepares the model and writes the checkpoints.
     """
     from tqdm.auto import tqdm
 
+    cfg, device, run = rt.cfg, rt.device, rt.run_dir
     forward_model = model if forward_model is None else forward_model
     total_steps = plan.total_steps(cfg)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
     trainable = [p for p in model.parameters() if p.requires_grad]
     guard = NonFiniteGuard(cfg.max_bad_steps)
-    start_step, tokens_seen, wall_before = 0, 0, 0.0
-
-    state = resume_state(run)  # None unless --resume finds a checkpoint (config checked, logs cut back)
-    if state is not None:
-        model.load_state_dict(state["model"])  # strict: the same model (and LoRA adapter) that saved it
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        guard.load_state_dict(state["guard"])  # skipped steps count over the whole run
-        start_step, tokens_seen, wall_before = state["step"], state["tokens"], state["wall_s"]
-    dist.broadcast_parameters(model)  # replicas start equal, whatever drew their random parts
+    # the checkpoint's model and guard: the same model (and LoRA adapter) that saved it, and the
+    # skipped steps counted over the whole run
+    resumed = rt.resume(model=model, optimizer=optimizer, scheduler=scheduler, guard=guard)
+    start_step = resumed.step if resumed else 0
+    tokens_seen = resumed.get("tokens", 0) if resumed else 0
+    wall_before = resumed.get("wall_s", 0.0) if resumed else 0.0
+    rt.prepare(model)  # replicas start equal, whatever drew their random parts
 
     def checkpoint(step: int, wall: float) -> None:
-        if not dist.is_main():  # one copy of replicated state; it resumes with any process count
-            return
-        save_checkpoint(
-            run,
-            step,
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "guard": guard.state_dict(), "tokens": tokens_seen, "wall_s": wall},
-            cfg.keep_checkpoints,
-        )
+        rt.checkpoint(step, model=model, optimizer=optimizer, scheduler=scheduler, guard=guard, tokens=tokens_seen,
+                      wall_s=wall)
 
     model.train()
     t0 = time.perf_counter() - wall_before
@@ -200,7 +189,7 @@ def fit(
             loss_total += loss_sum.item()
             for key, value in stats.items():
                 stats_total[key] = stats_total.get(key, 0.0) + float(value) / len(batches)
-        dist.sum_gradients(trainable)
+        rt.reduce_gradients(trainable)
         loss_total, step_tokens = dist.sum_all([loss_total, sum(b["n_tokens"] for b in batches)])
         step_tokens = int(step_tokens)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))

@@ -251,8 +251,8 @@ def run(cfg: DPOConfig) -> Path:
         plan = loop.BatchPlan(len(data), min(cfg.batch_size, len(data)), cfg.seed + r,
                               lengths=data.lengths() if cfg.group_by_length else None)
         evaluate = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)
-        result = loop.fit(model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn, round_cfg, round_run,
-                          device, evaluate=evaluate, desc=f"online {cfg.loss} round {r + 1}/{cfg.rounds}")
+        result = loop.fit(runtime.Runtime(round_cfg, round_run, device, t_start), model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn,
+                          evaluate=evaluate, desc=f"online {cfg.loss} round {r + 1}/{cfg.rounds}")
         if runtime.dist.is_main():
             save_end_state(model, round_dir / END_STATE)
         info = {**label_info, "steps": result.steps, "train_tokens": result.tokens, "train_s": result.wall_s,

@@ -66,13 +66,11 @@ def run(cfg: PretrainConfig) -> Path:
         return {"eval_loss": nll / n, "eval_perplexity": perplexity(nll, n), "eval_bits_per_byte": bits_per_byte(nll, eval_bytes)}
 
     result = loop.fit(
+        runtime.Runtime(cfg, run_dir, device, t_start),
         model,
         lambda i: _blocks_to_batch([blocks[j] for j in plan.micro_batch(i)]),
         plan,
         dense_lm_loss_sum,
-        cfg,
-        run_dir,
-        device,
         evaluate=evaluate,
         forward_model=forward_model,
         desc="pretrain",

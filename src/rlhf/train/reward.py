@@ -209,7 +209,7 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
                 "eval_loss": float(bradley_terry(rewards[:, 0], rewards[:, 1], margins)),
                 "eval_margin": float((rewards[:, 0] - rewards[:, 1]).mean())}
 
-    result = loop.fit(model, batch_at, plan, preference_loss_sum, cfg, run_dir, device, evaluate=evaluate, desc="rm")
+    result = loop.fit(runtime.Runtime(cfg, run_dir, device, t_start), model, batch_at, plan, preference_loss_sum, evaluate=evaluate, desc="rm")
     final_eval = evaluate()
 
     # Reward statistics on the training data, stored with the model for later normalisation. A

@@ -7,7 +7,6 @@ restarting position ids keep each one's attention to itself.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from ..config import SFTConfig
 from ..data.collate import collate_completions, pack_completions, pad_right
 from ..data.formats import read_demonstrations
 from ..data.tokenize import TokenizedExample, tokenize_completion
-from ..models.load import load_policy, resolve_model_dir, save_pretrained
+from ..models.load import load_policy, resolve_model_dir
 from . import loop
 from ..models.lm import lm_loss_sum, score_nll
 
@@ -47,15 +46,13 @@ def make_packed_batch(rows: list[dict], pad_id: int) -> dict:
 def run(cfg: SFTConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("sft needs --model DIR (e.g. runs/pretrain/model) and --data FILE of demonstrations")
-    t_start = time.perf_counter()
-    runtime.seed_everything(cfg.seed)
-    device = runtime.pick_device(cfg.device)
     # Inputs first: a broken data file or model directory fails in seconds, before the run
     # directory is created and before the model loads.
     resolve_model_dir(cfg.model)
     demonstrations = read_demonstrations(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     eval_demonstrations = read_demonstrations(cfg.eval_data) if cfg.eval_data else []
-    run_dir = runtime.RunDir(cfg)
+    rt = runtime.init(cfg)
+    device = rt.device
     model, tokenizer = load_policy(cfg, device)
     pad_id = tokenizer.pad_token_id
 
@@ -77,25 +74,20 @@ def run(cfg: SFTConfig) -> Path:
         if not eval_examples:
             return {}
         batches = (make_batch(eval_examples[i : i + cfg.batch_size], pad_id) for i in range(0, len(eval_examples), cfg.batch_size))
-        nll, n = score_nll(model, batches, device, lambda: runtime.autocast(cfg.precision, device))
+        nll, n = score_nll(model, batches, device, rt.autocast)
         return {"eval_loss": nll / n, "eval_perplexity": float(torch.tensor(nll / n).exp())}
 
-    result = loop.fit(model, lambda i: batch_of(plan.micro_batch(i)), plan, lm_loss_sum, cfg, run_dir, device,
-                      evaluate=evaluate, desc="sft")
-    final_eval = evaluate()
-    model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
-    run_dir.write_summary({
+    result = loop.fit(rt, model, lambda i: batch_of(plan.micro_batch(i)), plan, lm_loss_sum, evaluate=evaluate,
+                      desc="sft")
+    return rt.finish(model, tokenizer, {
         "stage": "sft",
         "steps": result.steps,
         "skipped_steps": result.skipped_steps,  # non-finite loss or gradient: update skipped
         "examples": len(examples),
         "skipped_rows": getattr(demonstrations, "skipped", 0),
         "train_loss": result.last_metrics.get("loss"),
-        **final_eval,
         "train_tokens": result.tokens,
         "tokens_per_s": result.tokens_per_s,
         "train_wall_s": result.wall_s,
-        "wall_s": time.perf_counter() - t_start,
-        "peak_memory_mb": runtime.peak_memory_mb(device),
+        **evaluate(),
     })
-    return model_dir

@@ -1,0 +1,195 @@
+"""The runtime object: what a stage runs on, in one place.
+
+    rt = runtime.init(cfg)                    # seed, device, precision, ranks, the run directory
+    model = rt.prepare(model)                 # replicas equal (and, later, sharded): the stage never knows
+    resumed = rt.resume(model=model, optimizer=opt, scheduler=sched)   # None, or the step and saved values
+    ...
+    rt.checkpoint(step, model=model, optimizer=opt, scheduler=sched, tokens=n)
+    rt.finish(model, tokenizer, {"stage": "sft", ...})                 # model/ + summary.json
+
+A *state holder* is anything with `state_dict()` / `load_state_dict()` (a model, an optimiser, a
+scheduler, a guard, a KL controller), or a list of them; any other keyword is a plain value
+(a token count, the wall time so far) stored as it is. `rt.checkpoint` writes them through
+`rlhf.runtime.checkpoint` (atomic, `weights_only`, the config hash); `rt.resume` checks the
+config, cuts the logs back, loads each holder in place and returns the plain values.
+
+Sharding plugs in here: `prepare` is where a model is wrapped (today: rank 0's weights broadcast
+to every replica), `reduce_gradients` is where gradients meet, and `checkpoint`/`finish` are
+where a sharded state would be gathered or written per rank.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import dist
+from .checkpoint import load_latest_checkpoint, resume_state, save_checkpoint, set_rng_state
+from .model_dir import save_pretrained
+from .device import autocast, effective_precision, peak_memory_mb, pick_device, seed_everything
+from .progress import record_step
+from .rundir import RunDir
+
+
+def _is_holder(value: Any) -> bool:
+    return hasattr(value, "state_dict") and hasattr(value, "load_state_dict")
+
+
+def _state_of(value: Any):
+    if _is_holder(value):
+        return value.state_dict()
+    if isinstance(value, (list, tuple)) and value and all(_is_holder(v) for v in value):
+        return [v.state_dict() for v in value]
+    return value
+
+
+def _load_into(value: Any, state, name: str) -> None:
+    if _is_holder(value):
+        value.load_state_dict(state)
+    elif isinstance(value, (list, tuple)):
+        if len(value) != len(state):
+            raise ValueError(f"the checkpoint holds {len(state)} {name}, this run has {len(value)}")
+        for holder, s in zip(value, state):
+            holder.load_state_dict(s)
+
+
+@dataclass
+class Resumed:
+    """Where a resumed run continues: the step of its checkpoint and the plain values saved with it."""
+
+    step: int
+    values: dict = field(default_factory=dict)
+
+    def get(self, name: str, default=None):
+        return self.values.get(name, default)
+
+
+class Runtime:
+    """Device, precision, seed, ranks and collectives, the run directory (and its tracker) of one
+    stage's run. Made by `init(cfg)`; see the module docstring."""
+
+    def __init__(self, cfg, run_dir: RunDir | None, device: torch.device, t_start: float):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.device = device
+        self.t_start = t_start
+        self.precision = effective_precision(getattr(cfg, "precision", "fp32"), device)
+        self.dist = dist  # the collectives (sum_all, gather_objects, ...): one process or several
+
+    # ------------------------------------------------------------ who and where
+
+    @property
+    def rank(self) -> int:
+        return dist.rank()
+
+    @property
+    def world_size(self) -> int:
+        return dist.world_size()
+
+    @property
+    def is_main(self) -> bool:
+        return dist.is_main()
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir.path
+
+    def autocast(self):
+        """bf16 autocast where the config asks and the device has it; else nothing."""
+        return autocast(getattr(self.cfg, "precision", "fp32"), self.device)
+
+    def elapsed(self) -> float:
+        """Seconds since `init`."""
+        return time.perf_counter() - self.t_start
+
+    def part(self, cfg) -> "Runtime":
+        """The runtime of a run inside this one (an online DPO round): its own run directory in
+        `cfg.out`, under this run's lock; the same device, clock and random stream (not re-seeded)."""
+        return Runtime(cfg, RunDir(cfg, part_of=self.run_dir), self.device, self.t_start)
+
+    # ------------------------------------------------------------ models and gradients
+
+    def prepare(self, *models: torch.nn.Module):
+        """Every replica of each model starts from rank 0's weights (whatever drew their random
+        parts: a LoRA init, a fresh head). The one place a sharding wrapper plugs in. Returns the
+        model (or the tuple of models) to train."""
+        for model in models:
+            if model is not None:
+                dist.broadcast_parameters(model)
+        return models[0] if len(models) == 1 else models
+
+    def reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """The gradients of `params` summed over the ranks (each rank's loss is already divided by
+        the global count): the update one process makes."""
+        dist.sum_gradients(params)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def resume(self, **holders) -> Resumed | None:
+        """With --resume and a checkpoint: the config checked, the logs cut back to its step, each
+        state holder loaded in place, the random state restored; returns the step and the plain
+        values saved beside them. None when the run starts from step 0."""
+        state = resume_state(self.run_dir)
+        if state is None:
+            return None
+        for name, holder in holders.items():
+            if holder is None:
+                continue
+            if name not in state:
+                raise ValueError(f"the checkpoint of {self.path} holds no {name!r}: it was written by another "
+                                 "kind of run or an older rlhf; start a new run in another --out")
+            _load_into(holder, state[name], name)
+        set_rng_state(state["rng"])
+        record_step(state["step"])
+        values = {k: v for k, v in state.items() if k not in holders and k not in ("step", "rng", "config", "config_hash")}
+        return Resumed(state["step"], values)
+
+    def checkpoint(self, step: int, **holders) -> None:
+        """checkpoints/step-N with every holder's state and every plain value (rank 0 writes one
+        copy of the replicated state; it resumes with any process count)."""
+        if not dist.is_main():
+            return
+        state = {name: _state_of(value) for name, value in holders.items() if value is not None}
+        save_checkpoint(self.run_dir, step, state, getattr(self.cfg, "keep_checkpoints", 0))
+
+    def latest_checkpoint(self) -> dict | None:
+        """The newest checkpoint's state, unchecked (for a stage that inspects before resuming)."""
+        return load_latest_checkpoint(self.run_dir)
+
+    # ------------------------------------------------------------ the end
+
+    def summary_figures(self) -> dict:
+        """The figures every summary.json carries: wall time, peak memory, processes."""
+        return {"wall_s": self.elapsed(), "peak_memory_mb": peak_memory_mb(self.device),
+                "processes": self.world_size, "precision": self.precision}
+
+    def finish(self, model, tokenizer, summary: dict, figures: dict | None = None) -> Path | None:
+        """model/ (a Hugging Face directory, atomic, finite weights only; rank 0 writes), then
+        summary.json with the stage's `summary` and the common figures, the last file of the run.
+        `figures`: name -> matplotlib figure, saved as OUT/NAME.png beside it. Returns the model
+        directory (None when `model` is None: a stage whose result is not a model)."""
+        model_dir = save_pretrained(model, tokenizer, self.run_dir.model_dir) if model is not None else None
+        if figures and dist.is_main():
+            for name, figure in figures.items():
+                figure.savefig(self.path / f"{name}.png", dpi=120, bbox_inches="tight")
+        self.run_dir.write_summary({**summary, **self.summary_figures()})
+        return model_dir
+
+
+def init(cfg, run_dir: bool | RunDir = True, part_of: RunDir | None = None) -> Runtime:
+    """The runtime of a stage's run: the seed set, the device chosen (this rank's under a launcher),
+    and the run directory checked, locked and holding config.yaml (`run_dir=False`: a stage
+    without one, such as an evaluation that writes a single file). Check the inputs before calling
+    it: a refused run leaves no folder behind."""
+    t_start = time.perf_counter()
+    seed_everything(cfg.seed)
+    device = pick_device(getattr(cfg, "device", "auto"))
+    if run_dir is True:
+        run_dir = RunDir(cfg, part_of=part_of)
+    elif run_dir is False:
+        run_dir = None
+    return Runtime(cfg, run_dir, device, t_start)
