@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import progress
+from . import callbacks, progress
 from .files import fsync_dir, notice
 from .guard import assert_finite
 from .rundir import RunDir
@@ -142,6 +142,7 @@ def save_checkpoint(run: RunDir, step: int, state: dict, keep: int) -> Path:
     os.replace(tmp, final)
     fsync_dir(run.checkpoints)
     progress.record_checkpoint(step)
+    callbacks.checkpointed(step, final)
     for old in list_checkpoints(run)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

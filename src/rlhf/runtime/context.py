@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import dist
+from . import callbacks, dist
 from .checkpoint import load_latest_checkpoint, resume_state, save_checkpoint, set_rng_state
 from .model_dir import save_pretrained
 from .device import autocast, effective_precision, peak_memory_mb, pick_device, seed_everything
@@ -160,6 +160,14 @@ class Runtime:
         """The newest checkpoint's state, unchecked (for a stage that inspects before resuming)."""
         return load_latest_checkpoint(self.run_dir)
 
+    def should_stop(self) -> bool:
+        """Whether a Python callback asked the run to stop (rlhf.runtime.callbacks), agreed over the
+        ranks (only rank 0 runs callbacks): the loop then ends after this step."""
+        asked = callbacks.stop_requested()
+        if dist.launched():
+            asked = dist.sum_all([float(asked)])[0] > 0
+        return asked
+
     # ------------------------------------------------------------ the end
 
     def summary_figures(self) -> dict:
@@ -176,7 +184,8 @@ class Runtime:
         if figures and dist.is_main():
             for name, figure in figures.items():
                 figure.savefig(self.path / f"{name}.png", dpi=120, bbox_inches="tight")
-        self.run_dir.write_summary({**summary, **self.summary_figures()})
+        stopped = {"stopped_by_callback": True} if callbacks.stop_requested() else {}
+        self.run_dir.write_summary({**summary, **stopped, **self.summary_figures()})
         return model_dir
 
 

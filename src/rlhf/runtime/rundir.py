@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from ..config import TrainConfig, to_yaml
-from . import dist, lock, progress, tracking
+from . import callbacks, dist, lock, progress, tracking
 from .files import append_jsonl, atomic_write_text, dumps, truncate_jsonl
 
 CONFIG_NAME = "config.yaml"
@@ -107,6 +107,7 @@ class RunDir:
         append_jsonl(self.metrics_path, record)
         if self.tracker:
             self.tracker.log(record)
+        callbacks.logged(record)
 
     def replace_metrics(self, records: list[dict]) -> None:
         """metrics.jsonl rewritten whole, atomically (a run that assembles its log from parts: online

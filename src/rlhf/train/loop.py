@@ -228,6 +228,9 @@ def fit(
             window_t, window_tokens = time.perf_counter(), 0
         if cfg.save_every > 0 and done % cfg.save_every == 0 and done < total_steps:
             checkpoint(done, time.perf_counter() - t0)
+        if rt.should_stop():  # a Python callback asked (rlhf.runtime.callbacks): end as a finished run does
+            total_steps = done
+            break
     bar.close()
     wall = time.perf_counter() - t0
     model.eval()
