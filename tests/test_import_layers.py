@@ -38,7 +38,8 @@ LAYERS = {
     "rlhf.iterate": 8,  # exports from rlhf.feedback's store, runs rlhf.train's stages
     "rlhf.cli": 9,
     "rlhf.__main__": 10,  # `python -m rlhf` (what `accelerate launch -m rlhf` runs): the CLI
-    "rlhf": 9,  # the package's own __init__
+    "rlhf.api": 10,  # the Python API: the CLI's commands as functions
+    "rlhf": 11,  # the package's own __init__ (re-exports the API)
 }
 
 # Packages that must never reach torch or the training stack.
