@@ -106,13 +106,14 @@ def run_command(command: str, config=None, *, on_step: Callable | None = None, o
     from . import cli
     from .config.fields import missing_required
     from .runtime import callbacks
-    from .train.inputs import check_inputs
+    from .train.inputs import check_inputs, pin_hub_models
 
     cfg = make_config(command, config, **fields)
     missing = missing_required(cfg)
     if missing:
         raise ValueError(f"rlhf.{API_NAMES.get(command, command)} needs {', '.join(missing)}")
     check_inputs(command, cfg)  # the CLI's preflight: bad data or models fail before anything is written
+    cfg = pin_hub_models(command, cfg)  # config.yaml names the exact Hub commit
     stage = importlib.import_module(cli.COMMANDS[command][1])
     with callbacks.active(on_step, on_eval, on_checkpoint):
         out = Path(stage.run(cfg))

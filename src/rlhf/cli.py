@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before the stage's heavy imports and before anything is written: data, models, tokenizers
         # `rlhf label` needs only the web dependencies (no torch): its commands check their own files.
         if not COMMANDS[command][1].startswith("rlhf.feedback."):
-            from .train.inputs import check_inputs
+            from .train.inputs import check_inputs, pin_hub_models
 
             # rlhf.runtime imports torch (2-3 s): only a run under a launcher (WORLD_SIZE > 1) needs it here
             if command not in DATA_PARALLEL and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 require_single_process(f"rlhf {command}")
             check_inputs(command, cfg)
+            cfg = pin_hub_models(command, cfg)
     except (FileNotFoundError, ValueError) as err:
         print(f"rlhf {command}: error: {err}", file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
 """Load and save Hugging Face models and tokenizers from local directories; LoRA through peft.
 
-Everything here works offline: a model is a directory in Hugging Face format (config.json,
-safetensors weights, tokenizer files). A name that would need the Hub fails with a message
-that says so instead of hanging on the network.
+A model is a directory in Hugging Face format (config.json, safetensors weights, tokenizer
+files) or a Hub id (`org/name[@revision]`), resolved into the Hugging Face cache by
+`rlhf.models.hub` (safetensors only; offline once cached).
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from .hub import HubModelError, looks_like_hub_id, resolve_hub_model
 from ..runtime.model_dir import COMPLETE_MARKER, TMP_INFIX, publish_model_dir, save_pretrained  # noqa: F401 (re-exported)
 
 
 class ModelNotFound(FileNotFoundError):
     pass
-
-
 
 
 def check_complete(path: Path) -> None:
@@ -38,8 +37,9 @@ def check_complete(path: Path) -> None:
         )
 
 
-def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:
-    """The local directory for `name_or_dir`, or a clear error if it is not one."""
+def resolve_model_dir(name_or_dir: str | os.PathLike, trust_remote_code: bool = False) -> Path:
+    """The local directory for `name_or_dir`: a directory as it is, a Hub id (`org/name[@revision]`)
+    through the Hugging Face cache (rlhf.models.hub), else a clear error."""
     path = Path(name_or_dir).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -47,19 +47,16 @@ def resolve_model_dir(name_or_dir: str | os.PathLike) -> Path:
         check_complete(path)
         return path
     text = str(name_or_dir)
-    looks_like_hub_id = text.count("/") <= 1 and not text.startswith((".", "/", "~"))
-    if looks_like_hub_id:
-        raise ModelNotFound(
-            f"model {text!r} is not a local directory. It looks like a Hugging Face Hub name, which would need "
-            "a download: rlhf runs offline. Download it on a machine with network access "
-            "(e.g. `huggingface-cli download NAME --local-dir DIR`) and pass --model DIR, "
-            "or build the embedded default with `rlhf pretrain`."
-        )
+    if looks_like_hub_id(text):
+        try:
+            return resolve_hub_model(text, trust_remote_code)
+        except HubModelError as err:
+            raise ModelNotFound(str(err)) from None
     raise ModelNotFound(f"model directory {text!r} does not exist")
 
 
 def load_tokenizer(model_dir: str | os.PathLike, trust_remote_code: bool = False):
-    path = resolve_model_dir(model_dir)
+    path = resolve_model_dir(model_dir, trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         # Padding positions are masked out of attention and loss, so any id is safe; EOS is the common choice.
@@ -73,8 +70,8 @@ def load_causal_lm(
     dtype: torch.dtype = torch.float32,
     attn_implementation: str | None = "sdpa",
 ) -> PreTrainedModel:
-    """A causal LM from a local directory; safetensors weights only (no pickle)."""
-    path = resolve_model_dir(model_dir)
+    """A causal LM from a local directory or Hub id; safetensors weights only (no pickle)."""
+    path = resolve_model_dir(model_dir, trust_remote_code)
     if not any(path.glob("*.safetensors")):
         raise ModelNotFound(f"{path} holds no .safetensors weights (pickled .bin weights are refused for safety)")
     return AutoModelForCausalLM.from_pretrained(

@@ -150,6 +150,7 @@ def load_scorer(spec: str, device: str | torch.device = "cpu", precision: str = 
         _refuse_aggregate(spec, aggregate)
         return Scorer(spec, load_callable(spec))
     from ..models.ensemble import EnsembleRewardModel, member_dirs
+    from ..models.load import resolve_model_dir
     from ..models.reward import load_reward_model
 
     from .attention import use_fp32_attention
@@ -163,7 +164,7 @@ def load_scorer(spec: str, device: str | torch.device = "cpu", precision: str = 
     _refuse_aggregate(spec, aggregate)
     use_fp32_attention(rm.model)  # CPU only: see rlhf.rollout.attention
     std = rm.std if rm.std > 0 else 1.0
-    return Scorer(str(spec), lambda p, r: rm.score(p, r, batch_size=batch_size), rm.mean, std, Path(spec))
+    return Scorer(str(spec), lambda p, r: rm.score(p, r, batch_size=batch_size), rm.mean, std, resolve_model_dir(spec))
 
 
 ENSEMBLE_MEAN, ENSEMBLE_STD = "ensemble_mean", "ensemble_std"  # parts of an ensemble's score

@@ -135,3 +135,21 @@ def check_inputs(command: str, cfg) -> None:
     FileNotFoundError), data first; commands without data or models pass."""
     check_data(command, cfg)
     check_models(command, cfg)
+
+
+def pin_hub_models(command: str, cfg):
+    """`cfg` with each Hub model id it names pinned to the commit it resolved to (`org/name@<sha>`),
+    so config.yaml says which weights the run read (rlhf.models.hub). Imports only when a field
+    holds something that looks like a Hub id (the check stays fast without)."""
+    fields = [name for name in MODEL_OPTIONS.get(command, {}) if _may_be_hub_id(getattr(cfg, name, None))]
+    if not fields:
+        return cfg
+    from ..labelers.pairs import is_named_labeler
+    from ..models.hub import pin_revisions
+
+    return pin_revisions(cfg, fields, is_model=lambda value: not is_named_labeler(value))
+
+
+def _may_be_hub_id(value) -> bool:
+    values = value if isinstance(value, tuple) else (value,)
+    return any(isinstance(v, str) and v.count("/") <= 1 and ":" not in v for v in values)
