@@ -1,20 +1,98 @@
 import dataclasses
+import inspect
+import re
 import subprocess
 import sys
 
 import pytest
 
-from rlhf.cli import main, parse
+from rlhf import config
+from rlhf.cli import COMMANDS, main, parse
 from rlhf.config import PretrainConfig, SFTConfig
 
+# Fields whose flag tyro names otherwise (tyro.conf.arg(name=...), tyro.conf.Positional in rlhf.config),
+# and repeatable fields (tyro.conf.UseAppendAction), whose row reads "(repeatable)" instead of a default.
+OTHER_FLAGS = {("IterateConfig", "from_run"): "--from", ("LabelImportConfig", "file"): "FILE"}
+REPEATABLE = {("ServeConfig", "model")}
 
-def test_help_lists_every_field_with_default(capsys):
-    with pytest.raises(SystemExit):
-        parse("sft", ["--help"])
-    text = capsys.readouterr().out
-    for field in dataclasses.fields(SFTConfig):
-        assert "--" + field.name.replace("_", "-") in text
-    assert "default" in text and "LoRA rank" in text
+
+def help_rows(command, capsys, monkeypatch):
+    """`rlhf COMMAND --help` as printed: {each flag (both of --x/--no-x) or positional metavar: its
+    row's text on one line}. Printed in-process, wide enough that nothing wraps."""
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit) as exit_info:
+        parse(command, ["--help"])
+    assert exit_info.value.code == 0
+    lines = [re.sub(r"^│|│$", "", line.rstrip()).rstrip() for line in capsys.readouterr().out.splitlines()]
+    indent = next(len(line) - len(line.lstrip()) for line in lines if line.lstrip().startswith("-h, --help"))
+    rows, current = {}, None
+    for line in lines:
+        depth = len(line) - len(line.lstrip())
+        if line.strip() and depth == indent:  # an option: its flags, two spaces, its text (or on the next lines)
+            flags, _, text = line.strip().partition("  ")
+            current = [text]
+            for flag in flags.split(", "):
+                rows[flag.split()[0]] = current
+        elif line.strip() and depth > indent and current is not None:
+            current.append(line.strip())
+        else:  # a group's title or rule, a blank line
+            current = None
+    return {flag: " ".join(" ".join(parts).split()) for flag, parts in rows.items()}
+
+
+def field_meanings(cls):
+    """Each field's comment in rlhf.config (on its line, else the comment lines just above it)."""
+    meanings = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            above = []
+            for line in inspect.getsource(klass).splitlines():
+                line = line.strip()
+                if line.startswith("#"):
+                    above.append(line.lstrip("# "))
+                    continue
+                field = re.match(r"(\w+): .*?(?:  # (.*))?$", line)
+                if field:
+                    meanings[field.group(1)] = field.group(2) or " ".join(above)
+                above = []
+    return meanings
+
+
+def shown(value):
+    """A default as --help prints it."""
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return "''" if value == "" else str(value)
+
+
+@pytest.mark.parametrize("command", [name for name, (cls_name, _, _) in COMMANDS.items() if cls_name])
+def test_help_shows_every_field_with_its_meaning_and_default(command, capsys, monkeypatch):
+    cls = getattr(config, COMMANDS[command][0])
+    rows, meanings = help_rows(command, capsys, monkeypatch), field_meanings(cls)
+    for field in dataclasses.fields(cls):
+        key = (cls.__name__, field.name)
+        flag = OTHER_FLAGS.get(key, "--" + field.name.replace("_", "-"))
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        if key in REPEATABLE:
+            suffix = "(repeatable)"
+        elif field.name in getattr(cls, "REQUIRED", ()):
+            suffix = "(required)"
+        else:
+            suffix = f"(default: {shown(default)})"
+        assert meanings.get(field.name), f"{cls.__name__}.{field.name} has no comment: no meaning in --help"
+        assert flag in rows, f"rlhf {command} --help has no {flag} (field {field.name})"
+        assert rows[flag] == " ".join(f"{meanings[field.name]} {suffix}".split()), field.name
+
+
+def test_sft_help_shows_the_defaults_a_command_line_gets(capsys, monkeypatch):
+    rows = help_rows("sft", capsys, monkeypatch)
+    assert rows["--lora-r"] == "LoRA rank; 0 = full fine-tuning (default: 0)"
+    assert rows["--lr"] == "peak learning rate (AdamW) (default: 0.0005)"
+    assert rows["--epochs"] == "passes over the demonstrations when max_steps is -1 (default: 2.0)"
+    assert rows["--resume"] == rows["--no-resume"] == "continue from the newest checkpoint in `out` (default: False)"
+    assert rows["--model"] == "model directory in Hugging Face format (local; the Hub is never contacted) (required)"
+    cfg = parse("sft", ["--model", "m", "--data", "d.jsonl"])
+    assert (cfg.lora_r, cfg.lr, cfg.epochs, cfg.resume) == (0, 0.0005, 2.0, False)  # what --help said
 
 
 def test_common_flags_exist_on_training_commands():
@@ -62,18 +140,6 @@ def test_console_script_reports_bad_data_with_file_and_line(tmp_path, tiny_model
     assert result.returncode == 1 and "bad.jsonl:2" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command,cls_name", [("ppo", "PPOConfig"), ("generate", "GenerateConfig"),
-                                              ("eval policy", "EvalPolicyConfig")])
-def test_rl_commands_list_every_field(command, cls_name, capsys):
-    from rlhf import config
-
-    with pytest.raises(SystemExit):
-        parse(command, ["--help"])
-    text = capsys.readouterr().out
-    for field in dataclasses.fields(getattr(config, cls_name)):
-        assert "--" + field.name.replace("_", "-") in text
-
-
 @pytest.mark.parametrize("command", ["sft", "ppo", "eval policy", "eval rm"])
 def test_help_explains_config_file(command, capsys):
     with pytest.raises(SystemExit):
@@ -91,9 +157,15 @@ def test_required_options_read_as_required(capsys):
     with pytest.raises(SystemExit):
         parse("pretrain", ["--help"])
     assert "(required)" not in capsys.readouterr().out  # pretrain needs neither model nor data
-    from rlhf.config import PPOConfig
 
-    assert PPOConfig().model is None and PPOConfig(model="m").model == "m"  # Python callers (the demo) unaffected
+
+def test_required_marks_in_help_leave_command_lines_alone(capsys, monkeypatch):
+    assert help_rows("ppo", capsys, monkeypatch)["--model"].endswith("(required)")
+    rest = ["--data", "p.txt", "--reward", "rlhf.demo.oracle:gold_reward"]
+    assert parse("ppo", rest).model is None  # unset, not the marker --help printed "(required)" for
+    assert parse("ppo", ["--model", "m", *rest]).model == "m"
+    assert main(["ppo", *rest]) == 2
+    assert capsys.readouterr().err.strip() == "rlhf ppo: missing required option(s) --model (see rlhf ppo --help)"
 
 
 def test_required_options_from_a_yaml_file_are_no_longer_required(tmp_path, capsys):
@@ -117,10 +189,16 @@ def test_missing_required_option_is_one_line_before_any_import(tmp_path):
     assert result.stderr.strip().splitlines() == ["rlhf eval: missing required option(s) --judge (see rlhf eval --help)"]
 
 
-def test_eval_commands_accept_no_progress():
-    assert parse("eval", ["--no-progress"]).progress is False
-    assert parse("eval rm", ["--no-progress"]).progress is False
-    assert parse("eval policy", []).progress is True
+@pytest.mark.parametrize("command", ["eval", "eval rm", "eval policy"])
+def test_eval_commands_show_progress_unless_no_progress(command, capsys, monkeypatch):
+    rows = help_rows(command, capsys, monkeypatch)
+    assert rows["--progress"] == rows["--no-progress"]
+    assert rows["--progress"].startswith("show progress bars (") and rows["--progress"].endswith("(default: True)")
+    given = (["--model", "rm", "--data", "c.jsonl"] if command == "eval rm" else
+             ["--model", "m", "--reference", "r", "--data", "p.txt", "--judge", "rlhf.demo.oracle:gold_reward"])
+    assert parse(command, given).progress is True
+    assert parse(command, [*given, "--no-progress"]).progress is False
+    assert parse(command, [*given, "--no-progress", "--progress"]).progress is True  # the last flag wins
 
 
 def test_eval_progress_bars_follow_the_flag(tiny_model_dir, tmp_path, capsys):

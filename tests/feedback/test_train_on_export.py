@@ -2,8 +2,11 @@
 `rlhf label import` makes tasks, an annotator labels them in the app, `rlhf label export`
 writes the files, and `rlhf rm`, `rlhf dpo` and `rlhf dpo --loss kto` train on them."""
 
+import html
 import json
+import re
 
+import yaml
 from fastapi.testclient import TestClient
 from feedback_helpers import admin_login, annotator_client, answer, invite
 
@@ -14,6 +17,24 @@ from rlhf.feedback.store import open_store
 
 PROMPTS = ["Once upon a time", "The dog ran", "Tom had a ball.", "The sun came out", "Sue and Tom",
            "A little cat", "It was raining", "The end of the day"]
+
+
+def shown_pair(page: str) -> tuple[str, str, str]:
+    """(prompt, response A, response B) as the annotate page shows them."""
+    prompt = re.search(r'<section class="prompt">.*?<div class="text">(.*?)</div>', page, re.S).group(1)
+    a, b = re.findall(r'<article class="response"[^>]*>\s*<h3>[AB]</h3>\s*<div class="text">(.*?)</div>', page, re.S)
+    return html.unescape(prompt), html.unescape(a), html.unescape(b)
+
+
+def in_order(rows):
+    return sorted(rows, key=lambda row: json.dumps(row, sort_keys=True))
+
+
+def rows_trained_on(run_dir):
+    """The rows of the data file that a run's config.yaml names."""
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]
+    with open(data, encoding="utf-8") as f:
+        return in_order(json.loads(line) for line in f)
 
 
 def test_labels_from_the_app_train_rm_dpo_and_kto(tiny_model_dir, tmp_path):
@@ -31,8 +52,18 @@ def test_labels_from_the_app_train_rm_dpo_and_kto(tiny_model_dir, tmp_path):
     admin = TestClient(app)
     admin_login(admin, token)
     annotator = annotator_client(app, invite(admin, 1, "alice"))
+    comparisons, thumbs = [], []  # the clicks below, as the exported files should hold them
     for i in range(len(PROMPTS)):
-        assert answer(annotator, ("a2", "b1")[i % 2])[0].status_code == 303
+        page, choice = annotator.get("/annotate").text, ("a2", "b1")[i % 2]  # A is better / B is slightly better
+        response, task_id, _ = answer(annotator, choice)
+        assert response.status_code == 303 and f'action="/annotate/{task_id}"' in page
+        prompt, a, b = shown_pair(page)
+        chosen, rejected = (a, b) if choice == "a2" else (b, a)
+        margin = 0.5 if choice == "a2" else 0.0  # --strength-margin 0.5 * (strength - 1): better = 2, slightly = 1
+        comparisons.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "margin": margin})
+        thumbs += [{"prompt": prompt, "completion": chosen, "label": True},
+                   {"prompt": prompt, "completion": rejected, "label": False}]
+    assert sorted(row["prompt"] for row in comparisons) == sorted(PROMPTS)
 
     pairs, binary = tmp_path / "pairs.jsonl", tmp_path / "binary.jsonl"
     assert main(["label", "export", "--db", db, "--project", "stories", "--out", str(pairs),
@@ -46,3 +77,6 @@ def test_labels_from_the_app_train_rm_dpo_and_kto(tiny_model_dir, tmp_path):
         assert main([*args, "--model", str(tiny_model_dir), "--out", str(out), *small]) == 0, name
         summary = json.loads((out / "summary.json").read_text())
         assert (out / "model" / "model.safetensors").exists(), summary
+
+    assert rows_trained_on(tmp_path / "rm") == rows_trained_on(tmp_path / "dpo") == in_order(comparisons)
+    assert rows_trained_on(tmp_path / "kto") == in_order(thumbs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -69,4 +70,9 @@ def test_a_plain_hugging_face_directory_loads_without_a_marker(tmp_path, tiny_mo
     for where in (tmp_path / "gpt2", tmp_path / "downloads" / "model"):  # no config.yaml beside it: not a run
         shutil.copytree(tiny_model_dir, where)
         (where / COMPLETE_MARKER).unlink(missing_ok=True)
-        load_causal_lm(where)
+        model = load_causal_lm(where)
+        weights, state = load_file(str(where / "model.safetensors")), model.state_dict()
+        assert weights and set(weights) <= set(state)  # the file's tensors (a tied lm_head may be left out)
+        assert [name for name, tensor in weights.items() if not torch.equal(state[name], tensor)] == []
+        config, loaded = json.loads((where / "config.json").read_text()), model.config.to_dict()
+        assert {name: loaded.get(name) for name in config} == config  # every entry of config.json, as written

@@ -176,14 +176,7 @@ def test_config_validates_per_loss_options():
             DPOConfig(**bad)
 
 
-def test_cli_help_lists_every_dpo_field(capsys):
-    import dataclasses
-
+def test_cli_loss_options_reach_the_loss():  # --help's fields and defaults: tests/test_cli.py, for every command
     from rlhf.cli import parse
 
-    with pytest.raises(SystemExit):
-        parse("dpo", ["--help"])
-    text = capsys.readouterr().out
-    for field in dataclasses.fields(DPOConfig):
-        assert "--" + field.name.replace("_", "-") in text
     assert parse("dpo", ["--loss", "simpo", "--gamma", "1.0"]).loss_options["gamma"] == 1.0
