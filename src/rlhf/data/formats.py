@@ -13,7 +13,9 @@ One entry point per record kind, each `read_<kind>(path, *, skip_bad_rows=False)
 
 Containers, chosen by the path: `.jsonl` (one object per line; blank lines skipped), `.json`
 (an array of objects), `.parquet`, a directory written by `datasets.Dataset.save_to_disk`, and
-for documents and prompts `.txt`; `.jsonl`, `.json` and `.txt` may be gzipped (`.gz`). In a
+for documents and prompts `.txt`; `.jsonl`, `.json` and `.txt` may be gzipped (`.gz`). A name
+that is no path but a Hub dataset id (`org/name[:split]`, rlhf.data.hub) is read through
+`datasets` from the Hugging Face cache, each row checked the same way (place `split:row N`). In a
 `.txt` corpus, documents are separated by `<|endoftext|>` markers when the file has any
 (blank lines then stay inside a document as paragraph breaks), otherwise by blank lines.
 
@@ -44,7 +46,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, TypeVar, Union
 
-from rlhf.data import rows
+from rlhf.data import hub, rows
 from rlhf.data.records import BinaryFeedback, Comparison, Demonstration, Document, Prompt, Ranking
 
 log = logging.getLogger(__name__)
@@ -241,26 +243,33 @@ def _bad_rows(n: int) -> str:
     return f"{n} bad row" + ("" if n == 1 else "s")
 
 
+def _file_rows(p: Path, path: PathLike, text: Callable[[Path], Iterator[Row]] | None) -> Iterator[Row]:
+    """The rows of a file or `save_to_disk` directory, by its type."""
+    suffix = _suffix(p)
+    if p.is_dir():
+        return _dataset_rows(p)
+    if suffix in (".jsonl", ".jsonl.gz"):
+        return _jsonl_rows(p)
+    if suffix in (".json", ".json.gz"):
+        return _json_array_rows(p)
+    if suffix == ".parquet":
+        return _parquet_rows(p)
+    if suffix in TEXT_SUFFIXES and text is not None:
+        return text(p)
+    accepted = ", ".join(ROW_SUFFIXES + (TEXT_SUFFIXES if text else ()))
+    raise DataError(path, None, f"unknown file type {suffix}; accepted: {accepted}, "
+                                "or a directory saved with datasets' save_to_disk, or a Hub dataset name")
+
+
 def _read(path: PathLike, parse: Callable[[dict], T], skip_bad_rows: bool,
           text: Callable[[Path], Iterator[Row]] | None = None) -> Records[T]:
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and hub.looks_like_dataset_id(str(path)):
+        source = hub.dataset_rows(str(path))  # a Hub dataset by name: places are `split:row N`
+    elif not p.exists():
         raise FileNotFoundError(f"data file not found: {path}")
-    suffix = _suffix(p)
-    if p.is_dir():
-        source = _dataset_rows(p)
-    elif suffix in (".jsonl", ".jsonl.gz"):
-        source = _jsonl_rows(p)
-    elif suffix in (".json", ".json.gz"):
-        source = _json_array_rows(p)
-    elif suffix == ".parquet":
-        source = _parquet_rows(p)
-    elif suffix in TEXT_SUFFIXES and text is not None:
-        source = text(p)
     else:
-        accepted = ", ".join(ROW_SUFFIXES + (TEXT_SUFFIXES if text else ()))
-        raise DataError(path, None, f"unknown file type {suffix}; accepted: {accepted}, "
-                                    "or a directory saved with datasets' save_to_disk")
+        source = _file_rows(p, path, text)
     out: Records[T] = Records()
     for place, row, problem in source:
         if problem is None:

@@ -249,6 +249,9 @@ def comparison(row: dict, strict_hh: bool = False) -> Comparison:
             return _hh_comparison(row, strict_hh)
         if isinstance(row.get("chosen"), (list, tuple)):
             return _implicit_comparison(row)
+    elif isinstance(row.get("chosen"), (list, tuple)) and len(row["chosen"]) > 1:
+        # UltraFeedback-style: "prompt" as text beside whole conversations that repeat it
+        return _implicit_comparison(row)
     prompt = _prompt(_get(row, "prompt", ' (or HH "chosen"/"rejected" transcripts)'))
     chosen = _response(_get(row, "chosen"), "chosen")
     return Comparison(prompt, chosen, _response(_get(row, "rejected"), "rejected"), _margin(row))

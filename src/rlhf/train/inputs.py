@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Callable
 
@@ -138,9 +139,16 @@ def check_inputs(command: str, cfg) -> None:
 
 
 def pin_hub_models(command: str, cfg):
-    """`cfg` with each Hub model id it names pinned to the commit it resolved to (`org/name@<sha>`),
-    so config.yaml says which weights the run read (rlhf.models.hub). Imports only when a field
+    """`cfg` with each Hub model id and dataset name it names pinned to the commit it resolved to
+    (`org/name@<sha>`), so config.yaml says which weights and rows the run read (rlhf.models.hub,
+    rlhf.data.hub). Imports only when a field
     holds something that looks like a Hub id (the check stays fast without)."""
+    from ..data.hub import looks_like_dataset_id, pin_dataset
+
+    data = {name: pin_dataset(getattr(cfg, name)) for name in DATA_READERS.get(command, {})
+            if isinstance(getattr(cfg, name, None), str) and looks_like_dataset_id(getattr(cfg, name))}
+    if data:
+        cfg = dataclasses.replace(cfg, **data)
     fields = [name for name in MODEL_OPTIONS.get(command, {}) if _may_be_hub_id(getattr(cfg, name, None))]
     if not fields:
         return cfg
