@@ -240,6 +240,12 @@ def demonstration(row: dict) -> Demonstration:
     return Demonstration(prompt, _response(_get(row, "completion"), "completion"))
 
 
+def _whole_conversation(value) -> bool:
+    """A list of messages that starts with the user's turn (not a response alone)."""
+    return (isinstance(value, (list, tuple)) and len(value) > 1 and isinstance(value[0], dict)
+            and value[0].get("role") in ("user", "system"))
+
+
 def comparison(row: dict, strict_hh: bool = False) -> Comparison:
     if "chosen" not in row and ("responses" in row or "ranking" in row):
         raise RowError('missing key "chosen": this looks like a ranking row '
@@ -249,7 +255,7 @@ def comparison(row: dict, strict_hh: bool = False) -> Comparison:
             return _hh_comparison(row, strict_hh)
         if isinstance(row.get("chosen"), (list, tuple)):
             return _implicit_comparison(row)
-    elif isinstance(row.get("chosen"), (list, tuple)) and len(row["chosen"]) > 1:
+    elif _whole_conversation(row.get("chosen")) and _whole_conversation(row.get("rejected")):
         # UltraFeedback-style: "prompt" as text beside whole conversations that repeat it
         return _implicit_comparison(row)
     prompt = _prompt(_get(row, "prompt", ' (or HH "chosen"/"rejected" transcripts)'))
