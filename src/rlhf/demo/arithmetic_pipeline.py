@@ -103,7 +103,8 @@ class ArithmeticDemo:
         """Data and SFT, which every later step needs, and the report run alone; the RL runs and the
         evaluations may run side by side."""
         p = self.plan
-        steps = [Step("data", self.make_data, (), "task data: worked problems, RL prompts, held-out problems", alone=True),
+        steps = [Step("data", self.make_data, (), "task data: worked problems, RL prompts, held-out problems",
+                      alone=True),
                  Step("sft", self.sft, ("data",), f"supervised fine-tuning on {p.demonstrations} worked problems",
                       alone=True)]
         for algo in p.algos:

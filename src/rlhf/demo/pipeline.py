@@ -80,8 +80,9 @@ class Demo:
         steps = [
             Step("data", self.make_data, title="task data: story openings, SFT demonstrations", alone=True),
             Step("sft", self.sft, ("data",), "supervised fine-tuning on story continuations", alone=True),
-            Step("labels", self.label, ("sft",), f"sample two continuations per prompt, oracle labels {p.label_budget} pairs",
-                 kind="label", alone=True, dir="data"),
+            Step("labels", self.label, ("sft",),
+                 f"sample two continuations per prompt, oracle labels {p.label_budget} pairs", kind="label",
+                 alone=True, dir="data"),
             Step("rm", self.reward_model, ("labels",), f"reward model on the {p.label_budget} labelled pairs"),
         ]
         for coef in self.kl_coefs:

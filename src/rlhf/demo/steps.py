@@ -15,7 +15,8 @@ def run_demo(demo, label: str, rebuild: Callable[[], list[Step]]) -> Runner:
     if out.exists() and any(out.iterdir()) and not cfg.resume:
         raise FileExistsError(f"{out} is not empty: pass --resume to continue that demo, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    runner = Runner(out, label=label, seconds=demo.plan.seconds, resume=cfg.resume, workers=default_workers(cfg.workers))
+    runner = Runner(out, label=label, seconds=demo.plan.seconds, resume=cfg.resume,
+                    workers=default_workers(cfg.workers))
     demo.timings = runner.timings
     demo.finished_before = runner.finished_before - {"report"}  # the report runs again on every run
     runner.run(demo.steps(), rebuild=rebuild)

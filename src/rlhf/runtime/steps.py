@@ -184,7 +184,8 @@ class Runner:
         self.progress.end(step, seconds, shared)
 
     def _failed(self, step: Step, err: BaseException) -> str:
-        message = f"{self.label}: step {step.name} failed ({type(err).__name__}: {err}); its log: {self.logs / (step.name + '.log')}"
+        log = self.logs / f"{step.name}.log"
+        message = f"{self.label}: step {step.name} failed ({type(err).__name__}: {err}); its log: {log}"
         print(message, file=sys.stderr, flush=True)
         return message
 
