@@ -10,7 +10,9 @@ subdirectory of --out, with its config.yaml, so a user can rerun or replace any 
 the command line. Because the labeller is a known function, the demo measures what real RLHF can
 only estimate: the gold reward of every policy and the reward model's accuracy against it.
 
-`--resume` keeps the steps that finished (their summary.json exists) and continues the one that
+The steps run on the one pipeline runner (rlhf.runtime.steps): after the labels, those that do not
+depend on each other side by side (--workers), each one's output in logs/STEP.log, the time left
+as each starts. `--resume` keeps the steps that finished (timings.json) and continues the one that
 was interrupted from its last checkpoint.
 """
 
