@@ -46,8 +46,9 @@ def run_seed(out: Path, seed: int, plan, quick: bool) -> dict:
     from rlhf.demo import arithmetic_pipeline
 
     directory = out / f"seed-{seed}"
+    # workers=1: one step at a time with every core, as the recorded results ran (each policy's wall_s alone)
     cfg = DemoConfig(out=str(directory), task="arithmetic", quick=quick, seed=seed, progress=False,
-                     resume=directory.exists())
+                     resume=directory.exists(), workers=1)
     arithmetic_pipeline.run(cfg, plan)
     return json.loads((directory / "summary.json").read_text(encoding="utf-8"))
 

@@ -95,6 +95,10 @@ def test_two_rounds_train_on_new_labels_only_and_record_lineage(start, tiny_mode
     for stage in ("rm", "ppo"):
         assert (root / "round1" / stage / "model" / "config.json").exists()
     assert (root / "round1" / "policy").resolve() == (root / "round1" / "ppo" / "model").resolve()
+    # the round's steps ran on the pipeline runner: each finished step timed, each one's output in its log
+    steps = ["labels", "rm", "ppo", "eval", "record"]
+    assert list(json.loads((root / "round1" / "timings.json").read_text())) == steps
+    assert all((root / "round1" / "logs" / f"{step}.log").is_file() for step in steps)
     # the comparisons the stages read are the store's labels: the chat ones keep their conversation
     rows = [json.loads(line) for line in (root / "round1" / "data" / "comparisons.jsonl").read_text().splitlines()]
     assert sum(isinstance(r["prompt"], list) for r in rows) == 4
@@ -130,9 +134,12 @@ def test_two_rounds_train_on_new_labels_only_and_record_lineage(start, tiny_mode
     with pytest.raises(FileExistsError, match="--resume"):
         run(IterateConfig(from_run=str(root / "round1"), project="story", db=str(db), out=str(root / "round2"),
                           method="dpo", judge=GOLD))
+    timings = json.loads((root / "round2" / "timings.json").read_text())
     run(IterateConfig(from_run=str(root / "round1"), project="story", db=str(db), out=str(root / "round2"),
                       method="dpo", judge=GOLD, dpo_batch_size=4, max_new_tokens=8, max_length=64, eval_prompts=4,
                       precision="fp32", progress=False, resume=True))
+    resumed = json.loads((root / "round2" / "timings.json").read_text())
+    assert {k: resumed[k] for k in ("labels", "dpo", "eval")} == {k: timings[k] for k in ("labels", "dpo", "eval")}
     assert json.loads((root / "round2" / "lineage.json").read_text())["labels"]["ids"] == two["labels"]["ids"]
     with open_store(str(db))() as s:
         assert len(repo.rounds_of(s, "story")) == 2

@@ -8,13 +8,15 @@
 
 Every step is an ordinary stage run (`rlhf sft`, `rlhf ppo`) in its own subdirectory of --out with
 its config.yaml. No reward model and no labels: the reward is a program, so the figures are
-exact, not estimated. `--resume` keeps the steps that finished and reruns the others.
+exact, not estimated. The steps run on the pipeline runner (rlhf.runtime.steps): the RL runs and
+the evaluations side by side with --workers, `--resume` keeps the steps that finished and runs the others.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import time
@@ -24,7 +26,9 @@ from pathlib import Path
 from ..config import DemoConfig, PPOConfig, SFTConfig
 from ..runtime.files import atomic_write_text
 from ..runtime.files import dumps as strict_json
+from ..runtime.steps import Step, clock
 from .arithmetic import demonstrations, problems, prompt_rows
+from .steps import run_demo
 
 REWARD = "rlhf.rewards.verifiable:exact_match"  # the final number of a response against the row's "answer"
 
@@ -75,10 +79,6 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _clock(seconds: float) -> str:
-    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
-
-
 class ArithmeticDemo:
     """The steps of one arithmetic demo; each writes into a subdirectory of `out`."""
 
@@ -87,7 +87,9 @@ class ArithmeticDemo:
         self.plan = plan or (QUICK if cfg.quick else FULL)
         self.out = Path(cfg.out)
         self.data = self.out / "data"
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # seconds per finished step (the runner's, earlier runs' included)
+        self.finished_before: set[str] = set()  # steps an earlier run finished (--resume)
+        self.started = time.perf_counter()
 
     def _common(self, name: str) -> dict:
         cfg = self.cfg
@@ -97,17 +99,22 @@ class ArithmeticDemo:
     def _model(self, name: str) -> str:
         return str(self.out / name / "model")
 
-    def steps(self) -> list[tuple[str, str, str, object]]:
-        """(name, kind, title, action) in order."""
+    def steps(self) -> list[Step]:
+        """Data and SFT, which every later step needs, and the report run alone; the RL runs and the
+        evaluations may run side by side."""
         p = self.plan
-        steps = [("data", "data", "task data: worked problems, RL prompts, held-out problems", self.make_data),
-                 ("sft", "sft", f"supervised fine-tuning on {p.demonstrations} worked problems", self.sft)]
+        steps = [Step("data", self.make_data, (), "task data: worked problems, RL prompts, held-out problems",
+                      alone=True),
+                 Step("sft", self.sft, ("data",), f"supervised fine-tuning on {p.demonstrations} worked problems",
+                      alone=True)]
         for algo in p.algos:
-            steps.append((algo, "rl", f"{algo} against the exact-match checker, {p.rl_samples} samples per prompt",
-                          lambda algo=algo: self.rl(algo)))
+            steps.append(Step(algo, functools.partial(self.rl, algo), ("sft",),
+                              f"{algo} against the exact-match checker, {p.rl_samples} samples per prompt", kind="rl"))
         for run in ("sft", *p.algos):
-            steps.append((f"eval-{run}", "eval", f"held-out accuracy of {run}", lambda run=run: self.evaluate(run)))
-        steps.append(("report", "report", "summary.json and report.html", self.report))
+            steps.append(Step(f"eval-{run}", functools.partial(self.evaluate, run), ("data", run),
+                              f"held-out accuracy of {run}", kind="eval", dir=run))
+        steps.append(Step("report", self.report, tuple(s.name for s in steps), "summary.json and report.html",
+                          alone=True, always=True, dir="."))
         return steps
 
     def make_data(self) -> None:
@@ -194,46 +201,37 @@ class ArithmeticDemo:
         for entry in policies:
             for key in ("greedy_accuracy", "sampled_accuracy", "pass_at_k"):
                 entry[f"{key}_vs_sft"] = entry[key] - sft[key]
-        steps = [{"name": name, "dir": name if name in ("sft", *p.algos) else "data" if name == "data" else
-                  name.removeprefix("eval-") if name.startswith("eval-") else ".", "wall_s": self.timings[name]}
-                 for name, *_ in self.steps() if name in self.timings]
+        steps = [{"name": s.name, "dir": s.dir or s.name, "wall_s": self.timings[s.name]}
+                 for s in self.steps() if s.name in self.timings]
+        # Steps may have run side by side: the wall time is the time since this run started (plus
+        # that of the steps an earlier run finished, on --resume), not the sum of the steps' times.
+        resumed = sum(v for k, v in self.timings.items() if k in self.finished_before)
         return {"task": "arithmetic", "quick": self.cfg.quick, "seed": self.cfg.seed, "max_operand": p.max_operand,
                 "demonstrations": p.demonstrations, "eval_prompts": p.eval_prompts,
                 "k": p.eval_k, "rl_steps": p.rl_steps, "rl_samples": p.rl_samples, "rl_lr": p.rl_lr,
-                "reward": REWARD, "policies": policies, "steps": steps, "wall_s": sum(self.timings.values())}
+                "reward": REWARD, "policies": policies, "steps": steps,
+                "wall_s": time.perf_counter() - self.started + resumed, "steps_s": sum(self.timings.values())}
 
 
-def run(cfg: DemoConfig, plan: ArithmeticPlan | None = None) -> Path:
+def _demo(cfg: DemoConfig, plan: ArithmeticPlan | None) -> ArithmeticDemo:
     if not cfg.progress:
         from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()
-    demo = ArithmeticDemo(cfg, plan)
+        transformers_logging.disable_progress_bar()  # "Loading weights" bars of every model load
+    return ArithmeticDemo(cfg, plan)
+
+
+def _steps(cfg: DemoConfig, plan: ArithmeticPlan | None) -> list[Step]:
+    """The demo's steps, made again in a worker process (the runner runs one of them there by name)."""
+    return _demo(cfg, plan).steps()
+
+
+def run(cfg: DemoConfig, plan: ArithmeticPlan | None = None) -> Path:
+    demo = _demo(cfg, plan)
     out = demo.out
-    if out.exists() and any(out.iterdir()) and not cfg.resume:
-        raise FileExistsError(f"{out} is not empty: pass --resume to continue that demo, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    timings_path = out / "timings.json"
-    if cfg.resume and timings_path.exists():
-        demo.timings = _read_json(timings_path)
-    steps = demo.steps()
-    start, expected_done = time.perf_counter(), 0.0
-    for index, (name, kind, title, action) in enumerate(steps):
-        if name in demo.timings and name != "report":
-            expected_done += demo.plan.seconds[kind]
-            continue
-        elapsed = time.perf_counter() - start
-        speed = elapsed / expected_done if expected_done > 30 else 1.0  # this machine's pace so far
-        left = sum(demo.plan.seconds[k] for _, k, _, _ in steps[index:]) * speed
-        print(f"\n=== rlhf demo arithmetic [{index + 1}/{len(steps)}] {title}  ({_clock(elapsed)} elapsed, "
-              f"about {_clock(left)} left)", flush=True)
-        started = time.perf_counter()
-        action()
-        demo.timings[name] = time.perf_counter() - started
-        atomic_write_text(timings_path, json.dumps(demo.timings, indent=2) + "\n")
-        expected_done += demo.plan.seconds[kind]
+    runner = run_demo(demo, "rlhf demo arithmetic", functools.partial(_steps, cfg, plan))
     summary = _read_json(out / "summary.json")
-    print(f"\nrlhf demo --task arithmetic: finished in {_clock(summary['wall_s'])}")
+    print(f"\nrlhf demo --task arithmetic: finished in {clock(summary['wall_s'])}")
     print(f"  {'policy':<22} {'greedy pass@1':>13} {'sampled pass@1':>14} {'pass@' + str(summary['k']):>7} "
           f"{'KL to SFT':>9}")
     for row in summary["policies"]:

@@ -10,7 +10,9 @@ subdirectory of --out, with its config.yaml, so a user can rerun or replace any 
 the command line. Because the labeller is a known function, the demo measures what real RLHF can
 only estimate: the gold reward of every policy and the reward model's accuracy against it.
 
-`--resume` keeps the steps that finished (their summary.json exists) and continues the one that
+The steps run on the one pipeline runner (rlhf.runtime.steps): after the labels, those that do not
+depend on each other side by side (--workers), each one's output in logs/STEP.log, the time left
+as each starts. `--resume` keeps the steps that finished (timings.json) and continues the one that
 was interrupted from its last checkpoint.
 """
 
@@ -18,30 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DemoConfig, DPOConfig, EvalRMConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
 from ..runtime.files import atomic_write_text
 from ..runtime.files import dumps as strict_json
+from ..runtime.steps import Step, clock
 from .plan import FULL, QUICK
-from .schedule import Progress, Timings, _clock, default_workers, run_steps
+from .steps import run_demo
 
 GOLD = "rlhf.demo.oracle:gold_reward"
-
-
-@dataclass
-class Step:
-    name: str  # subdirectory (or data file group) of the demo directory
-    kind: str  # key of DemoPlan.seconds
-    title: str  # what the progress display says
-    action: object  # () -> None
-    dir: str = ""  # where its results are, relative to the demo directory (default: name)
-    after: tuple[str, ...] = ()  # steps whose results it reads
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -83,31 +76,33 @@ class Demo:
     # ------------------------------------------------------------ steps
 
     def steps(self) -> list[Step]:
+        """Data, SFT and the labels, which every later step needs, and the report, which reads
+        everything, run alone with every core; the others may run side by side."""
         p = self.plan
         steps = [
-            Step("data", "data", "task data: story openings, SFT demonstrations", self.make_data, "data"),
-            Step("sft", "sft", "supervised fine-tuning on story continuations", self.sft, after=("data",)),
-            Step("labels", "label", f"sample two continuations per prompt, oracle labels {p.label_budget} pairs",
-                 self.label, "data", after=("sft",)),
-            Step("rm", "rm", f"reward model on the {p.label_budget} labelled pairs", self.reward_model, after=("labels",)),
+            Step("data", self.make_data, title="task data: story openings, SFT demonstrations", alone=True),
+            Step("sft", self.sft, ("data",), "supervised fine-tuning on story continuations", alone=True),
+            Step("labels", self.label, ("sft",),
+                 f"sample two continuations per prompt, oracle labels {p.label_budget} pairs", kind="label",
+                 alone=True, dir="data"),
+            Step("rm", self.reward_model, ("labels",), f"reward model on the {p.label_budget} labelled pairs"),
         ]
         for coef in self.kl_coefs:
-            steps.append(Step(f"ppo-kl{coef:g}", "ppo", f"PPO, KL coefficient {coef:g}",
-                              lambda coef=coef: self.ppo("ppo", f"ppo-kl{coef:g}", coef), after=("rm",)))
+            steps.append(Step(f"ppo-kl{coef:g}", functools.partial(self.ppo, "ppo", f"ppo-kl{coef:g}", coef), ("rm",),
+                              f"PPO, KL coefficient {coef:g}", kind="ppo"))
         for algo in ("rloo", "grpo"):
-            steps.append(Step(algo, algo, f"{algo.upper()}, {p.group_samples} samples per prompt",
-                              lambda algo=algo: self.ppo(algo, algo, p.group_kl_coef), after=("rm",)))
+            steps.append(Step(algo, functools.partial(self.ppo, algo, algo, p.group_kl_coef), ("rm",),
+                              f"{algo.upper()}, {p.group_samples} samples per prompt"))
         for beta in self.betas:
-            steps.append(Step(f"dpo-beta{beta:g}", "dpo", f"DPO on the same labels, beta {beta:g}",
-                              lambda beta=beta: self.dpo(f"dpo-beta{beta:g}", beta), after=("labels",)))
-        steps.append(Step("online_dpo", "online_dpo",
-                          f"online DPO: {p.online_rounds} rounds of sampling, oracle labels, DPO ({p.label_budget} labels)",
-                          self.online_dpo, after=("sft",)))
+            steps.append(Step(f"dpo-beta{beta:g}", functools.partial(self.dpo, f"dpo-beta{beta:g}", beta), ("labels",),
+                              f"DPO on the same labels, beta {beta:g}", kind="dpo"))
+        steps.append(Step("online_dpo", self.online_dpo, ("sft",),
+                          f"online DPO: {p.online_rounds} rounds of sampling, oracle labels, DPO ({p.label_budget} labels)"))
         for run in self.policy_runs():
-            steps.append(Step(f"eval-{run}", "eval", f"evaluate {run} against SFT (noiseless oracle)",
-                              lambda run=run: self.evaluate(run), run, after=(run, "data", "sft")))
-        steps.append(Step("report", "report", "summary.json and report.html", self.report, ".",
-                          after=tuple(s.name for s in steps)))
+            steps.append(Step(f"eval-{run}", functools.partial(self.evaluate, run), (run, "data", "sft"),
+                              f"evaluate {run} against SFT (noiseless oracle)", kind="eval", dir=run))
+        steps.append(Step("report", self.report, tuple(s.name for s in steps), "summary.json and report.html",
+                          alone=True, always=True, dir="."))
         return steps
 
     def policy_runs(self) -> list[str]:
@@ -303,30 +298,30 @@ def _shipped_base() -> Path:
     return BASE_MODEL
 
 
-def run(cfg: DemoConfig) -> Path:
-    if cfg.task == "arithmetic":  # the second embedded task has its own steps
-        from .arithmetic_pipeline import run as run_arithmetic
-        return run_arithmetic(cfg)
+def _demo(cfg: DemoConfig) -> Demo:
     if not cfg.progress:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # "Loading weights" bars of every model load
-    demo = Demo(cfg)
+    return Demo(cfg)
+
+
+def _steps(cfg: DemoConfig) -> list[Step]:
+    """The demo's steps, made again in a worker process (the runner runs one of them there by name)."""
+    return _demo(cfg).steps()
+
+
+def run(cfg: DemoConfig) -> Path:
+    if cfg.task == "arithmetic":  # the second embedded task has its own steps
+        from .arithmetic_pipeline import run as run_arithmetic
+        return run_arithmetic(cfg)
+    demo = _demo(cfg)
     out = demo.out
-    if out.exists() and any(out.iterdir()) and not cfg.resume:
-        raise FileExistsError(f"{out} is not empty: pass --resume to continue that demo, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    timings = Timings(out / "timings.json", cfg.resume)
-    demo.timings = timings.seconds  # the summary reads the seconds of every step
-    demo.finished_before = set(timings.seconds) - {"report"}
-    steps = demo.steps()
-    workers = default_workers(cfg.workers)
-    progress = Progress(steps, demo.plan.seconds, workers)
-    run_steps(Demo, cfg, steps, progress, timings, workers)
+    runner = run_demo(demo, "rlhf demo", functools.partial(_steps, cfg))
     summary = _read_json(out / "summary.json")
-    summary["progress_estimates"] = progress.accuracy()  # the time-left estimates against the truth
+    summary["progress_estimates"] = runner.progress.accuracy()  # the time-left estimates against the truth
     atomic_write_text(out / "summary.json", strict_json(summary, indent=2) + "\n")
-    print(f"\nrlhf demo: finished in {_clock(summary['wall_s'])}")
+    print(f"\nrlhf demo: finished in {clock(summary['wall_s'])}")
     print(f"  reward model accuracy against the noiseless oracle: {summary['rm']['accuracy_vs_gold']:.3f}")
     print(f"  {'policy':<10} {'gold reward':>11} {'win vs SFT':>10} {'LC win':>7} {'KL to SFT':>9} {'ends (EOS)':>10}")
     for name in ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo"):

@@ -3,7 +3,7 @@
 Kept apart from the orchestration in `rlhf.demo.pipeline` so the numbers that trade quality for time sit
 together in one readable table. `seconds` are the measured seconds of each step, run alone with
 both cores of a 2-core AMD EPYC with AVX2 only, in fp32, on 2026-12-02 (the steps that run side by
-side: their time there divided by `rlhf.demo.schedule.SHARED_CORE_SLOWDOWN`; the first two of them
+side: their time there divided by `rlhf.runtime.steps.SHARED_CORE_SLOWDOWN`; the first two of them
 carry a worker's start-up), used only to estimate the time left in the progress display, which
 scales them by how fast this machine has been so far.
 """

@@ -10,16 +10,20 @@
     OUT/lineage.json         round, parent, labels and their sources, stages, evaluation
     OUT/summary.json         the round's figures and wall time
 
-Each stage is an ordinary run directory. `--resume` keeps what finished (a stage with its
-summary.json, the exported labels, the evaluation) and resumes the interrupted stage from its
-own checkpoint; the labels are not exported again, so a resumed round trains on the same ones.
-The store records the round and the labels it read once it is evaluated; the next round reads
-only labels no round has recorded.
+    OUT/timings.json, logs/  the steps that finished and their seconds; what each step printed
+
+The round is a list of steps (export the labels, the reward model, RL or DPO, the evaluation, the
+record) run by the one pipeline runner (rlhf.runtime.steps), which prints the time left and names
+a failing step's log. Each stage is an ordinary run directory. `--resume` keeps the steps that
+finished and resumes the interrupted stage from its own checkpoint; the labels are not exported
+again, so a resumed round trains on the same ones. The store records the round and the labels it
+read once it is evaluated; the next round reads only labels no round has recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import time
@@ -28,6 +32,7 @@ from pathlib import Path
 from ..config import DPOConfig, EvalPolicyConfig, IterateConfig, PPOConfig, RewardConfig, load_yaml, to_yaml
 from ..runtime import lock
 from ..runtime.files import atomic_write_text, dumps
+from ..runtime.steps import Runner, Step
 from .collect import Collected, collect
 from .parent import LINEAGE, POLICY_LINK, Parent, resolve_parent
 
@@ -44,16 +49,51 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def planned_seconds(cfg: IterateConfig, comparisons: int) -> dict:
+    """Seconds per step kind, for the time left only: the full demo's rates (rlhf.demo.plan.FULL, a
+    5M-parameter model in fp32 on a 2-core EPYC: the reward model 0.1 s and DPO 0.08 s per comparison
+    and epoch, RL 0.29 s per response with a critic and 4 update epochs, 0.074 s without, the
+    evaluation of policy and reference 0.1 s per prompt, at 48 new tokens) times this round's sizes.
+    Another model or machine runs at another pace: the runner rescales by the pace of the steps done."""
+    from ..config.algorithms import ESTIMATORS, estimator_of
+
+    estimator, tokens = ESTIMATORS[estimator_of(cfg.algo)], cfg.max_new_tokens / 48
+    responses = cfg.rl_steps * cfg.rl_batch_size * (cfg.num_samples or estimator.default_samples)
+    return {"export": 0.1, "rm": 0.1 * comparisons * cfg.rm_epochs, "dpo": 0.08 * comparisons * cfg.dpo_epochs,
+            "rl": responses * (0.29 if estimator.uses_critic else 0.074) * tokens,
+            "eval": 0.1 * cfg.eval_prompts * tokens, "record": 0.1}
+
+
 def _finished(run_dir: Path) -> bool:
     return (run_dir / "summary.json").exists()
 
 
 class Round:
-    def __init__(self, cfg: IterateConfig, parent: Parent):
-        self.cfg, self.parent = cfg, parent
+    def __init__(self, cfg: IterateConfig, parent: Parent, started: float):
+        self.cfg, self.parent, self.started = cfg, parent, started
         self.out = Path(cfg.out).resolve()
         self.data = self.out / "data"
         self.number = parent.round + 1
+        self.trained = cfg.algo if cfg.method == "rm+ppo" else "dpo"  # the stage whose model is the new policy
+        # rm+ppo trains a new reward model; DPO keeps the one it was given
+        self.reward_model_dir = self.out / "rm" / "model" if cfg.method == "rm+ppo" else parent.reward_model
+        self.judge = cfg.judge or str(self.reward_model_dir)
+
+    def steps(self, collected: Collected) -> list[Step]:
+        """Export, then rm -> RL (rm+ppo) or DPO, then the evaluation; the record runs on every resume
+        (the store keeps one row per round, lineage.json and summary.json are written again)."""
+        cfg = self.cfg
+        steps = [Step("labels", functools.partial(self.save_labels, collected), (),
+                      f"export {len(collected.rows)} comparisons", kind="export")]
+        if cfg.method == "rm+ppo":
+            steps += [Step("rm", self.reward_model, ("labels",), "reward model, warm-started from the current one"),
+                      Step(cfg.algo, self.rl, ("rm",), f"{cfg.algo} from the current policy", kind="rl")]
+        else:
+            steps.append(Step("dpo", self.dpo, ("labels",), "DPO from the current policy"))
+        steps += [Step("eval", self.evaluate, (self.trained,), f"the new policy against round {self.parent.round}"),
+                  Step("record", functools.partial(self.finish, collected), ("eval",),
+                       "lineage.json, summary.json and the round in the store", always=True)]
+        return steps
 
     def _common(self, name: str) -> dict:
         cfg = self.cfg
@@ -84,52 +124,50 @@ class Round:
         return collected
 
     def save_labels(self, collected: Collected) -> None:
+        """The comparisons and the labels' record; rm+ppo without --prompts: each distinct prompt once."""
         _write_jsonl(self.data / "comparisons.jsonl", collected.rows)
         atomic_write_text(self.data / "labels.json", dumps(collected.to_json(), indent=1) + "\n")
-
-    def prompts(self, collected: Collected) -> Path:
-        """RL prompts: --prompts, else each distinct prompt of the new comparisons once."""
-        if self.cfg.prompts:
-            return Path(self.cfg.prompts)
-        path, seen, rows = self.data / "prompts.jsonl", set(), []
+        path, seen, rows = self.prompts(), set(), []
+        if self.cfg.method != "rm+ppo" or self.cfg.prompts or path.exists():
+            return
         for row in collected.rows:
             key = json.dumps(row["prompt"], sort_keys=True)
             if key not in seen:
                 seen.add(key)
                 rows.append({"prompt": row["prompt"]})
-        if not path.exists():
-            _write_jsonl(path, rows)
-        return path
+        _write_jsonl(path, rows)
+
+    def prompts(self) -> Path:
+        """RL prompts: --prompts, else each distinct prompt of the new comparisons (save_labels writes them)."""
+        return Path(self.cfg.prompts) if self.cfg.prompts else self.data / "prompts.jsonl"
 
     # ------------------------------------------------------------ stages
 
-    def reward_model(self) -> Path:
+    def reward_model(self) -> None:
         from ..train import reward
 
         cfg, run = self.cfg, self.out / "rm"
-        if not _finished(run):
+        if not _finished(run):  # a stage that finished before the runner recorded it
             reward.run(RewardConfig(model=str(self.parent.reward_model), data=str(self.data / "comparisons.jsonl"),
                                     epochs=cfg.rm_epochs, lr=cfg.rm_lr, batch_size=cfg.rm_batch_size,
                                     max_length=cfg.max_length, **self._common("rm")))
-        return run / "model"
 
-    def rl(self, reward_model: Path, prompts: Path) -> Path:
+    def rl(self) -> None:
         from ..data.formats import read_prompts
         from ..train import ppo
         from ..train.ppo_update import ALGORITHMS
 
-        cfg = self.cfg
+        cfg, prompts = self.cfg, self.prompts()
         run = self.out / cfg.algo
         if not _finished(run):
             batch = min(cfg.rl_batch_size, len(read_prompts(prompts)))
             k = cfg.num_samples or ALGORITHMS[cfg.algo].default_samples
-            ppo.run(PPOConfig(model=str(self.parent.policy), data=str(prompts), reward=str(reward_model),
+            ppo.run(PPOConfig(model=str(self.parent.policy), data=str(prompts), reward=str(self.reward_model_dir),
                               algo=cfg.algo, num_samples=cfg.num_samples, max_steps=cfg.rl_steps, batch_size=batch,
                               minibatch_size=batch * k, lr=cfg.rl_lr, kl_coef=cfg.kl_coef,
                               max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length, **self._common(cfg.algo)))
-        return run / "model"
 
-    def dpo(self) -> Path:
+    def dpo(self) -> None:
         from ..train import dpo
 
         cfg, run = self.cfg, self.out / "dpo"
@@ -138,7 +176,6 @@ class Round:
                               beta=cfg.dpo_beta, lr=cfg.dpo_lr, epochs=cfg.dpo_epochs, batch_size=cfg.dpo_batch_size,
                               max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens, kl_prompts=0,
                               **self._common("dpo")))
-        return run / "model"
 
     def link_policy(self, model: Path) -> Path:
         """OUT/policy -> the stage's model/ (relative, so the round can be moved whole)."""
@@ -148,22 +185,25 @@ class Round:
         link.symlink_to(model.relative_to(self.out))
         return link
 
-    def evaluate(self, policy: Path, judge: str) -> dict:
-        """The new policy against the current one on the held-out prompts."""
+    def evaluate(self) -> None:
+        """OUT/policy, and the new policy against the current one on the held-out prompts."""
         from ..eval import policy as eval_policy
 
         cfg, path = self.cfg, self.out / "eval.json"
+        policy = self.link_policy(self.out / self.trained / "model").resolve()
         if not path.exists():
             with contextlib.redirect_stdout(io.StringIO()):  # the stage prints its whole report; one line here
                 eval_policy.run(EvalPolicyConfig(
-                    model=str(policy), reference=str(self.parent.policy), data=str(self.parent.eval_data), judge=judge,
-                    out=str(path), max_prompts=cfg.eval_prompts, max_new_tokens=cfg.max_new_tokens,
+                    model=str(policy), reference=str(self.parent.policy), data=str(self.parent.eval_data),
+                    judge=self.judge, out=str(path), max_prompts=cfg.eval_prompts, max_new_tokens=cfg.max_new_tokens,
                     max_length=cfg.max_length, seed=cfg.seed + 7, precision=cfg.precision, device=cfg.device,
                     progress=cfg.progress))
-        report = _read_json(path)
+
+    def result(self) -> dict:
+        report = _read_json(self.out / "eval.json")
         keys = ("win_rate", "ci_low", "ci_high", "wins", "ties", "losses", "n", "policy_score", "reference_score")
-        return {"judge": judge, **{k: report[k] for k in keys}, "kl_to_parent": report["kl_to_reference"],
-                "file": path.name}
+        return {"judge": self.judge, **{k: report[k] for k in keys}, "kl_to_parent": report["kl_to_reference"],
+                "file": "eval.json"}
 
     # ------------------------------------------------------------ lineage
 
@@ -204,6 +244,18 @@ class Round:
             "store": {"db": make_url(database_url(cfg.db)).render_as_string(hide_password=True),
                       "training_round_id": round_id},
         }
+
+    def finish(self, collected: Collected) -> None:
+        """The round in the store, lineage.json and summary.json."""
+        result, policy = self.result(), (self.out / POLICY_LINK).resolve()
+        trained = {"rm": "rm", "rl": self.cfg.algo} if self.cfg.method == "rm+ppo" else {"dpo": "dpo"}
+        stages = {"data": "data", **trained, "eval": "eval.json"}
+        round_id = self.record(collected, policy, result)
+        lineage = self.lineage(collected, stages, self.reward_model_dir, result, round_id)
+        atomic_write_text(self.out / LINEAGE, dumps(lineage, indent=2) + "\n")
+        summary = {"round": self.number, "method": self.cfg.method, "labels": lineage["labels"]["read"],
+                   "comparisons": len(collected.rows), "eval": result, "wall_s": time.perf_counter() - self.started}
+        atomic_write_text(self.out / "summary.json", dumps(summary, indent=2) + "\n")
 
 
 def _str(path) -> str | None:
@@ -246,41 +298,23 @@ def run(cfg: IterateConfig) -> Path:
     parent = resolve_parent(cfg)  # every input checked, and the labels read, before anything is written
     out = Path(cfg.out).resolve()
     _check_out(cfg, out)
-    rnd = Round(cfg, parent)
+    rnd = Round(cfg, parent, start)
     print(f"rlhf iterate: round {rnd.number} of {cfg.project!r} from {parent.run_dir} ({parent.kind}), "
           f"method {cfg.method}", flush=True)
     collected = rnd.saved_labels() if cfg.resume else None
-    exported = collected is None
-    if exported:
+    if collected is None:
         collected = rnd.new_labels()
     _prepare_out(cfg, out)
-    if exported:
-        rnd.save_labels(collected)
     sources = ", ".join(f"{name}: {counts['read']}" for name, counts in collected.sources().items())
     print(f"rlhf iterate: {len(collected.labels)} new labels -> {len(collected.rows)} comparisons ({sources})",
           flush=True)
-    stages = {"data": "data"}
-    if cfg.method == "rm+ppo":
-        reward_model = rnd.reward_model()
-        model = rnd.rl(reward_model, rnd.prompts(collected))
-        stages.update(rm="rm", rl=cfg.algo)
-    else:
-        reward_model = parent.reward_model
-        model = rnd.dpo()
-        stages.update(dpo="dpo")
-    policy = rnd.link_policy(model)
-    judge = cfg.judge or str(reward_model)
-    result = rnd.evaluate(policy.resolve(), judge)
-    stages.update(eval="eval.json")
-    round_id = rnd.record(collected, policy.resolve(), result)
-    lineage = rnd.lineage(collected, stages, reward_model, result, round_id)
-    atomic_write_text(out / LINEAGE, dumps(lineage, indent=2) + "\n")
-    summary = {"round": rnd.number, "method": cfg.method, "labels": lineage["labels"]["read"],
-               "comparisons": len(collected.rows), "eval": result, "wall_s": time.perf_counter() - start}
-    atomic_write_text(out / "summary.json", dumps(summary, indent=2) + "\n")
+    runner = Runner(out, label=f"rlhf iterate round {rnd.number}", seconds=planned_seconds(cfg, len(collected.rows)),
+                    resume=cfg.resume)
+    runner.run(rnd.steps(collected))
     lock.release(out)
+    result, policy = rnd.result(), out / POLICY_LINK
     print(f"rlhf iterate: round {rnd.number}: win rate against round {parent.round} {result['win_rate']:.3f} "
-          f"[{result['ci_low']:.3f}, {result['ci_high']:.3f}] judged by {judge} over {result['n']} prompts; "
+          f"[{result['ci_low']:.3f}, {result['ci_high']:.3f}] judged by {rnd.judge} over {result['n']} prompts; "
           f"deploy with rlhf serve --model {policy}", flush=True)
     return policy
 
