@@ -1,16 +1,18 @@
-"""The pieces a policy-gradient loss is assembled from, beside ``ppo.clipped_surrogate``: the
-importance ratio (per token, or per sequence as in GSPO) and the aggregation of per-token losses
-into one number (token mean, sequence mean of token means, or Dr. GRPO's constant normaliser).
+"""The pieces a policy-gradient loss is assembled from: the importance ratio (per token, or per
+sequence as in GSPO), the per-token policy loss (PPO's clipped surrogate, the plain policy
+gradient) and the aggregation of per-token losses into one number (token mean, sequence mean of
+token means, or Dr. GRPO's constant normaliser).
 
 Per-token tensors are (B, T) over response tokens with ``mask`` 1 on real tokens. Each variant is
-one function, listed in a plain dict (LOG_RATIOS, LOSS_AGGREGATIONS) whose keys are the names of
-``rlhf.config.algorithms``.
+one function, listed in a plain dict (LOG_RATIOS, POLICY_LOSSES, LOSS_AGGREGATIONS) whose keys are
+the names of ``rlhf.config.algorithms``.
 """
 
 
 from torch import Tensor
 
 from rlhf.algos.masked import masked_mean, masked_sum
+from rlhf.algos.ppo import _per_token, clipped_surrogate
 
 
 # ---------------------------------------------------------------- importance ratios
@@ -36,6 +38,28 @@ def sequence_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
 
 
 LOG_RATIOS = {"token": token_log_ratio, "sequence": sequence_log_ratio}  # (logp, old_logp, mask) -> (B, T)
+
+
+# ---------------------------------------------------------------- per-token policy losses
+# Each: (log_ratio (B, T) with grad, logp (B, T) with grad, advantages (B, T) or (B,), mask (B, T),
+#        clip_low, clip_high, dual_clip) -> (per-token loss (B, T), detached stats), not yet aggregated.
+
+
+def clipped_policy_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, clip_low: float,
+                        clip_high: float | None, dual_clip: float | None) -> tuple[Tensor, dict]:
+    """PPO's clipped surrogate on ``log_ratio`` with its low, high and dual clips: see
+    ``rlhf.algos.ppo.clipped_surrogate`` (``logp`` enters through the ratio)."""
+    return clipped_surrogate(log_ratio, advantages, mask, clip_low, clip_high, dual_clip)
+
+
+def policy_gradient_loss(log_ratio: Tensor, logp: Tensor, advantages: Tensor, mask: Tensor, clip_low: float,
+                         clip_high: float | None, dual_clip: float | None) -> tuple[Tensor, dict]:
+    """The plain policy gradient (Williams 1992): -A * log pi per token, advantages constant. One
+    on-policy step needs no importance ratio: the ratio and the clips are not read. No stats."""
+    return -(_per_token(advantages, logp).detach() * logp), {}
+
+
+POLICY_LOSSES = {"clipped": clipped_policy_loss, "pg": policy_gradient_loss}
 
 
 # ---------------------------------------------------------------- aggregation
