@@ -11,6 +11,7 @@ import typing
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.testing import assert_close
 
 import rlhf.algos
@@ -130,6 +131,7 @@ EXPECTED_OPTIONS = {
     "dapo": ("grpo", "clipped", 4, 1, False, "k3", 0.2, 0.28, "token", "token-mean", True, True),
     "dr-grpo": ("grpo", "clipped", 4, 1, False, "k3", 0.2, 0.2, "token", "seq-mean-token-sum-norm", False, False),
     "gspo": ("grpo", "clipped", 4, 1, False, "k3", 3e-4, 4e-4, "sequence", "seq-mean-token-mean", True, False),
+    "cispo": ("grpo", "cispo", 4, 1, False, "k3", 1.0, 0.28, "token", "token-mean", True, False),
 }
 
 
@@ -307,3 +309,17 @@ def test_gold_scorer_gets_each_rows_answer(tiny_model_dir, prompts_file, tmp_pat
     ppo.run(cfg)
     (line,) = metrics(tmp_path)
     assert line["gold"] == pytest.approx(line["reward"] + 1.0, abs=1e-5)
+
+
+def test_cispo_trains_through_its_clipped_weights(tiny_model_dir, prompts_file, tmp_path):
+    # 2 prompts x 4 samples, minibatches of 4, two epochs at a large learning rate: the later minibatches
+    # see ratios away from 1, some past 1 + clip_high, and still move the weights (their tokens keep a gradient)
+    cfg = config(tiny_model_dir, prompts_file, tmp_path, algo="cispo", batch_size=2, minibatch_size=4,
+                 update_epochs=2, lr=0.05, max_steps=2, clip_high=0.01)
+    model_dir = ppo.run(cfg)
+    lines = metrics(tmp_path)
+    assert all(math.isfinite(line["loss"]) for line in lines)
+    assert any(line["clipfrac"] > 0 for line in lines) and any(line["ratio_mean"] != 1.0 for line in lines)
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    after = load_file(str(model_dir / "model.safetensors"))
+    assert any(not torch.equal(before[name], after[name]) for name in before)

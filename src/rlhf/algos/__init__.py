@@ -16,7 +16,7 @@ Per-token tensors are right-padded (B, T) with a 0/1 ``mask`` that is 1 on real 
 - ``ppo``: clipped_surrogate (asymmetric and dual clip), ppo_policy_loss, ppo_value_loss,
   explained_variance, reinforce_loss
 - ``policy_loss``: token_log_ratio, sequence_log_ratio (GSPO) in LOG_RATIOS; clipped_policy_loss,
-  policy_gradient_loss in POLICY_LOSSES; token_mean,
+  policy_gradient_loss, cispo_policy_loss in POLICY_LOSSES; token_mean,
   seq_mean_token_mean, seq_mean_token_sum_norm (Dr. GRPO) in LOSS_AGGREGATIONS; aggregation_units
 - ``shaping``: overlong_penalty, truncation_mask, informative_groups (DAPO)
 - ``preference``: bradley_terry, bradley_terry_with_ties, plackett_luce; dpo, cdpo, ipo, simpo,
@@ -50,6 +50,7 @@ from rlhf.algos.policy_loss import (
     LOSS_AGGREGATIONS,
     POLICY_LOSSES,
     aggregation_units,
+    cispo_policy_loss,
     clipped_policy_loss,
     policy_gradient_loss,
     seq_mean_token_mean,
@@ -88,6 +89,7 @@ __all__ = [
     "AdaptiveKLController", "FixedKLController",
     "clipped_surrogate", "ppo_policy_loss", "ppo_value_loss", "explained_variance", "reinforce_loss",
     "token_log_ratio", "sequence_log_ratio", "LOG_RATIOS", "clipped_policy_loss", "policy_gradient_loss",
+    "cispo_policy_loss",
     "POLICY_LOSSES", "token_mean", "seq_mean_token_mean",
     "seq_mean_token_sum_norm", "LOSS_AGGREGATIONS", "aggregation_units",
     "overlong_penalty", "truncation_mask", "informative_groups",

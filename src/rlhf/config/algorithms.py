@@ -24,6 +24,17 @@ Adding an algorithm:
 3. its record in ALGORITHMS below. Nothing else: the CLI's choices, `--help`, the options, the
    update and the parametrised tests (tests/train/test_ppo_variants.py) follow from the record;
    add its hand-written expected options to that file's EXPECTED_OPTIONS.
+
+Worked example, CISPO (MiniMax-M1, arXiv 2506.13585), one commit touching only this file,
+rlhf.algos and the tests:
+1. `rlhf.algos.policy_loss.cispo_policy_loss(log_ratio, logp, advantages, mask, clip_low,
+   clip_high, dual_clip)` -> (-sg(clip(r, 1 - clip_low, 1 + clip_high)) * A * log pi per token,
+   stats), entered as POLICY_LOSSES["cispo"]; tests/algos/test_cispo.py works a 2x3 batch by
+   hand (loss, and the gradient -clip(r) * A / N on every real token, the clipped ones included);
+2. POLICY_LOSSES["cispo"] below, one line for --help;
+3. ALGORITHMS["cispo"] below: advantage="grpo" (its group advantages exist already),
+   policy_loss="cispo", k 4, 1 epoch, KL as a loss term, clip_low=1.0 (no lower bound, as the
+   paper), clip_high=0.28, token-mean; and its line in EXPECTED_OPTIONS.
 """
 
 from __future__ import annotations
@@ -47,6 +58,8 @@ POLICY_LOSSES: dict[str, str] = {
     "clipped": "PPO's clipped surrogate -min(r*A, clip(r, 1-clip_low, 1+clip_high)*A), bounded by the dual clip where "
                "A < 0; tokens clipped get no gradient",
     "pg": "the plain policy gradient -A*log pi (on-policy: no ratio, no clip)",
+    "cispo": "CISPO's -sg(clip(r, 1-clip_low, 1+clip_high))*A*log pi: the weight is clipped and detached, every "
+             "token keeps its gradient",
 }
 
 
@@ -115,6 +128,10 @@ ALGORITHMS: dict[str, Algo] = {
                  "mean over sequences", advantage="grpo", policy_loss="clipped", default_samples=4,
                  default_epochs=1, default_kl_in_reward=False, min_samples=2, ratio_level="sequence",
                  clip_low=3e-4, clip_high=4e-4, loss_agg="seq-mean-token-mean"),
+    "cispo": Algo("CISPO (MiniMax-M1, 2025): GRPO's advantages; the importance weight clipped and detached, not the "
+                  "update, so every token keeps its gradient; no lower bound (clip_low 1), clip_high 0.28",
+                  advantage="grpo", policy_loss="cispo", default_samples=4, default_epochs=1,
+                  default_kl_in_reward=False, min_samples=2, clip_low=1.0, clip_high=0.28, loss_agg="token-mean"),
 }
 
 ALGORITHM_NAMES: tuple[str, ...] = tuple(ALGORITHMS)
