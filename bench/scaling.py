@@ -225,12 +225,12 @@ def recipe_workload(path: Path) -> tuple[str, Workload]:
         per_example = 1 if stage == "sft" else 2  # a pair's two responses
         return stage, Workload(stage=stage, sequences=per_example * cfg.batch_size * cfg.grad_accum,
                                seq_len=cfg.max_length, micro_batch=per_example * cfg.batch_size)
-    from rlhf.config.algorithms import ESTIMATORS, estimator_of
+    from rlhf.config.algorithms import ALGORITHMS
 
-    estimator = ESTIMATORS[estimator_of(cfg.algo)]
-    samples = cfg.num_samples or estimator.default_samples
-    epochs = cfg.update_epochs or estimator.default_epochs
-    return stage, Workload(stage="ppo" if estimator.uses_critic else "grpo", sequences=cfg.batch_size * samples,
+    algo = ALGORITHMS[cfg.algo]
+    samples = cfg.num_samples or algo.default_samples
+    epochs = cfg.update_epochs or algo.default_epochs
+    return stage, Workload(stage="ppo" if algo.uses_critic else "grpo", sequences=cfg.batch_size * samples,
                            seq_len=cfg.max_length, micro_batch=max(1, cfg.minibatch_size // cfg.grad_accum),
                            response_len=cfg.max_new_tokens, update_epochs=epochs)
 

@@ -12,7 +12,8 @@ from torch.testing import assert_close
 
 from rlhf.config import PPOConfig
 from rlhf.train import ppo
-from rlhf.train.ppo_update import ALGORITHMS, Experience, last_token_reward, ppo_advantages, rloo_per_token
+from rlhf.algos import last_token_reward
+from rlhf.train.ppo_update import ALGORITHMS, Experience, advantages_of
 
 GOLD = "rlhf.demo.oracle:gold_reward"
 RULE = "ppo_test_rewards:letter_e"  # a rule reward that varies even on the tiny model's gibberish
@@ -177,10 +178,10 @@ def test_last_token_reward_and_ppo_rewards_hand():
     # row 0: kl = 0.5 per token, beta 0.1, score 2, V = 0, gamma = lam = 1:
     # rewards [-0.05, -0.05, 1.95] -> A = returns = [1.85, 1.9, 1.95]
     opts = ppo.Options(k=1, epochs=1, minibatch_size=2, grad_accum=1, kl_in_reward=True, kl_estimator="k1",
-                       clipped=True, clip=0.2, value_clip=0.2, gamma=1.0, lam=1.0, whiten_advantages=False,
+                       advantage="gae", policy_loss="clipped", clip=0.2, value_clip=0.2, gamma=1.0, lam=1.0, whiten_advantages=False,
                        grpo_scale_by_std=True, temperature=1.0, max_grad_norm=1.0)
     exp = _experience(torch.tensor([2.0, -1.0]), mask, values=torch.zeros(2, 3))
-    adv, ret = ppo_advantages(exp, torch.full((2, 3), 0.5), 0.1, opts)
+    adv, ret = advantages_of(exp, torch.full((2, 3), 0.5), 0.1, opts)
     assert_close(adv[0], torch.tensor([1.85, 1.9, 1.95]))
     assert_close(ret, adv)
     assert_close(adv[1], torch.tensor([-1.05, 0.0, 0.0]))
@@ -192,7 +193,7 @@ def test_rloo_advantages_with_kl_in_the_reward():
     opts = dataclasses.replace(ppo.resolve_options(PPOConfig(algo="rloo", num_samples=2)), k=2)
     exp = _experience(torch.tensor([1.0, 3.0]), mask)
     kl = torch.tensor([[0.0, 0.0], [10.0, 99.0]])  # the padded 99 must not count
-    adv, ret = rloo_per_token(exp, kl, 0.1, opts)
+    adv, ret = advantages_of(exp, kl, 0.1, opts)
     assert ret is None
     assert_close(adv, torch.tensor([[-1.0, -1.0], [1.0, 0.0]]))
 

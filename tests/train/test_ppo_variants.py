@@ -1,5 +1,6 @@
-"""`rlhf ppo`'s algorithm registry, presets and options: the registry drives the config, the
-help and the estimators; every algorithm's first update at learning rate 0 has ratio 1 and
+"""`rlhf ppo`'s algorithm registry and options: every record's names resolve to the math in
+rlhf.algos, --help lists each algorithm with its description, each algorithm's options resolve to
+hand-written values; every algorithm's first update at learning rate 0 has ratio 1 and
 nothing clipped; dynamic sampling, overlong shaping, truncation masking, the entropy bonus and
 verifiable rewards with per-part logging."""
 
@@ -10,6 +11,7 @@ import typing
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.testing import assert_close
 
 import rlhf.algos
@@ -17,24 +19,16 @@ from rlhf import cli
 from rlhf.config import PPOConfig
 from rlhf.config.algorithms import (
     ALGORITHM_NAMES,
-    ESTIMATORS,
+    ALGORITHMS,
     LOSS_AGGREGATIONS,
-    PRESETS,
+    POLICY_LOSSES,
     RATIO_LEVELS,
 )
 from rlhf.config.fields import field_types
 from rlhf.data.records import Rollout
 from rlhf.train import ppo
 from rlhf.train.ppo_sampling import Sampled, concat_rollouts, dynamic_sampling
-from rlhf.train.ppo_update import (
-    ADVANTAGE_FUNCTIONS,
-    ALGORITHMS,
-    Experience,
-    loss_mask_of,
-    policy_loss_of,
-    reinforce_pp_baseline_per_token,
-    reinforce_pp_per_token,
-)
+from rlhf.train.ppo_update import Experience, advantages_of, loss_mask_of, policy_loss_of
 
 RULE = "ppo_variant_rewards:length"  # varies even on the tiny model's gibberish, so advantages are not 0
 RULE_SOURCE = """
@@ -78,43 +72,87 @@ def metrics(out):
 # ---------------------------------------------------------------- the registry
 
 
-def test_one_registry_drives_config_estimators_and_algos():
-    assert typing.get_args(field_types(PPOConfig)["algo"]) == ALGORITHM_NAMES
-    assert typing.get_args(typing.get_args(field_types(PPOConfig)["loss_agg"])[0]) == tuple(LOSS_AGGREGATIONS)
-    assert set(ADVANTAGE_FUNCTIONS) == set(ESTIMATORS)
-    assert set(ALGORITHMS) == set(ALGORITHM_NAMES)
+def test_every_record_names_real_math_in_algos():
+    # The registry is torch-free and names its math; each name must be a function of rlhf.algos,
+    # and the tables the config writes by hand must match the ones rlhf.algos writes.
+    assert set(ALGORITHMS) == set(EXPECTED_OPTIONS)  # a new algorithm needs its expected options below
+    for name, algo in ALGORITHMS.items():
+        assert callable(rlhf.algos.ADVANTAGE_ESTIMATORS.get(algo.advantage)), (name, algo.advantage)
+        assert callable(rlhf.algos.POLICY_LOSSES.get(algo.policy_loss)), (name, algo.policy_loss)
+        assert algo.uses_critic == (algo.advantage == "gae"), name  # only GAE reads the critic's values
+        assert algo.default_samples >= algo.min_samples, name
+    assert set(rlhf.algos.POLICY_LOSSES) == set(POLICY_LOSSES)
     assert set(rlhf.algos.LOSS_AGGREGATIONS) == set(LOSS_AGGREGATIONS)
     assert set(rlhf.algos.LOG_RATIOS) == set(RATIO_LEVELS)
-    fields = {f.name for f in dataclasses.fields(PPOConfig)}
-    for name, preset in PRESETS.items():
-        assert preset.estimator in ESTIMATORS, name
-        assert set(preset.options) <= fields, name
+    assert typing.get_args(typing.get_args(field_types(PPOConfig)["loss_agg"])[0]) == tuple(LOSS_AGGREGATIONS)
 
 
-def test_help_lists_every_algorithm_and_option(capsys):
+@pytest.mark.parametrize("name", ALGORITHM_NAMES)
+def test_min_samples_is_what_the_estimator_needs(name):
+    # a group estimator refuses k = 1; min_samples must say so, or the config lets a run through that fails
+    algo = ALGORITHMS[name]
+    score, mask = torch.tensor([1.0, 2.0]), torch.ones(2, 3)
+    estimator = rlhf.algos.ADVANTAGE_ESTIMATORS[algo.advantage]
+    values = torch.zeros(2, 3) if algo.uses_critic else None
+    if algo.min_samples > 1:
+        with pytest.raises(ValueError, match="k >= 2"):
+            estimator(score, torch.zeros(2, 3), mask, values, rlhf.algos.EstimatorSettings(k=1))
+    else:
+        advantages, _ = estimator(score, torch.zeros(2, 3), mask, values, rlhf.algos.EstimatorSettings(k=1))
+        assert advantages.shape == (2, 3)
+
+
+def test_help_lists_every_algorithm_with_its_description(capsys):
     with pytest.raises(SystemExit):
         cli.main(["ppo", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for name in (*ALGORITHM_NAMES, *LOSS_AGGREGATIONS, *RATIO_LEVELS):
+    for name, algo in ALGORITHMS.items():
+        assert f"{name}: {' '.join(algo.description.split())} [advantage={algo.advantage}, " \
+               f"loss={algo.policy_loss}, k={algo.default_samples}" in text, name
+    for name in (*POLICY_LOSSES, *LOSS_AGGREGATIONS, *RATIO_LEVELS):
         assert f"{name}:" in text, name
     for flag in ("--clip-high", "--loss-agg", "--dynamic-sampling", "--overlong-buffer", "--mask-truncated",
                  "--entropy-coef"):
         assert flag in text
 
 
-def test_presets_fill_unset_options_and_flags_win():
-    dapo = ppo.resolve_options(PPOConfig(algo="dapo"))
-    assert (dapo.clip, dapo.clip_high, dapo.loss_agg, dapo.dynamic_sampling) == (0.2, 0.28, "token-mean", True)
-    gspo = ppo.resolve_options(PPOConfig(algo="gspo"))
-    assert (gspo.ratio_level, gspo.clip, gspo.clip_high, gspo.loss_agg) == ("sequence", 3e-4, 4e-4,
-                                                                              "seq-mean-token-mean")
-    dr = ppo.resolve_options(PPOConfig(algo="dr-grpo"))
-    assert (dr.grpo_scale_by_std, dr.loss_agg, dr.k) == (False, "seq-mean-token-sum-norm", 4)
+# Written by hand from the papers, not from the registry: what `--algo NAME` with every other flag at
+# its default (clip 0.2) resolves to.
+#   (advantage, policy loss, k, epochs, kl in reward, kl estimator, clip low, clip high, ratio level,
+#    loss aggregation, divide by the group std, dynamic sampling)
+EXPECTED_OPTIONS = {
+    "ppo": ("gae", "clipped", 1, 4, True, "k1", 0.2, 0.2, "token", "token-mean", True, False),
+    "rloo": ("rloo", "clipped", 4, 1, True, "k1", 0.2, 0.2, "token", "token-mean", True, False),
+    "grpo": ("grpo", "clipped", 4, 1, False, "k3", 0.2, 0.2, "token", "token-mean", True, False),
+    "reinforce": ("reinforce", "pg", 1, 1, True, "k1", 0.2, 0.2, "token", "token-mean", True, False),
+    "reinforce++": ("reinforce++", "clipped", 1, 1, True, "k1", 0.2, 0.2, "token", "token-mean", True, False),
+    "reinforce++-baseline": ("reinforce++-baseline", "clipped", 4, 1, False, "k3", 0.2, 0.2, "token", "token-mean",
+                             True, False),
+    "dapo": ("grpo", "clipped", 4, 1, False, "k3", 0.2, 0.28, "token", "token-mean", True, True),
+    "dr-grpo": ("grpo", "clipped", 4, 1, False, "k3", 0.2, 0.2, "token", "seq-mean-token-sum-norm", False, False),
+    "gspo": ("grpo", "clipped", 4, 1, False, "k3", 3e-4, 4e-4, "sequence", "seq-mean-token-mean", True, False),
+    "cispo": ("grpo", "cispo", 4, 1, False, "k3", 1.0, 0.28, "token", "token-mean", True, False),
+}
+
+
+@pytest.mark.parametrize("name", ALGORITHM_NAMES)
+def test_each_algorithm_resolves_to_its_papers_options(name):
+    o = ppo.resolve_options(PPOConfig(algo=name))
+    assert (o.advantage, o.policy_loss, o.k, o.epochs, o.kl_in_reward, o.kl_estimator, o.clip, o.clip_high,
+            o.ratio_level, o.loss_agg, o.grpo_scale_by_std, o.dynamic_sampling) == EXPECTED_OPTIONS[name]
+
+
+def test_flags_win_over_the_algorithms_options():
     assert ppo.resolve_options(PPOConfig(algo="gspo", clip_high=1e-3)).clip_high == 1e-3
+    assert ppo.resolve_options(PPOConfig(algo="gspo", loss_agg="token-mean")).loss_agg == "token-mean"
     plain = ppo.resolve_options(PPOConfig(algo="grpo", clip=0.1))  # --clip is the symmetric shorthand
     assert (plain.clip, plain.clip_high, plain.ratio_level, plain.loss_agg) == (0.1, 0.1, "token", "token-mean")
-    rpp = ppo.resolve_options(PPOConfig(algo="reinforce++-baseline"))
-    assert (rpp.k, rpp.kl_in_reward, rpp.clipped) == (4, False, True)
+    assert ppo.resolve_options(PPOConfig(algo="dapo", clip=0.1)).clip == 0.2  # the record's clip_low is set
+    # the switches that are what an algorithm is stay on; the flags turn them on anywhere
+    assert not ppo.resolve_options(PPOConfig(algo="dr-grpo", grpo_scale_by_std=True)).grpo_scale_by_std
+    assert not ppo.resolve_options(PPOConfig(algo="grpo", grpo_scale_by_std=False)).grpo_scale_by_std
+    assert ppo.resolve_options(PPOConfig(algo="grpo", dynamic_sampling=True)).dynamic_sampling
+    assert ppo.resolve_options(PPOConfig(algo="grpo", kl_in="reward", num_samples=2)).k == 2
 
 
 def test_config_refuses_contradictions():
@@ -147,7 +185,7 @@ def test_reinforce_pp_puts_the_kl_in_the_token_reward():
     # mean 1.9, unbiased std 0.05 -> A = [-1, 0, 1]
     opts = ppo.resolve_options(PPOConfig(algo="reinforce++"))
     exp = _experience(torch.tensor([2.0]), torch.ones(1, 3, dtype=torch.long), torch.tensor([True]))
-    adv, ret = reinforce_pp_per_token(exp, torch.full((1, 3), 0.5), 0.1, opts)
+    adv, ret = advantages_of(exp, torch.full((1, 3), 0.5), 0.1, opts)
     assert ret is None
     assert_close(adv, torch.tensor([[-1.0, 0.0, 1.0]]), rtol=1e-4, atol=1e-4)
 
@@ -156,7 +194,7 @@ def test_reinforce_pp_baseline_removes_the_group_mean_first():
     # scores [1, 3 | 2, 2], k = 2, KL as a loss (not in the reward): [-1, 1, 0, 0] / sqrt(2/3)
     opts = dataclasses.replace(ppo.resolve_options(PPOConfig(algo="reinforce++-baseline")), k=2)
     exp = _experience(torch.tensor([1.0, 3.0, 2.0, 2.0]), torch.ones(4, 1, dtype=torch.long))
-    adv, _ = reinforce_pp_baseline_per_token(exp, None, 0.1, opts)
+    adv, _ = advantages_of(exp, None, 0.1, opts)
     s = math.sqrt(2 / 3)
     assert_close(adv.flatten(), torch.tensor([-1 / s, 1 / s, 0.0, 0.0]), rtol=1e-5, atol=1e-6)
 
@@ -271,3 +309,17 @@ def test_gold_scorer_gets_each_rows_answer(tiny_model_dir, prompts_file, tmp_pat
     ppo.run(cfg)
     (line,) = metrics(tmp_path)
     assert line["gold"] == pytest.approx(line["reward"] + 1.0, abs=1e-5)
+
+
+def test_cispo_trains_through_its_clipped_weights(tiny_model_dir, prompts_file, tmp_path):
+    # 2 prompts x 4 samples, minibatches of 4, two epochs at a large learning rate: the later minibatches
+    # see ratios away from 1, some past 1 + clip_high, and still move the weights (their tokens keep a gradient)
+    cfg = config(tiny_model_dir, prompts_file, tmp_path, algo="cispo", batch_size=2, minibatch_size=4,
+                 update_epochs=2, lr=0.05, max_steps=2, clip_high=0.01)
+    model_dir = ppo.run(cfg)
+    lines = metrics(tmp_path)
+    assert all(math.isfinite(line["loss"]) for line in lines)
+    assert any(line["clipfrac"] > 0 for line in lines) and any(line["ratio_mean"] != 1.0 for line in lines)
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    after = load_file(str(model_dir / "model.safetensors"))
+    assert any(not torch.equal(before[name], after[name]) for name in before)

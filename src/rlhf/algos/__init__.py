@@ -8,11 +8,15 @@ Per-token tensors are right-padded (B, T) with a 0/1 ``mask`` that is 1 on real 
 - ``sft``: masked_cross_entropy, shift_for_next_token
 - ``advantages``: gae, discounted_returns, rloo_baseline, rloo_advantages, grpo_advantages,
   reinforce_pp_advantages
+- ``estimators``: one signature for every algorithm's advantages, by name in ADVANTAGE_ESTIMATORS
+  (gae, rloo, grpo, reinforce, reinforce++, reinforce++-baseline); EstimatorSettings,
+  last_token_reward
 - ``kl``: kl_k1, kl_k2, kl_k3, KL_ESTIMATORS, kl_estimate, AdaptiveKLController,
   FixedKLController
 - ``ppo``: clipped_surrogate (asymmetric and dual clip), ppo_policy_loss, ppo_value_loss,
   explained_variance, reinforce_loss
-- ``policy_loss``: token_log_ratio, sequence_log_ratio (GSPO) in LOG_RATIOS; token_mean,
+- ``policy_loss``: token_log_ratio, sequence_log_ratio (GSPO) in LOG_RATIOS; clipped_policy_loss,
+  policy_gradient_loss, cispo_policy_loss in POLICY_LOSSES; token_mean,
   seq_mean_token_mean, seq_mean_token_sum_norm (Dr. GRPO) in LOSS_AGGREGATIONS; aggregation_units
 - ``shaping``: overlong_penalty, truncation_mask, informative_groups (DAPO)
 - ``preference``: bradley_terry, bradley_terry_with_ties, plackett_luce; dpo, cdpo, ipo, simpo,
@@ -29,6 +33,7 @@ from rlhf.algos.advantages import (
     rloo_advantages,
     rloo_baseline,
 )
+from rlhf.algos.estimators import ADVANTAGE_ESTIMATORS, EstimatorSettings, last_token_reward
 from rlhf.algos.kl import (
     KL_ESTIMATORS,
     AdaptiveKLController,
@@ -43,7 +48,11 @@ from rlhf.algos.masked import masked_mean, masked_moments, masked_sum, masked_va
 from rlhf.algos.policy_loss import (
     LOG_RATIOS,
     LOSS_AGGREGATIONS,
+    POLICY_LOSSES,
     aggregation_units,
+    cispo_policy_loss,
+    clipped_policy_loss,
+    policy_gradient_loss,
     seq_mean_token_mean,
     seq_mean_token_sum_norm,
     sequence_log_ratio,
@@ -75,10 +84,13 @@ __all__ = [
     "token_logprobs", "sequence_logprobs", "entropy_from_logits",
     "masked_cross_entropy", "shift_for_next_token",
     "gae", "discounted_returns", "rloo_baseline", "rloo_advantages", "grpo_advantages", "reinforce_pp_advantages",
+    "ADVANTAGE_ESTIMATORS", "EstimatorSettings", "last_token_reward",
     "kl_k1", "kl_k2", "kl_k3", "KL_ESTIMATORS", "kl_estimate",
     "AdaptiveKLController", "FixedKLController",
     "clipped_surrogate", "ppo_policy_loss", "ppo_value_loss", "explained_variance", "reinforce_loss",
-    "token_log_ratio", "sequence_log_ratio", "LOG_RATIOS", "token_mean", "seq_mean_token_mean",
+    "token_log_ratio", "sequence_log_ratio", "LOG_RATIOS", "clipped_policy_loss", "policy_gradient_loss",
+    "cispo_policy_loss",
+    "POLICY_LOSSES", "token_mean", "seq_mean_token_mean",
     "seq_mean_token_sum_norm", "LOSS_AGGREGATIONS", "aggregation_units",
     "overlong_penalty", "truncation_mask", "informative_groups",
     "bradley_terry", "bradley_terry_with_ties", "plackett_luce",

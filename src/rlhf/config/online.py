@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from .algorithms import ESTIMATORS, AlgoName, LossAggName, RatioLevelName, estimator_of, help_text
+from .algorithms import ALGORITHMS, AlgoName, LossAggName, RatioLevelName, help_text
 from .base import TrainConfig
 
 
@@ -21,7 +21,7 @@ class PPOConfig(TrainConfig):
     data: str | None = None  # prompts: {"prompt"} rows (text or conversation) or a .txt with one per line
     eval_data: str | None = None  # held-out prompts: at the end (and every eval_every steps), win rate against the reference judged by --gold (else the reward) and KL to the reference
     out: str = "runs/ppo"  # run directory: config.yaml, metrics.jsonl, samples.jsonl, summary.json, model/, checkpoints/
-    algo: AlgoName = "ppo"  # the algorithm or preset (rlhf.config.algorithms, listed above): ppo, rloo, grpo, reinforce, reinforce++, reinforce++-baseline; presets dapo, dr-grpo, gspo
+    algo: AlgoName = "ppo"  # the algorithm (rlhf.config.algorithms: listed above with what each sets)
     reward: str | None = None  # the reward: a reward-model directory (from `rlhf rm`) or module:function scoring (prompts, responses) -> floats
     gold: str | None = None  # optional gold scorer (same forms as --reward), logged beside the reward to expose over-optimisation
     reference: str | None = None  # reference model directory; default: the starting --model (with LoRA: the policy with its adapter disabled)
@@ -50,10 +50,10 @@ class PPOConfig(TrainConfig):
     lam: float = 0.95  # ppo: GAE lambda
     clip: float = 0.2  # policy ratio clip range (ppo, rloo, grpo)
     dual_clip: float = 3.0  # where the advantage is negative, bound the clipped objective by dual_clip * A (Ye et al. 2020; > 1); 0 = off
-    clip_low: float | None = None  # ratio clipped below at 1 - clip_low; unset = the preset's (gspo: 3e-4), else --clip
-    clip_high: float | None = None  # ratio clipped above at 1 + clip_high (DAPO's clip-higher: 0.28); unset = the preset's, else the low clip
-    ratio_level: RatioLevelName | None = None  # importance ratio per token (PPO) or per sequence (GSPO); unset = the preset's, else token
-    loss_agg: LossAggName | None = None  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm (Dr. GRPO: / max_new_tokens); unset = the preset's, else token-mean
+    clip_low: float | None = None  # ratio clipped below at 1 - clip_low; unset = the algorithm's (gspo: 3e-4), else --clip
+    clip_high: float | None = None  # ratio clipped above at 1 + clip_high (DAPO's clip-higher: 0.28); unset = the algorithm's, else the low clip
+    ratio_level: RatioLevelName | None = None  # importance ratio per token (PPO) or per sequence (GSPO); unset = the algorithm's, else token
+    loss_agg: LossAggName | None = None  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm (Dr. GRPO: / max_new_tokens); unset = the algorithm's, else token-mean
     entropy_coef: float = 0.0  # weight of an entropy bonus (entropy of the sampling distribution per token, aggregated as the loss)
     dynamic_sampling: bool = False  # DAPO: drop groups whose rewards all equal and sample more prompts until the batch is full (on with --algo dapo)
     max_sampling_rounds: int = 4  # dynamic sampling: sampling rounds per step at most; a batch still short is filled with dropped groups
@@ -113,18 +113,18 @@ class PPOConfig(TrainConfig):
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
-        estimator = ESTIMATORS[estimator_of(self.algo)]
-        if estimator.min_samples > 1 and self.num_samples == 1:
+        algo = ALGORITHMS[self.algo]
+        if algo.min_samples > 1 and self.num_samples == 1:
             raise ValueError(f"--algo {self.algo} compares samples of the same prompt: num_samples must be >= 2")
-        if estimator.uses_critic and self.kl_in == "loss":
+        if algo.uses_critic and self.kl_in == "loss":
             raise ValueError(f"--algo {self.algo} puts the KL in the per-token reward; kl_in=loss is for the critic-free algorithms")
-        if not estimator.uses_critic and self.critic is not None:
+        if not algo.uses_critic and self.critic is not None:
             raise ValueError(f"--critic is only used by --algo ppo, not {self.algo}")
         ratio_options = {"clip_low": self.clip_low, "clip_high": self.clip_high, "ratio_level": self.ratio_level}
-        if not estimator.clipped and any(v is not None for v in ratio_options.values()):
+        if not algo.uses_ratio and any(v is not None for v in ratio_options.values()):
             raise ValueError(f"--algo {self.algo} is the plain policy gradient: clip_low, clip_high and ratio_level "
-                             "are options of the clipped surrogate")
-        if self.dynamic_sampling and (self.num_samples or estimator.default_samples) < 2:
+                             "are options of the losses that read the importance ratio")
+        if self.dynamic_sampling and (self.num_samples or algo.default_samples) < 2:
             raise ValueError("--dynamic-sampling drops groups of equal rewards: it needs num_samples >= 2")
 
 

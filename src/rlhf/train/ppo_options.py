@@ -1,13 +1,12 @@
-"""The settings of `rlhf ppo`'s update, resolved from its config: the algorithm's defaults, then a
-preset's options (rlhf.config.algorithms) where the flag is unset, then the flags."""
+"""The settings of `rlhf ppo`'s update, resolved from its config: the flags, and where a flag is
+unset (None, 0, auto) the algorithm's record (rlhf.config.algorithms.ALGORITHMS)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from ..config import PPOConfig
-from ..config.algorithms import preset_options
-from .ppo_update import ALGORITHMS
+from ..config.algorithms import ALGORITHMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +19,8 @@ class Options:
     grad_accum: int
     kl_in_reward: bool
     kl_estimator: str
-    clipped: bool
+    advantage: str  # the advantage estimator: a name of rlhf.algos.ADVANTAGE_ESTIMATORS
+    policy_loss: str  # the per-token policy loss: a name of rlhf.algos.POLICY_LOSSES
     clip: float
     value_clip: float
     gamma: float
@@ -41,32 +41,28 @@ class Options:
     max_sampling_rounds: int = 4  # dynamic sampling: sampling rounds per step at most
 
 
-def _preset_or(value, preset: dict, name: str, default):
-    """A flag's value when set (not None), else the preset's, else the default."""
-    if value is not None:
-        return value
-    return preset.get(name, default)
+def _flag_or(value, default):
+    """A flag's value when set (not None), else the algorithm's."""
+    return default if value is None else value
 
 
 def resolve_options(cfg: PPOConfig) -> Options:
-    """The update's settings: the algorithm's defaults, then a preset's options (rlhf.config.algorithms)
-    where the flag is unset, then the flags."""
+    """The update's settings: the flags, and the algorithm's record where a flag is unset."""
     algo = ALGORITHMS[cfg.algo]
-    preset = dict(preset_options(cfg.algo))
     kl_in_reward = algo.default_kl_in_reward if cfg.kl_in == "auto" else cfg.kl_in == "reward"
     estimator = ("k1" if kl_in_reward else "k3") if cfg.kl_estimator == "auto" else cfg.kl_estimator
-    clip_low = _preset_or(cfg.clip_low, preset, "clip_low", cfg.clip)
+    clip_low = _flag_or(cfg.clip_low, _flag_or(algo.clip_low, cfg.clip))
     return Options(
         k=cfg.num_samples or algo.default_samples, epochs=cfg.update_epochs or algo.default_epochs,
         minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum, kl_in_reward=kl_in_reward,
-        kl_estimator=estimator, clipped=algo.clipped, clip=clip_low, dual_clip=cfg.dual_clip,
-        value_clip=cfg.value_clip, gamma=cfg.gamma, lam=cfg.lam, whiten_advantages=cfg.whiten_advantages,
-        grpo_scale_by_std=preset.get("grpo_scale_by_std", cfg.grpo_scale_by_std),
+        kl_estimator=estimator, advantage=algo.advantage, policy_loss=algo.policy_loss, clip=clip_low,
+        dual_clip=cfg.dual_clip, value_clip=cfg.value_clip, gamma=cfg.gamma, lam=cfg.lam,
+        whiten_advantages=cfg.whiten_advantages, grpo_scale_by_std=algo.scale_by_std and cfg.grpo_scale_by_std,
         temperature=cfg.temperature, max_grad_norm=cfg.max_grad_norm, max_bad_steps=cfg.max_bad_steps,
-        clip_high=_preset_or(cfg.clip_high, preset, "clip_high", clip_low),
-        ratio_level=_preset_or(cfg.ratio_level, preset, "ratio_level", "token"),
-        loss_agg=_preset_or(cfg.loss_agg, preset, "loss_agg", "token-mean"),
+        clip_high=_flag_or(cfg.clip_high, _flag_or(algo.clip_high, clip_low)),
+        ratio_level=_flag_or(cfg.ratio_level, algo.ratio_level),
+        loss_agg=_flag_or(cfg.loss_agg, algo.loss_agg),
         max_new_tokens=cfg.max_new_tokens, mask_truncated=cfg.mask_truncated, entropy_coef=cfg.entropy_coef,
-        dynamic_sampling=cfg.dynamic_sampling or bool(preset.get("dynamic_sampling", False)),
+        dynamic_sampling=cfg.dynamic_sampling or algo.dynamic_sampling,
         max_sampling_rounds=cfg.max_sampling_rounds,
     )

@@ -1,30 +1,23 @@
 """The pieces of `rlhf ppo` between the sampler and the optimiser: the experience of one rollout
-phase, the advantage estimator of each algorithm, and the update phase.
+phase, the algorithm's advantages and policy loss, and the update phase.
 
 Shapes: B sequences (prompts x k samples, the k samples of a prompt consecutive), P prompt
 tokens (left-padded), T response tokens (right-padded), V vocabulary.
 
-The algorithms differ in where their advantages come from, listed in ALGORITHMS (one entry per
-name of the registry rlhf.config.algorithms, presets included):
-
-    ppo        per-token reward -beta*KL_t, plus the score on the last token; GAE over a critic
-    rloo       sequence reward; baseline = mean of the other k - 1 samples of the prompt
-    grpo       sequence reward; baseline = group mean, optionally divided by the group std
-    reinforce  sequence reward; baseline = batch mean
-    reinforce++            per-token reward as ppo's; return-to-go normalised over the batch
-    reinforce++-baseline   the same on the score minus its group mean
-
-and in the options of the policy loss (Options: ratio level, asymmetric clip, aggregation,
-truncated responses masked out, entropy bonus). Everything else is shared.
+The algorithms (the registry rlhf.config.algorithms, one record each) differ in their advantage
+estimator (rlhf.algos.ADVANTAGE_ESTIMATORS), their per-token policy loss (rlhf.algos.POLICY_LOSSES)
+and the options of the loss (Options: ratio level, asymmetric clip, aggregation, truncated
+responses masked out, entropy bonus), all read here by name. Everything else is shared.
 
 Under a launcher every rank holds its share of the batch (rlhf.train.ppo_dist): the batch-wide
 statistics (whitening, REINFORCE's baseline, REINFORCE++'s normalisation, the logged figures)
-are summed over the ranks (`dist.sum_tensor`), and so are the gradients and the token counts
-each loss is divided by.
+are summed over the ranks (`dist.sum_tensor`, passed to the estimators as their `sum_across`),
+and so are the gradients and the token counts each loss is divided by.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,24 +25,21 @@ import torch
 from torch import Tensor
 
 from ..algos import (
+    ADVANTAGE_ESTIMATORS,
     LOG_RATIOS,
     LOSS_AGGREGATIONS,
+    POLICY_LOSSES,
+    EstimatorSettings,
     aggregation_units,
-    clipped_surrogate,
     entropy_from_logits,
     explained_variance,
-    gae,
-    grpo_advantages,
     kl_estimate,
     masked_mean,
     ppo_value_loss,
-    reinforce_pp_advantages,
-    rloo_advantages,
     token_logprobs,
     truncation_mask,
-    whiten,
 )
-from ..config.algorithms import ALGORITHM_NAMES, ESTIMATORS, estimator_of
+from ..config.algorithms import ALGORITHMS as REGISTRY, Algo
 from ..data.records import Rollout
 from ..rollout.logprobs import response_logits, response_logprobs
 from ..runtime import dist
@@ -105,118 +95,41 @@ def logprobs_and_entropy(actor, rollout: Rollout, temperature: float) -> tuple[T
             entropy_from_logits(logits, chunk_size=chunk) * mask)
 
 
-# ---------------------------------------------------------------- advantage estimators
+# ---------------------------------------------------------------- advantages and policy loss
 
 
-def last_token_reward(score: Tensor, mask: Tensor) -> Tensor:
-    """(B,) score placed on the last real token of each (B, T) row; zeros elsewhere."""
-    rewards = torch.zeros(mask.shape, dtype=score.dtype, device=score.device)
-    last = (mask.sum(1) - 1).clamp(min=0)
-    return rewards.scatter(1, last[:, None], score[:, None]) * mask
+def advantages_of(exp: Experience, kl: Tensor | None, kl_coef: float, opts) -> tuple[Tensor, Tensor | None]:
+    """The algorithm's advantages (B, T) and, for GAE, the critic's returns (B, T): the estimator
+    `opts.advantage` of rlhf.algos.ADVANTAGE_ESTIMATORS on this experience, with kl_coef * KL_t (B, T)
+    taken out of the reward when the KL is in it (`kl` may be None otherwise), batch-wide
+    statistics over every rank's rows."""
+    penalty = kl_coef * kl if opts.kl_in_reward else torch.zeros_like(exp.mask, dtype=exp.score.dtype)
+    settings = EstimatorSettings(k=opts.k, gamma=opts.gamma, lam=opts.lam, whiten=opts.whiten_advantages,
+                                 scale_by_std=opts.grpo_scale_by_std)
+    return ADVANTAGE_ESTIMATORS[opts.advantage](exp.score, penalty, exp.mask, exp.values, settings,
+                                                sum_across=dist.sum_tensor)
 
 
-def sequence_reward(exp: Experience, kl: Tensor, kl_coef: float, kl_in_reward: bool) -> Tensor:
-    """(B,) score minus, when the KL is in the reward, kl_coef * the summed per-token KL."""
-    if not kl_in_reward:
-        return exp.score
-    return exp.score - kl_coef * (kl * exp.mask).sum(1)
+class Algorithm(Algo):
+    """A record of the registry (rlhf.config.algorithms.Algo) as the stage and the tools built on it
+    (rlhf.doctor, rlhf.demo.calculator, rlhf.iterate) read it: the record's fields, and
+    `advantages(exp, kl, kl_coef, opts)` (advantages_of)."""
+
+    advantages = staticmethod(advantages_of)
 
 
-def ppo_advantages(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, Tensor]:
-    """GAE on r_t = -kl_coef * KL_t + score * [t is last]; advantages whitened over the batch."""
-    mask = exp.mask
-    rewards = last_token_reward(exp.score, mask)
-    if opts.kl_in_reward:
-        rewards = rewards - kl_coef * kl * mask
-    advantages, returns = gae(exp.values, rewards, mask, opts.gamma, opts.lam)
-    if opts.whiten_advantages:
-        advantages = whiten(advantages, mask, sum_across=dist.sum_tensor) * mask
-    return advantages, returns
-
-
-def rloo_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, None]:
-    """RLOO: the sequence reward minus the mean of the prompt's other k - 1 samples, on every token."""
-    rewards = sequence_reward(exp, kl, kl_coef, opts.kl_in_reward)
-    return rloo_advantages(rewards, opts.k)[:, None] * exp.mask, None
-
-
-def grpo_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, None]:
-    """GRPO: the sequence reward minus its group mean (divided by the group std unless disabled)."""
-    rewards = sequence_reward(exp, kl, kl_coef, opts.kl_in_reward)
-    return grpo_advantages(rewards, opts.k, scale_by_std=opts.grpo_scale_by_std)[:, None] * exp.mask, None
-
-
-def reinforce_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, None]:
-    """REINFORCE with a baseline (Williams 1992): the sequence reward minus the batch mean."""
-    rewards = sequence_reward(exp, kl, kl_coef, opts.kl_in_reward)
-    return (rewards - global_mean(rewards))[:, None] * exp.mask, None
-
-
-def _token_rewards(score: Tensor, exp: Experience, kl: Tensor, kl_coef: float, opts) -> Tensor:
-    """(B, T): `score` (B,) on the last token, minus kl_coef * KL_t on every token when the KL is in the reward."""
-    rewards = last_token_reward(score, exp.mask)
-    return rewards - kl_coef * kl * exp.mask if opts.kl_in_reward else rewards
-
-
-def reinforce_pp_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, None]:
-    """REINFORCE++ (Hu 2025): return-to-go of the per-token reward, normalised over the whole batch."""
-    return reinforce_pp_advantages(_token_rewards(exp.score, exp, kl, kl_coef, opts), exp.mask, opts.gamma,
-                                   sum_across=dist.sum_tensor), None
-
-
-def reinforce_pp_baseline_per_token(exp: Experience, kl: Tensor, kl_coef: float, opts) -> tuple[Tensor, None]:
-    """REINFORCE++-baseline (Hu 2025): the score minus its group mean, then as REINFORCE++."""
-    centred = grpo_advantages(exp.score, opts.k, scale_by_std=False)
-    return reinforce_pp_advantages(_token_rewards(centred, exp, kl, kl_coef, opts), exp.mask, opts.gamma,
-                                   sum_across=dist.sum_tensor), None
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    advantages: Callable  # (experience, per-token KL (B, T), kl_coef, options) -> (advantages (B, T), returns (B, T) | None)
-    uses_critic: bool
-    clipped: bool  # clipped surrogate (PPO) or the plain policy gradient (REINFORCE)
-    default_samples: int  # k, responses per prompt
-    default_epochs: int  # passes over each rollout
-    default_kl_in_reward: bool  # else the KL is a loss term
-
-
-# estimator name of rlhf.config.algorithms.ESTIMATORS -> its advantage function
-ADVANTAGE_FUNCTIONS: dict[str, Callable] = {
-    "ppo": ppo_advantages,
-    "rloo": rloo_per_token,
-    "grpo": grpo_per_token,
-    "reinforce": reinforce_per_token,
-    "reinforce++": reinforce_pp_per_token,
-    "reinforce++-baseline": reinforce_pp_baseline_per_token,
-}
-
-
-def _algorithm(name: str) -> Algorithm:
-    estimator = estimator_of(name)
-    spec = ESTIMATORS[estimator]
-    return Algorithm(ADVANTAGE_FUNCTIONS[estimator], spec.uses_critic, spec.clipped, spec.default_samples,
-                     spec.default_epochs, spec.default_kl_in_reward)
-
-
-# Every algorithm and preset of the registry; a preset shares its estimator's entry (its options
-# are applied by rlhf.train.ppo.resolve_options).
-ALGORITHMS: dict[str, Algorithm] = {name: _algorithm(name) for name in ALGORITHM_NAMES}
-
-
-# ---------------------------------------------------------------- policy loss
+# The registry's records with their advantages bound: derived from it, nothing to edit here.
+ALGORITHMS: dict[str, Algorithm] = {name: Algorithm(**dataclasses.asdict(spec)) for name, spec in REGISTRY.items()}
 
 
 def policy_loss_of(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, opts) -> tuple[Tensor, dict]:
     """The policy loss of one micro-batch as `opts` assembles it: the importance ratio (per token or
-    per sequence), the clipped surrogate with its low/high/dual clips (or the plain policy gradient
-    -A * log pi), aggregated by `opts.loss_agg` over `mask` (B, T).
-    Returns (loss, detached stats: clipfrac, dual_clipfrac, ratio_mean, approx_kl)."""
-    if opts.clipped:
-        log_ratio = LOG_RATIOS[opts.ratio_level](logp, old_logp, mask)
-        per_token, stats = clipped_surrogate(log_ratio, advantages, mask, opts.clip, opts.clip_high, opts.dual_clip)
-    else:
-        per_token, stats = -(advantages.detach() * logp), {}
+    per sequence), the per-token loss `opts.policy_loss` of rlhf.algos.POLICY_LOSSES with its
+    low/high/dual clips, aggregated by `opts.loss_agg` over `mask` (B, T).
+    Returns (loss, detached stats: the loss's own (clipfrac, ...), ratio_mean, approx_kl)."""
+    log_ratio = LOG_RATIOS[opts.ratio_level](logp, old_logp, mask)
+    per_token, stats = POLICY_LOSSES[opts.policy_loss](log_ratio, logp, advantages, mask, opts.clip, opts.clip_high,
+                                                       opts.dual_clip)
     with torch.no_grad():  # how far the policy moved from the rollout's, per token, whatever the ratio level
         token_ratio = logp - old_logp
         stats["approx_kl"] = masked_mean(torch.expm1(token_ratio) - token_ratio, mask)
