@@ -55,9 +55,9 @@ def planned_seconds(cfg: IterateConfig, comparisons: int) -> dict:
     and epoch, RL 0.29 s per response with a critic and 4 update epochs, 0.074 s without, the
     evaluation of policy and reference 0.1 s per prompt, at 48 new tokens) times this round's sizes.
     Another model or machine runs at another pace: the runner rescales by the pace of the steps done."""
-    from ..config.algorithms import ESTIMATORS, estimator_of
+    from ..config.algorithms import ALGORITHMS
 
-    estimator, tokens = ESTIMATORS[estimator_of(cfg.algo)], cfg.max_new_tokens / 48
+    estimator, tokens = ALGORITHMS[cfg.algo], cfg.max_new_tokens / 48
     responses = cfg.rl_steps * cfg.rl_batch_size * (cfg.num_samples or estimator.default_samples)
     return {"export": 0.1, "rm": 0.1 * comparisons * cfg.rm_epochs, "dpo": 0.08 * comparisons * cfg.dpo_epochs,
             "rl": responses * (0.29 if estimator.uses_critic else 0.074) * tokens,
