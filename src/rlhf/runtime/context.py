@@ -136,13 +136,13 @@ class Runtime:
         state = resume_state(self.run_dir)
         if state is None:
             return None
+        missing = [name for name, holder in holders.items() if holder is not None and name not in state]
+        if missing:  # refused before any holder is touched
+            raise ValueError(f"the checkpoint of {self.path} holds no {', '.join(map(repr, missing))}: it was written "
+                             "by another kind of run or an older rlhf; start a new run in another --out")
         for name, holder in holders.items():
-            if holder is None:
-                continue
-            if name not in state:
-                raise ValueError(f"the checkpoint of {self.path} holds no {name!r}: it was written by another "
-                                 "kind of run or an older rlhf; start a new run in another --out")
-            _load_into(holder, state[name], name)
+            if holder is not None:
+                _load_into(holder, state[name], name)
         set_rng_state(state["rng"])
         record_step(state["step"])
         values = {k: v for k, v in state.items() if k not in holders and k not in ("step", "rng", "config", "config_hash")}
