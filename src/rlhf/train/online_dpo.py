@@ -182,10 +182,11 @@ def run(cfg: DPOConfig) -> Path:
 
     def checkpoint(done: list[dict]) -> None:
         """The run at a round boundary: the policy, the guard, the rounds done (the newest kept)."""
-        rt.checkpoint(sum(info["steps"] for info in done), keep=1, model=model, guard=overopt, rounds=len(done))
+        rt.checkpoint(sum(info["steps"] for info in done), keep=1, model=model, overopt_guard=overopt,
+                      rounds=len(done))
 
     # the policy and the guard after the newest finished round, the random state of that moment
-    resumed = rt.resume(model=model, guard=overopt)
+    resumed = rt.resume(model=model, overopt_guard=overopt)
     first = resumed.get("rounds", 0) if resumed else 0
     if cfg.resume:
         check_rounds(rounds_dir, first, cfg.rounds)
