@@ -89,3 +89,38 @@ def test_killed_after_the_round_figures_but_before_its_checkpoint_redoes_that_ro
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == 2 and summary["processes"] == 1
     assert len(checkpoints(out)) == 1 and checkpoints(out) != after_round0
+
+
+def test_killed_in_the_first_round_resumes_from_the_step_0_checkpoint_with_its_config_checked(
+        tmp_path, tiny_model_dir, monkeypatch):
+    """A kill while round 0 trains leaves the step-0 checkpoint and round 0's labelled pairs: a
+    resume with another result-relevant value is refused, the same config ends where an
+    uninterrupted run ends."""
+    from rlhf.config import DPOConfig
+    from rlhf.runtime import ResumeMismatch
+    from rlhf.train import dpo, loop
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Once upon a time", "Tom had a red ball",
+                                                                         "The dog was", "Sue and her cat"]))
+    common = dict(model=str(tiny_model_dir), data=str(prompts), online=True, labeler="oracle", rounds=1,
+                  prompts_per_round=4, samples_per_prompt=2, max_new_tokens=6, max_length=32, batch_size=2, lr=1e-3,
+                  save_every=0, kl_prompts=0, progress=False, precision="fp32")
+    straight = load_file(str(dpo.run(DPOConfig(**common, out=str(tmp_path / "straight"))) / "model.safetensors"))
+
+    out = tmp_path / "killed"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "fit", killed)
+        with pytest.raises(KeyboardInterrupt):
+            dpo.run(DPOConfig(**common, out=str(out)))
+    assert checkpoints(out) == ["step-0"] and (out / "rounds" / "round-0" / "pairs.jsonl").exists()
+
+    with pytest.raises(ResumeMismatch, match="lr"):
+        dpo.run(DPOConfig(**{**common, "lr": 2e-3}, out=str(out), resume=True))
+    resumed = load_file(str(dpo.run(DPOConfig(**common, out=str(out), resume=True)) / "model.safetensors"))
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6)
