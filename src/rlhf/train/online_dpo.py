@@ -121,35 +121,35 @@ def round_prompts(prompts: list[PromptText], cfg: DPOConfig, r: int) -> list[Pro
     return [prompts[order[(start + i) % len(order)]] for i in range(cfg.prompts_per_round)]
 
 
-def sample_round(model, tokenizer, prompts: list[PromptText], sampling, cfg: DPOConfig, round_seed: int,
-                 autocast) -> list[list[str]]:
+def sample_round(rt: runtime.Runtime, model, tokenizer, prompts: list[PromptText], sampling,
+                 round_seed: int) -> list[list[str]]:
     """cfg.samples_per_prompt responses to each prompt, as `rollout.generate.sample_responses`
     gives them. With several processes prompt j is sampled on rank j mod N and the responses are
     gathered in prompt order on every rank; each row's noise is seeded by (round seed, its index in
     the round), so the responses do not depend on the process count."""
     generate = importlib.import_module("rlhf.rollout.generate")  # the module (tests replace its sample_responses)
 
-    k, world, rank = cfg.samples_per_prompt, runtime.dist.world_size(), runtime.dist.rank()
+    k, world, rank = rt.cfg.samples_per_prompt, rt.world_size, rt.rank
     mine = list(range(rank, len(prompts), world))
     seeds = generate.hashed_row_seeds((round_seed,), [j * k + s for j in mine for s in range(k)])
     local = generate.sample_responses(model, tokenizer, [prompts[j] for j in mine], sampling, k=k, seed=round_seed,
-                                      batch_size=cfg.sample_batch, autocast=autocast, row_seeds=seeds)
-    shares = runtime.dist.gather_objects(local)
+                                      batch_size=rt.cfg.sample_batch, autocast=rt.autocast, row_seeds=seeds)
+    shares = rt.dist.gather_objects(local)
     return [shares[j % world][j // world] for j in range(len(prompts))]
 
 
-def label_on_main(labeler: PairLabeler, prompts: list[PromptText], responses: list[list[str]],
+def label_on_main(rt: runtime.Runtime, labeler: PairLabeler, prompts: list[PromptText], responses: list[list[str]],
                   seed: int) -> tuple[list[dict], dict, list[float] | None]:
     """(comparison rows, labelling figures, the scorer's scores or None): rank 0 labels (a judge's
     requests are made once) and every rank gets its result, or raises its error."""
     result = None
-    if runtime.dist.is_main():
+    if rt.is_main:
         try:
             rows, info = labeler(prompts, responses, seed)
             result = (rows, info, labeler.scores)
         except Exception as err:  # noqa: BLE001 - re-raised on every rank, so that none waits forever
             result = err
-    result = runtime.dist.broadcast_object(result)
+    result = rt.dist.broadcast_object(result)
     if isinstance(result, Exception):
         raise result
     return result
@@ -211,9 +211,9 @@ def run(cfg: DPOConfig) -> Path:
             these = round_prompts(prompts, cfg, r)
             t0 = time.perf_counter()
             round_seed = cfg.seed * 1000 + r
-            responses = sample_round(model, tokenizer, these, sampling, cfg, round_seed, rt.autocast)
+            responses = sample_round(rt, model, tokenizer, these, sampling, round_seed)
             sample_s = time.perf_counter() - t0
-            rows, label_info, scores = label_on_main(labeler, these, responses, round_seed)
+            rows, label_info, scores = label_on_main(rt, labeler, these, responses, round_seed)
             label_info.update(round=r, pairs=len(rows), sample_s=sample_s, label_s=time.perf_counter() - t0 - sample_s)
             if not rows:
                 raise ValueError(f"round {r}: the labeler preferred no response over another (all ties)")
