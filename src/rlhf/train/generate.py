@@ -15,7 +15,6 @@ Every stage that reads comparisons (rm, dpo) reads the labelled file as it is.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from .. import runtime
@@ -32,8 +31,8 @@ from ..rollout.generate import SamplingConfig, sample_responses
 def run(cfg: GenerateConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("generate needs --model DIR (the policy to sample from) and --data PROMPTS")
-    start = time.perf_counter()
-    device = runtime.pick_device(cfg.device)
+    rt = runtime.init(cfg, run_dir=False)  # its result is one file (cfg.out), not a run directory
+    device = rt.device
     prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
     if cfg.max_prompts:
         prompts = prompts[: cfg.max_prompts]
@@ -48,7 +47,7 @@ def run(cfg: GenerateConfig) -> Path:
         raise ValueError(f"{len(too_long)} prompts are longer than max_length - max_new_tokens = {budget} tokens "
                          f"(first: row {too_long[0] + 1}); raise --max-length or shorten them")
     responses = sample_responses(model, tokenizer, prompts, sampling, k=cfg.num_samples, seed=cfg.seed,
-                                 batch_size=cfg.batch_size, autocast=lambda: runtime.autocast(cfg.precision, device))
+                                 batch_size=cfg.batch_size, autocast=rt.autocast)
     ties = 0
     if cfg.label:
         rows, ties = label_pairs(prompts, responses, cfg.label, cfg.oracle_temperature, cfg.seed, device)
@@ -63,5 +62,5 @@ def run(cfg: GenerateConfig) -> Path:
     tmp.replace(out)
     skipped = f" ({ties} tied pairs skipped: the labeler preferred neither)" if ties else ""
     print(f"rlhf generate: {len(prompts)} prompts x {cfg.num_samples} samples -> {len(rows)} rows{skipped} "
-          f"in {time.perf_counter() - start:.1f}s")
+          f"in {rt.elapsed():.1f}s")
     return out
