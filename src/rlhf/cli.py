@@ -19,14 +19,14 @@ COMMANDS = {
     "rm": ("RewardConfig", "rlhf.train.reward", "reward model on comparisons (Bradley-Terry, optional margin) and rankings (Plackett-Luce)"),
     "eval rm": ("EvalRMConfig", "rlhf.eval.reward", "reward-model accuracy, margin, calibration and accuracy by prompt length on comparisons"),
     "ppo": ("PPOConfig", "rlhf.train.ppo", "online RL from a reward model or scorer: --algo ppo|rloo|grpo|reinforce|reinforce++|reinforce++-baseline, presets dapo|dr-grpo|gspo"),
-    "generate": ("GenerateConfig", "rlhf.train.generate", "sample candidate responses to label; --label oracle|SCORER writes comparisons"),
+    "generate": ("GenerateConfig", "rlhf.labelers.generate", "sample candidate responses to label; --label oracle|SCORER writes comparisons"),
     "eval": ("EvalPolicyConfig", "rlhf.eval.policy", "same as `rlhf eval policy`"),
     "eval policy": ("EvalPolicyConfig", "rlhf.eval.policy", "win rate of a policy against a reference (judged by a scorer) and KL to it"),
     "label serve": ("LabelServeConfig", "rlhf.feedback.serve", "the human-feedback labelling web app (pairwise with strength, rankings, thumbs; dashboard)"),
     "label import": ("LabelImportConfig", "rlhf.feedback.importer", "tasks from `rlhf generate` output or labelled files into a labelling project"),
     "label export": ("LabelExportConfig", "rlhf.feedback.export", "a labelling project's labels as comparisons, rankings or binary feedback for rm/dpo/kto"),
-    "judge": ("JudgeConfig", "rlhf.train.judge", "AI preferences: a local model or OpenAI-compatible endpoint judges pairs in both orders (flips = ties), cached"),
-    "judge revise": ("JudgeReviseConfig", "rlhf.train.judge", "Constitutional AI: critique and revise responses against a constitution -> SFT demonstrations (--pairs: comparisons)"),
+    "judge": ("JudgeConfig", "rlhf.labelers.judge_command", "AI preferences: a local model or OpenAI-compatible endpoint judges pairs in both orders (flips = ties), cached"),
+    "judge revise": ("JudgeReviseConfig", "rlhf.labelers.judge_command", "Constitutional AI: critique and revise responses against a constitution -> SFT demonstrations (--pairs: comparisons)"),
     "serve": ("ServeConfig", "rlhf.serve.server", "OpenAI-compatible HTTP API on trained policies (/v1/chat/completions, streaming), continuous batching"),
     "iterate": ("IterateConfig", "rlhf.iterate.round", "the next round from the feedback collected since the last: reward model + RL or DPO, eval vs the current policy, lineage"),
     # No config class of its own: `rlhf doctor STAGE ...` parses STAGE's config (see _doctor).
@@ -117,8 +117,10 @@ def _report(argv: list[str]) -> int:
         asked = bool(argv) and argv[0] in ("-h", "--help")
         print(f"usage: rlhf report RUN_DIR\n\n{COMMANDS['report'][2]}", file=sys.stdout if asked else sys.stderr)
         return 0 if asked else 2
-    try:
-        out = importlib.import_module(COMMANDS["report"][1]).run(argv[0])
+    from .eval.run_report import is_demo_run
+
+    try:  # a demo directory gets the demo's own report
+        out = importlib.import_module("rlhf.demo.report" if is_demo_run(argv[0]) else COMMANDS["report"][1]).run(argv[0])
     except (FileNotFoundError, ValueError) as err:
         print(f"rlhf report: error: {err}", file=sys.stderr)
         return 1
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before the stage's heavy imports and before anything is written: data, models, tokenizers
         # `rlhf label` needs only the web dependencies (no torch): its commands check their own files.
         if not COMMANDS[command][1].startswith("rlhf.feedback."):
-            from .train.inputs import check_inputs
+            from .doctor.inputs import check_inputs
 
             # rlhf.runtime imports torch (2-3 s): only a run under a launcher (WORLD_SIZE > 1) needs it here
             if command not in DATA_PARALLEL and int(os.environ.get("WORLD_SIZE", "1")) > 1:

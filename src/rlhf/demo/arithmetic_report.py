@@ -5,7 +5,7 @@
 greedy and sampled pass@1, pass@k, KL to SFT, wall time of SFT and every RL run), accuracy
 against KL (`rlhf.eval.plots.frontier`), the RL training curves (`plots.training_curves`), the
 greedy answers of every policy to the same held-out problems, and each step's config.yaml
-(`rlhf.eval.report`'s section). As in the main report, every number from summary.json sits in an
+(`rlhf.demo.report`'s section). As in the main report, every number from summary.json sits in an
 element with `data-key="<dotted path>"` showing `format_number(value)`, and all text is escaped.
 """
 
@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from ..eval import plots
-from ..eval.report import _CSS, _config_section, _figure, _keyed, format_number, load_runs
+from ..eval.report_data import CSS, format_number
+from .report import _config_section, _figure, _keyed, load_runs
 
 CURVES = [("reward", "training reward (share of right answers)"), ("kl_k3", "KL to SFT (rollouts, k3)"),
           ("entropy", "entropy (nats/token)"), ("response_length", "response length (tokens)"),
@@ -104,7 +105,7 @@ def render(summary: dict, runs: dict, figures: dict[str, str]) -> str:
 <head>
 <meta charset="utf-8">
 <title>RLHF demo report: arithmetic</title>
-<style>{_CSS}</style>
+<style>{CSS}</style>
 </head>
 <body>
 <h1>RL with a verifiable reward: arithmetic</h1>

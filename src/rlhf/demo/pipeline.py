@@ -138,7 +138,7 @@ class Demo:
         """Candidate pairs from the SFT policy, labelled by the noisy oracle (training) and the
         noiseless one (held-out pairs for the reward model's accuracy against gold)."""
         from .oracle import gold_reward
-        from ..train import generate
+        from ..labelers import generate
 
         p, cfg = self.plan, self.cfg
         # Fill the budget with as few samples as possible: the fewest pairs per prompt that can,
@@ -234,7 +234,7 @@ class Demo:
               f"KL to SFT {result['kl_to_reference']:.2f}")
 
     def report(self) -> None:
-        from ..eval.report import write_report
+        from .report import write_report
 
         atomic_write_text(self.out / "summary.json", strict_json(self.summary(), indent=2) + "\n")
         write_report(self.out)

@@ -23,10 +23,10 @@ from ..config import GenerateConfig
 from ..data.formats import read_prompts
 from ..data.tokenize import encode_prompt
 from ..data.records import prompt_as_json
-from ..labelers.pairs import label_pairs
 from ..models.load import load_causal_lm, load_tokenizer
 from ..rollout.attention import use_fp32_attention
 from ..rollout.generate import SamplingConfig, sample_responses
+from .pairs import label_pairs
 
 
 def run(cfg: GenerateConfig) -> Path:

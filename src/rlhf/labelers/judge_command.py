@@ -30,8 +30,8 @@ from ..config import JudgeConfig, JudgeReviseConfig
 from ..config.judge import DEFAULT_CONSTITUTION
 from ..data import formats, rows
 from ..data.records import PromptText, prompt_as_json
-from ..labelers.judge import build_judge, parse_critique, parse_revision, render_prompt, summary
 from ..runtime.files import atomic_write_text
+from .judge import build_judge, parse_critique, parse_revision, render_prompt, summary
 
 
 def read_responses(path: str, skip_bad_rows: bool) -> list[tuple[PromptText, tuple[str, ...]]]:
