@@ -35,6 +35,11 @@ COMMANDS = {
     "report": (None, "rlhf.eval.run_report", "RUN_DIR/report.html for any run or demo directory: curves, over-optimisation guard, samples, config"),
 }
 
+# Packages whose import registers plug-ins that lower layers find by name (rlhf.demo: the labeler
+# `oracle`, in rlhf.labelers.registry): imported before every command. Each must stay light
+# (no torch), since the torch-free commands (`rlhf label ...`) import it too.
+PLUGINS = ("rlhf.demo",)
+
 # Commands that run data-parallel under `torchrun` / `accelerate launch` (the supervised loop,
 # `rlhf.train.loop.fit`, and the online RL loop of `rlhf ppo`, rlhf.train.ppo_dist); the others
 # refuse to start as one of several processes.
@@ -148,6 +153,8 @@ def _doctor(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for plugin in PLUGINS:
+        importlib.import_module(plugin)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
