@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DemoConfig, PPOConfig, SFTConfig
+from ..data.files import read_json as _read_json, write_jsonl as _write_jsonl
 from ..runtime.files import atomic_write_text
 from ..runtime.files import dumps as strict_json
 from .arithmetic import demonstrations, problems, prompt_rows
@@ -64,15 +65,6 @@ QUICK = ArithmeticPlan(
     rl_steps=2, rl_batch=4, rl_samples=4, rl_lr=5e-5, kl_coef=0.01, algos=("grpo", "rloo"), max_new_tokens=6,
     seconds={"data": 1, "sft": 5, "rl": 5, "eval": 2, "report": 5},
 )
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(strict_json(r) + "\n" for r in rows))
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _clock(seconds: float) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DemoConfig, DPOConfig, EvalRMConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
+from ..data.files import read_json as _read_json, write_jsonl as _write_jsonl
 from ..runtime.files import atomic_write_text
 from ..runtime.files import dumps as strict_json
 from .plan import FULL, QUICK
@@ -42,15 +43,6 @@ class Step:
     action: object  # () -> None
     dir: str = ""  # where its results are, relative to the demo directory (default: name)
     after: tuple[str, ...] = ()  # steps whose results it reads
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(strict_json(r) + "\n" for r in rows))
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 class Demo:

@@ -28,7 +28,8 @@ import json
 from pathlib import Path
 
 from ..eval import plots
-from ..eval.report_data import CSS, MISSING, format_number, read_json
+from ..data.files import read_json
+from ..eval.report_data import CSS, MISSING, format_number
 from .report_runs import METHODS, Run, load_runs, lookup
 
 __all__ = ["METHODS", "MISSING", "Run", "format_number", "load_runs", "lookup", "render", "write_report"]
@@ -281,7 +282,7 @@ def write_report(demo_dir: Path, max_samples: int = 6) -> Path:
     runs = load_runs(demo_dir, summary)
     rm = summary.get("rm") if isinstance(summary.get("rm"), dict) else {}
     gold_path = demo_dir / rm["eval_gold"] if rm.get("eval_gold") else demo_dir / rm.get("dir", "rm") / "eval_gold.json"
-    eval_gold = read_json(gold_path)
+    eval_gold = read_json(gold_path, missing_ok=True)
     figures = draw_figures(demo_dir, summary, runs, eval_gold)
     out = demo_dir / "report.html"
     out.write_text(render(summary, runs, figures, eval_gold, max_samples), encoding="utf-8")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..eval.report_data import read_json, read_rows, run_kind
+from ..data.files import read_json
+from ..eval.report_data import read_rows, run_kind
 
 METHODS = ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo")
 
@@ -56,5 +57,5 @@ def load_runs(demo_dir: Path, summary: dict) -> dict[str, Run]:
             rows = read_rows(path / "metrics.jsonl")
             config = path / "config.yaml"
             runs[rel] = Run(rel, path, rows, config.read_text(encoding="utf-8") if config.is_file() else None,
-                            read_json(path / "eval.json"), run_kind(path, rows))
+                            read_json(path / "eval.json", missing_ok=True), run_kind(path, rows))
     return runs

@@ -2,8 +2,7 @@
 reads, and the page's CSS.
 
 `format_number` is the text any value from summary.json has on a page, which the reports' tests
-rely on; `read_json` and `read_rows` read a run's summary.json and metrics.jsonl (absent: None,
-[]); `run_kind` tells which stage a run directory holds. Used by `rlhf.eval.run_report` (any
+rely on; `read_rows` reads a run's metrics.jsonl (absent: []); `run_kind` tells which stage a run directory holds. Used by `rlhf.eval.run_report` (any
 stage's run) and by the demo's own report (`rlhf.demo.report`).
 """
 
@@ -12,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+
+from ..data.files import read_json
 
 MISSING = "–"
 
@@ -42,10 +43,6 @@ def format_number(value) -> str:
     return str(value)
 
 
-def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def read_rows(path: Path) -> list[dict]:
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     return [json.loads(line) for line in lines if line.strip()]
@@ -53,7 +50,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def run_kind(path: Path, rows: list[dict]) -> str:
     """sft, rm, policy (ppo, rloo, grpo), dpo or other: from the run's summary.json, else its metric keys."""
-    stage = (read_json(path / "summary.json") or {}).get("stage")
+    stage = (read_json(path / "summary.json", missing_ok=True) or {}).get("stage")
     known = {"sft": "sft", "rm": "rm", "reward": "rm", "ppo": "policy", "dpo": "dpo"}
     if stage in known:
         return known[stage]

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from . import plots
 from .overopt import SIGNALS
-from .report_data import CSS, format_number, read_json, read_rows, run_kind
+from ..data.files import read_json
+from .report_data import CSS, format_number, read_rows, run_kind
 
 GUARD_SIGNAL_PANELS = [(f"guard/{name}", name.replace("_", " ")) for name in SIGNALS] + [
     ("guard/score", "guard score (higher: healthier)")]
@@ -45,7 +46,7 @@ def is_demo_dir(summary: dict) -> bool:
 
 def is_demo_run(run_dir: str | Path) -> bool:
     """True for a demo directory (its report is the demo's own, `rlhf.demo.report`)."""
-    return is_demo_dir(read_json(Path(run_dir) / "summary.json") or {})
+    return is_demo_dir(read_json(Path(run_dir) / "summary.json", missing_ok=True) or {})
 
 
 def write_run_report(run_dir: str | Path) -> Path:
@@ -53,7 +54,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a directory: pass a run directory (the --out of a stage or demo)")
-    summary = read_json(run_dir / "summary.json") or {}
+    summary = read_json(run_dir / "summary.json", missing_ok=True) or {}
     if is_demo_dir(summary):
         raise ValueError(f"{run_dir} is a demo directory: its report is the demo's (`rlhf report {run_dir}`)")
     rows = read_rows(run_dir / "metrics.jsonl")

@@ -14,12 +14,12 @@ Every stage that reads comparisons (rm, dpo) reads the labelled file as it is.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from .. import runtime
 from ..config import GenerateConfig
+from ..data.files import write_jsonl
 from ..data.formats import read_prompts
 from ..data.tokenize import encode_prompt
 from ..data.records import prompt_as_json
@@ -56,11 +56,7 @@ def run(cfg: GenerateConfig) -> Path:
             raise ValueError(f"--label {cfg.label} scored every pair equal ({ties} ties): no comparison to write")
     else:
         rows = [{"prompt": prompt_as_json(p), "responses": rs} for p, rs in zip(prompts, responses)]
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
+    out = write_jsonl(cfg.out, rows)
     skipped = f" ({ties} tied pairs skipped: the labeler preferred neither)" if ties else ""
     print(f"rlhf generate: {len(prompts)} prompts x {cfg.num_samples} samples -> {len(rows)} rows{skipped} "
           f"in {time.perf_counter() - start:.1f}s")
