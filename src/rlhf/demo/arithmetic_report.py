@@ -12,12 +12,12 @@ element with `data-key="<dotted path>"` showing `format_number(value)`, and all 
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 from ..eval import plots
 from ..eval.report_data import CSS, format_number
 from .report import _config_section, _figure, _keyed, load_runs
+from .report_runs import read_summary
 
 CURVES = [("reward", "training reward (share of right answers)"), ("kl_k3", "KL to SFT (rollouts, k3)"),
           ("entropy", "entropy (nats/token)"), ("response_length", "response length (tokens)"),
@@ -126,10 +126,7 @@ curves</a> · <a href="#samples">Answers</a> · <a href="#config">Configuration<
 def write_report(demo_dir: Path) -> Path:
     """Write demo_dir/report.html and its figures; returns the page's path."""
     demo_dir = Path(demo_dir)
-    summary_path = demo_dir / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"no summary.json in {demo_dir}: run `rlhf demo --task arithmetic` first")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary = read_summary(demo_dir, "rlhf demo --task arithmetic")
     runs = load_runs(demo_dir, summary)
     figures = draw_figures(demo_dir, summary, runs)
     out = demo_dir / "report.html"

@@ -24,13 +24,12 @@ outputs included, goes through html.escape.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 from ..eval import plots
 from ..data.files import read_json
 from ..eval.report_data import CSS, MISSING, format_number
-from .report_runs import METHODS, Run, load_runs, lookup
+from .report_runs import METHODS, Run, load_runs, lookup, read_summary
 
 __all__ = ["METHODS", "MISSING", "Run", "format_number", "load_runs", "lookup", "render", "write_report"]
 
@@ -275,10 +274,7 @@ GRPO and DPO, and every policy is judged by the same oracle without noise (the g
 def write_report(demo_dir: Path, max_samples: int = 6) -> Path:
     """Write demo_dir/report.html and its figures under demo_dir/figures/; returns the page's path."""
     demo_dir = Path(demo_dir)
-    summary_path = demo_dir / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"no summary.json in {demo_dir}: run `rlhf demo` first")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary = read_summary(demo_dir, "rlhf demo")
     runs = load_runs(demo_dir, summary)
     rm = summary.get("rm") if isinstance(summary.get("rm"), dict) else {}
     gold_path = demo_dir / rm["eval_gold"] if rm.get("eval_gold") else demo_dir / rm.get("dir", "rm") / "eval_gold.json"

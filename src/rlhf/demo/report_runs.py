@@ -1,6 +1,6 @@
 """What the demo's report reads: the run directories a demo's summary.json names.
 
-`load_runs` gathers them (metrics, config, eval); `lookup` reads a dotted path ("steps.0.wall_s")
+`read_summary` reads the summary.json; `load_runs` gathers the runs (metrics, config, eval); `lookup` reads a dotted path ("steps.0.wall_s")
 from summary.json; METHODS are the policies the report compares, in the order it shows them.
 """
 
@@ -13,6 +13,14 @@ from ..data.files import read_json
 from ..eval.report_data import read_rows, run_kind
 
 METHODS = ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo")
+
+
+def read_summary(demo_dir: Path, command: str) -> dict:
+    """The demo directory's summary.json; FileNotFoundError naming the `command` that writes it."""
+    summary = read_json(demo_dir / "summary.json", missing_ok=True)
+    if summary is None:
+        raise FileNotFoundError(f"no summary.json in {demo_dir}: run `{command}` first")
+    return summary
 
 
 def lookup(summary: dict, dotted: str):
