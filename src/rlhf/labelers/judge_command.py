@@ -40,10 +40,7 @@ def read_responses(path: str, skip_bad_rows: bool) -> list[tuple[PromptText, tup
 
     def parse(row: dict):
         if "responses" in row:
-            responses = row["responses"]
-            if not isinstance(responses, list) or not responses:
-                raise rows.RowError('"responses" must be a non-empty list of responses')
-            return rows._prompt(row.get("prompt")), tuple(rows._response(r, f"responses[{i}]") for i, r in enumerate(responses))
+            return rows._prompt(row.get("prompt")), rows.responses(row)
         if "completion" in row:
             demo = rows.demonstration(row)
             return demo.prompt, (demo.completion,)
