@@ -15,7 +15,7 @@ import html
 from pathlib import Path
 
 from ..eval import plots
-from ..eval.report_data import CSS, format_number
+from ..eval.report_data import format_number, page
 from .report import _config_section, _figure, _keyed, load_runs
 from .report_runs import read_summary
 
@@ -100,15 +100,7 @@ def render(summary: dict, runs: dict, figures: dict[str, str]) -> str:
                 + _figure(figures, "curves_rl", "RL training curves", curves_caption),
                 _samples(summary, runs), _config_section(summary, runs)]
     body = "\n\n".join(sections)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>RLHF demo report: arithmetic</title>
-<style>{CSS}</style>
-</head>
-<body>
-<h1>RL with a verifiable reward: arithmetic</h1>
+    return page("RLHF demo report: arithmetic", f"""<h1>RL with a verifiable reward: arithmetic</h1>
 <p class="lede">Additions and subtractions of whole numbers from 0 to {_keyed(summary, "max_operand")} ("17+8=").
 SFT learns the format and some of the arithmetic from {_keyed(summary, "demonstrations")} worked problems; GRPO and its variants then train against a program that checks the
 answer, with no reward model and no labels.</p>
@@ -117,10 +109,7 @@ answer, with no reward model and no labels.</p>
 <nav><a href="#headline">Accuracy</a> · <a href="#frontier">Accuracy vs KL</a> · <a href="#curves">Training
 curves</a> · <a href="#samples">Answers</a> · <a href="#config">Configuration</a></nav>
 
-{body}
-</body>
-</html>
-"""
+{body}""")
 
 
 def write_report(demo_dir: Path) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..eval import plots
 from ..data.files import read_json
-from ..eval.report_data import CSS, MISSING, format_number
+from ..eval.report_data import MISSING, format_number, page
 from .report_runs import METHODS, Run, load_runs, lookup, read_summary
 
 __all__ = ["METHODS", "MISSING", "Run", "format_number", "load_runs", "lookup", "render", "write_report"]
@@ -245,15 +245,7 @@ def render(summary: dict, runs: dict[str, Run], figures: dict[str, str], eval_go
                 _reward_model_section(summary, figures, eval_gold), _curves_section(figures),
                 _samples_section(summary, runs, max_samples), _config_section(summary, runs)]
     body = "\n\n".join(sections)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>RLHF demo report</title>
-<style>{CSS}</style>
-</head>
-<body>
-<h1>RLHF demo report</h1>
+    return page("RLHF demo report", f"""<h1>RLHF demo report</h1>
 <p class="lede">Continue a story opening so that it is positive. A scripted sentiment oracle labels
 preference pairs (with human-like noise) to train a reward model; SFT is then optimised with PPO, RLOO,
 GRPO and DPO, and every policy is judged by the same oracle without noise (the gold reward).</p>
@@ -265,10 +257,7 @@ GRPO and DPO, and every policy is judged by the same oracle without noise (the g
 {body}
 
 <p class="lede" style="margin-top:3rem">Numbers: 3 decimals below 10, 2 below 100, 1 below 1000, none above;
-"–" where a figure is missing.</p>
-</body>
-</html>
-"""
+"–" where a figure is missing.</p>""")
 
 
 def write_report(demo_dir: Path, max_samples: int = 6) -> Path:

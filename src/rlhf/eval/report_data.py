@@ -1,5 +1,5 @@
 """What every run report shares: the one rule for how a number is written, the run files it
-reads, and the page's CSS.
+reads, and the page around a report (`page`: its HTML head and CSS).
 
 `format_number` is the text any value from summary.json has on a page, which the reports' tests
 rely on; `read_rows` reads a run's metrics.jsonl (absent: []); `run_kind` tells which stage a run directory holds. Used by `rlhf.eval.run_report` (any
@@ -8,6 +8,7 @@ stage's run) and by the demo's own report (`rlhf.demo.report`).
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -59,7 +60,7 @@ def run_kind(path: Path, rows: list[dict]) -> str:
             else "rm" if {"accuracy", "margin"} <= keys else "sft" if path.name.startswith("sft") else "other")
 
 
-CSS = """
+_CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; max-width: 1120px;
        margin: 0 auto; padding: 1.5rem 2rem 4rem; line-height: 1.45; }
 h1 { margin-bottom: .2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2rem; margin-top: 2.4rem; }
@@ -76,4 +77,20 @@ figcaption { color: #555; font-size: .9rem; max-width: 900px; }
 details, p.step { margin: .4rem 0 .4rem 1.1rem; } summary { cursor: pointer; margin-left: -1.1rem; }
 pre { background: #f7f7f9; padding: .6rem .9rem; overflow-x: auto; font-size: .85rem; }
 .note { color: #8a6d3b; }
+"""
+
+
+def page(title: str, body: str) -> str:
+    """A whole self-contained page: `title` (escaped) in <title>, the CSS inline, `body` (HTML) inside <body>."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+{body}
+</body>
+</html>
 """

@@ -25,7 +25,7 @@ from pathlib import Path
 from . import plots
 from .overopt import SIGNALS
 from ..data.files import read_json
-from .report_data import CSS, format_number, read_rows, run_kind
+from .report_data import format_number, page, read_rows, run_kind
 
 GUARD_SIGNAL_PANELS = [(f"guard/{name}", name.replace("_", " ")) for name in SIGNALS] + [
     ("guard/score", "guard score (higher: healthier)")]
@@ -219,23 +219,12 @@ def render_run(run_dir: Path, rows: list[dict], summary: dict, figures: dict[str
                 f'<h2 id="config">Configuration</h2>\n{config}',
                 f'<h2 id="summary-json">summary.json</h2>\n<pre>{html.escape(json.dumps(summary, indent=2))}</pre>']
     body = "\n\n".join(s for s in sections if s)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{html.escape(title)}</title>
-<style>{CSS}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
+    return page(title, f"""<h1>{html.escape(title)}</h1>
 <p class="lede">{html.escape(str(run_dir))} · {len(rows)} logged steps</p>
 <nav><a href="#summary">Summary</a> · <a href="#guard">Guard</a> · <a href="#curves">Training curves</a> ·
 <a href="#samples">Samples</a> · <a href="#config">Configuration</a></nav>
 
-{body}
-</body>
-</html>
-"""
+{body}""")
 
 
 def run(run_dir: str | Path) -> Path:
