@@ -141,7 +141,8 @@ def test_plugin_names_run_down_the_layers():
 
 def test_a_plugin_name_is_an_edge():
     # What labelers/pairs.py once held: the demo's oracle named by a string, an upward edge.
-    source = 'NAMED = {"oracle": "rlhf.demo.oracle:SentimentOracle"}\n"""Docs may say rlhf.demo.oracle:gold_reward."""\n'
+    source = ('NAMED = {"oracle": "rlhf.demo.oracle:SentimentOracle"}\n'
+              '"""Docs may say rlhf.demo.oracle:gold_reward."""\n')
     names = plugin_names_of(source)
     assert names == {"rlhf.demo.oracle"}
     assert upward_edges({"rlhf.labelers.pairs": names}) == [

@@ -124,8 +124,9 @@ def _report(argv: list[str]) -> int:
         return 0 if asked else 2
     from .eval.run_report import is_demo_run
 
-    try:  # a demo directory gets the demo's own report
-        out = importlib.import_module("rlhf.demo.report" if is_demo_run(argv[0]) else COMMANDS["report"][1]).run(argv[0])
+    module = "rlhf.demo.report" if is_demo_run(argv[0]) else COMMANDS["report"][1]  # a demo gets its own report
+    try:
+        out = importlib.import_module(module).run(argv[0])
     except (FileNotFoundError, ValueError) as err:
         print(f"rlhf report: error: {err}", file=sys.stderr)
         return 1

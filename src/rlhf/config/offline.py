@@ -185,9 +185,10 @@ class RewardConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_fields(self, {"context_turns": self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0,
-                            "stats_examples": self.stats_examples >= 0, "ensemble": self.ensemble == 0 or self.ensemble >= 2,
-                            "warm": self.warm == 0 or self.warm >= 2}, "ensemble and warm: 0 = off, else K >= 2 members")
+        checks = {"context_turns": self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0,
+                  "stats_examples": self.stats_examples >= 0,
+                  "ensemble": self.ensemble == 0 or self.ensemble >= 2, "warm": self.warm == 0 or self.warm >= 2}
+        check_fields(self, checks, "ensemble and warm: 0 = off, else K >= 2 members")
         if self.ensemble and self.warm:
             raise ValueError("--ensemble K keeps K models and --warm K averages them into one: pass one of them")
 

@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     data = out / "data"
-    write_jsonl(data / "prompts.jsonl", [{"prompt": prompt_of(p)} for p in problems("train", 256, args.seed + 1, 30, OPERATORS)])
+    write_jsonl(data / "prompts.jsonl",
+                [{"prompt": prompt_of(p)} for p in problems("train", 256, args.seed + 1, 30, OPERATORS)])
     model = args.model
     if not args.skip_sft:
         from ..resources import BASE_MODEL

@@ -1,7 +1,8 @@
 """What the demo's report reads: the run directories a demo's summary.json names.
 
-`read_summary` reads the summary.json; `load_runs` gathers the runs (metrics, config, eval); `lookup` reads a dotted path ("steps.0.wall_s")
-from summary.json; METHODS are the policies the report compares, in the order it shows them.
+`read_summary` reads its summary.json; `load_runs` gathers the runs (metrics, config, eval);
+`lookup` reads a dotted path ("steps.0.wall_s") from summary.json; METHODS are the policies the
+report compares, in the order it shows them.
 """
 
 from __future__ import annotations

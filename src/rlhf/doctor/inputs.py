@@ -1,7 +1,7 @@
 """Every input a command names, checked before its stage is imported or anything is written.
 
-`check_inputs(command, cfg)` (called by `rlhf.cli.main` before any stage, and by `rlhf doctor`) raises
-the first problem it finds:
+`check_inputs(command, cfg)` (called by `rlhf.cli.main` before any stage, and by `rlhf doctor`)
+raises the first problem it finds:
 
 1. data: each file the config names is read with the stage's own reader, so a bad row is
    reported as `file:line: problem` (with --skip-bad-rows, bad rows are dropped as the stage
@@ -23,7 +23,6 @@ from typing import Callable
 
 from ..data.formats import (read_comparisons, read_demonstrations, read_documents, read_feedback, read_preferences,
                             read_prompts)
-
 
 # command -> {data field: the reader its stage reads it with}
 DATA_READERS: dict[str, dict[str, Callable]] = {

@@ -2,8 +2,9 @@
 reads, and the page around a report (`page`: its HTML head and CSS).
 
 `format_number` is the text any value from summary.json has on a page, which the reports' tests
-rely on; `read_rows` reads a run's metrics.jsonl (absent: []); `run_kind` tells which stage a run directory holds. Used by `rlhf.eval.run_report` (any
-stage's run) and by the demo's own report (`rlhf.demo.report`).
+rely on; `read_rows` reads a run's metrics.jsonl (absent: []); `run_kind` tells which stage a run
+directory holds. Used by `rlhf.eval.run_report` (any stage's run) and by the demo's own report
+(`rlhf.demo.report`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """`rlhf report RUN_DIR`: the HTML report of any run directory, with the demo report's parts.
 
 A demo directory (what `rlhf demo` writes: a summary.json listing its steps) gets the demo's own
-report, `rlhf.demo.report` (the CLI picks it: `is_demo_run`). Any single stage's run directory (`rlhf sft`, `rm`,
-`dpo` (offline or --online), `ppo`) gets RUN_DIR/report.html with its figures in RUN_DIR/figures/:
+report, `rlhf.demo.report` (`rlhf report` picks it: `is_demo_run`). Any single stage's run
+directory (`rlhf sft`, `rm`, `dpo` (offline or --online), `ppo`) gets RUN_DIR/report.html with
+its figures in RUN_DIR/figures/:
 
 - the summary: the final figures of summary.json, and why the run stopped early where it did;
 - the over-optimisation guard (online runs): its warnings (step, signal, value, threshold), the

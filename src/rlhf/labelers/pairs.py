@@ -2,9 +2,10 @@
 labeler decides each pair.
 
 A labeler is named by `--label`: a registered name (`rlhf.labelers.registry`, where `rlhf.demo`
-registers its oracle, so that it stays in `rlhf.demo`) or any scorer (`module:function` or a reward-model
-directory), whose higher score wins; a pair the scorer scores equal says nothing about which is
-better, so it is skipped and counted, never labelled as if the first response had won.
+registers its oracle, which so stays in `rlhf.demo`) or any scorer (`module:function` or a
+reward-model directory), whose higher score wins; a pair the scorer scores equal says nothing
+about which is better, so it is skipped and counted, never labelled as if the first response had
+won.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from ..data.records import prompt_as_json
 from ..rollout.scorers import load_callable, load_scorer
 from .registry import build_labeler, is_registered
+
 # `prefix:SPEC` -> `module:function` taking (SPEC, device) and returning an object with
 # prefer(prompts, a, b) -> [0 | 1 | None (a tie)]: `judge:DIR` or `judge:URL?model=NAME` (the AI judge)
 LABELER_PREFIXES = {"judge": "rlhf.labelers.judge:labeler"}

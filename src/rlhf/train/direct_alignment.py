@@ -228,7 +228,8 @@ def kl_prompts(cfg: DPOConfig, skip_bad_rows: bool) -> list:
     if cfg.kl_prompts == 0:
         return []
     path = cfg.eval_data or cfg.data
-    records = read_feedback(path, skip_bad_rows=skip_bad_rows) if cfg.loss == "kto" else read_comparisons(path, skip_bad_rows=skip_bad_rows)
+    read = read_feedback if cfg.loss == "kto" else read_comparisons
+    records = read(path, skip_bad_rows=skip_bad_rows)
     prompts = list(dict.fromkeys(r.prompt for r in records))
     return prompts[: cfg.kl_prompts]
 
