@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import dataclasses
 import io
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import torch
 from .. import runtime
 from ..algos import kl_estimate
 from ..config import PPOConfig, SFTConfig
+from ..data.files import read_json, write_jsonl
 from ..data.formats import read_prompts
 from ..models.load import load_policy, save_pretrained
 from ..models.reward import disable_dropout
@@ -169,17 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     data = out / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    (data / "prompts.jsonl").write_text("".join(json.dumps({"prompt": prompt_of(p)}) + "\n" for p in
-                                                problems("train", 256, args.seed + 1, 30, OPERATORS)), encoding="utf-8")
+    write_jsonl(data / "prompts.jsonl",
+                [{"prompt": prompt_of(p)} for p in problems("train", 256, args.seed + 1, 30, OPERATORS)])
     model = args.model
     if not args.skip_sft:
         from ..resources import BASE_MODEL
         from ..train import sft
 
-        (data / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tool_demonstrations(args.sft_examples,
-                                                                                                   args.seed)),
-                                        encoding="utf-8")
+        write_jsonl(data / "sft.jsonl", tool_demonstrations(args.sft_examples, args.seed))
         with contextlib.redirect_stdout(io.StringIO()):
             model = str(sft.run(SFTConfig(model=model or str(BASE_MODEL), data=str(data / "sft.jsonl"),
                                           out=str(out / "sft"), epochs=3, lr=1e-3, batch_size=16, max_length=64,
@@ -189,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     train(PPOConfig(model=model, data=str(data / "prompts.jsonl"), out=str(out / "rl"), algo=args.algo, num_samples=8,
                     batch_size=8, minibatch_size=64, lr=args.lr, max_steps=args.steps, max_new_tokens=16,
                     max_length=96, kl_coef=0.01, seed=args.seed, save_every=0, progress=False, samples_every=5))
-    summary = json.loads((out / "rl" / "summary.json").read_text(encoding="utf-8"))
+    summary = read_json(out / "rl" / "summary.json")
     print(f"reward {summary['first_reward']:.3f} -> {summary['reward']:.3f}, tool calls "
           f"{summary['first_tool_call_rate']:.2f} -> {summary['tool_call_rate']:.2f} of episodes "
           f"({summary['steps']} steps, {summary['wall_s']:.0f} s); samples in {out / 'rl' / 'samples.jsonl'}")

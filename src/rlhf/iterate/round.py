@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from ..config import DPOConfig, EvalPolicyConfig, IterateConfig, PPOConfig, RewardConfig, load_yaml, to_yaml
+from ..data.files import read_json as _read_json, write_jsonl as _write_jsonl
 from ..runtime import lock
 from ..runtime.files import atomic_write_text, dumps
 from ..runtime.steps import Runner, Step
@@ -38,15 +39,6 @@ from .parent import LINEAGE, POLICY_LINK, Parent, resolve_parent
 
 # Fields a resumed round must share with the round it continues: they decide what it trains on and how.
 RESUME_FIELDS = ("from_run", "project", "db", "method", "rule", "drop_ties", "min_gold_accuracy", "algo", "seed")
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def planned_seconds(cfg: IterateConfig, comparisons: int) -> dict:

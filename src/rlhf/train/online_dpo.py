@@ -34,6 +34,7 @@ from .. import runtime
 from ..runtime.files import atomic_write_text, notice
 from ..runtime.files import dumps as strict_json
 from ..config import DPOConfig
+from ..data.files import write_jsonl
 from ..data.formats import read_prompts
 from ..data.records import PromptText
 from ..data.tokenize import tokenize_pair
@@ -87,10 +88,6 @@ class PairLabeler:
                 rows.append({"prompt": prompt_as_json(prompt), "chosen": group[best], "rejected": group[worst]})
         return rows, {"labels": len(prompts) * k, "sample_score": float(scores.mean()),
                       "ties_skipped": len(prompts) - len(rows)}
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(strict_json(r) + "\n" for r in rows))
 
 
 def round_finished(round_dir: Path) -> bool:
@@ -218,7 +215,7 @@ def run(cfg: DPOConfig) -> Path:
             if not rows:
                 raise ValueError(f"round {r}: the labeler preferred no response over another (all ties)")
             if rt.is_main:
-                write_rows(pairs_path, rows)
+                write_jsonl(pairs_path, rows)
                 if overopt.enabled:
                     write_round_sample(round_dir, text_sample([x for group in responses for x in group], scores,
                                                               tokenizer))

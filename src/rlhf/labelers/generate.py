@@ -14,18 +14,18 @@ Every stage that reads comparisons (rm, dpo) reads the labelled file as it is.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .. import runtime
 from ..config import GenerateConfig
+from ..data.files import write_jsonl
 from ..data.formats import read_prompts
 from ..data.tokenize import encode_prompt
 from ..data.records import prompt_as_json
-from ..labelers.pairs import label_pairs
 from ..models.load import load_causal_lm, load_tokenizer
 from ..rollout.attention import use_fp32_attention
 from ..rollout.generate import SamplingConfig, sample_responses
+from .pairs import label_pairs
 
 
 def run(cfg: GenerateConfig) -> Path:
@@ -55,11 +55,7 @@ def run(cfg: GenerateConfig) -> Path:
             raise ValueError(f"--label {cfg.label} scored every pair equal ({ties} ties): no comparison to write")
     else:
         rows = [{"prompt": prompt_as_json(p), "responses": rs} for p, rs in zip(prompts, responses)]
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
+    out = write_jsonl(cfg.out, rows)
     skipped = f" ({ties} tied pairs skipped: the labeler preferred neither)" if ties else ""
     print(f"rlhf generate: {len(prompts)} prompts x {cfg.num_samples} samples -> {len(rows)} rows{skipped} "
           f"in {rt.elapsed():.1f}s")
