@@ -25,7 +25,8 @@ from rlhf.config.algorithms import (
 from rlhf.config.fields import field_types
 from rlhf.data.records import Rollout
 from rlhf.train import ppo
-from rlhf.train.ppo_sampling import Sampled, concat_rollouts, dynamic_sampling
+from rlhf.rollout.experience import Sampled, concat_rollouts
+from rlhf.rollout.kv_sampler import dynamic_sampling
 from rlhf.train.ppo_update import (
     ADVANTAGE_FUNCTIONS,
     ALGORITHMS,
