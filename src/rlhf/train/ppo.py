@@ -96,8 +96,9 @@ def run(cfg: PPOConfig, sampler: Sampler | None = None) -> Path:
         bar.update(1)
         if result is not None:  # None: a non-finite reward, no update
             tokens += result.tokens
-            evaluation = evaluate(cfg, learner, gold or sampler.scorer, rt, write_samples=False) \
-                if cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps and cfg.eval_data else {}
+            evaluation = {}
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps and cfg.eval_data:
+                evaluation = evaluate(cfg, learner, gold or sampler.scorer, rt, write_samples=False)
             if done % cfg.log_every == 0 or done == total_steps or evaluation or learner.overopt.stop_reason:
                 last = log_step(rt, bar, learner, result, done, tokens, t0, evaluation)
             if cfg.samples_every and (done % cfg.samples_every == 0 or done == 1):
@@ -151,8 +152,9 @@ def ppo_step(rt, cfg: PPOConfig, opts: Options, learner: Learner, sampler: Sampl
         for _ in range(learner.updates_per_step):  # the schedule stays a function of the step
             runtime.advance_schedulers(learner.schedulers)
         return None
-    guard_metrics, best = learner.overopt.observe(done, global_step_sample(sampled.responses, exp, rewards, opts.k)) \
-        if learner.overopt.enabled else ({}, False)
+    guard_metrics, best = {}, False
+    if learner.overopt.enabled:
+        guard_metrics, best = learner.overopt.observe(done, global_step_sample(sampled.responses, exp, rewards, opts.k))
     if best and cfg.guard_save_best:  # the weights that sampled this step's responses
         save_best(learner.actor, learner.tokenizer, rt.path)
     stats, advantages, returns = update_phase(learner, exp, cfg, opts, kl_coef, step, rt.autocast)
