@@ -51,8 +51,10 @@ class KVCacheSampler(Sampler):
         pad_id = self.tokenizer.pad_token_id
         sampled, stats = self.sample_round(policy, prompts, step, 0), {}
         if self.dynamic_sampling:  # which groups to keep is decided on the whole global round
-            more = lambda r: gather_sampled(self.sample_round(policy, self.extra_prompts(step, r), step, r),  # noqa: E731
-                                            self.k, pad_id)
+            def more(round_: int) -> Sampled:  # another round, over every rank
+                return gather_sampled(self.sample_round(policy, self.extra_prompts(step, round_), step, round_),
+                                      self.k, pad_id)
+
             batch, stats = dynamic_sampling(gather_sampled(sampled, self.k, pad_id), more,
                                             len(prompts) * dist.world_size(), self.k, self.max_rounds, pad_id)
             sampled = shard_sampled(batch, self.k)

@@ -177,8 +177,8 @@ class MultiTurnSampler(Sampler):
     sampling: one policy turn's settings (max_new_tokens per turn); stop_strings end a turn (the
     end of a tool call); prompts are cut from the left to `max_prompt_tokens`. `episode_stats`
     (one episode's history -> {name: value}) adds an environment's own figures, each a mean over
-    the episodes (a tool-call rate), to the step's metrics, beside `turns` and `episodes_ended`. Each rank's episodes of a step are
-    seeded by (seed, step, rank)."""
+    the episodes (a tool-call rate), to the step's metrics, beside `turns` and `episodes_ended`.
+    Each rank's episodes of a step are seeded by (seed, step, rank): a resumed run samples the same."""
 
     def __init__(self, tokenizer, env: Environment, sampling: SamplingConfig, k: int, seed: int = 0,
                  max_turns: int = 4, stop_strings: Sequence[str] = (), max_prompt_tokens: int | None = None,
