@@ -116,9 +116,10 @@ def check_inputs(cfg: PPOConfig, sampler: Sampler | None) -> None:
     """Refuse a run that cannot start, before anything is written."""
     if cfg.model is None or cfg.data is None or (cfg.reward is None and sampler is None):
         raise ValueError("ppo needs --model DIR (the SFT policy), --data PROMPTS and --reward (reward-model dir or module:function)")
-    if sampler is not None and sampler.k != resolve_options(cfg).k:
-        raise ValueError(f"the sampler gives {sampler.k} samples per prompt, --algo {cfg.algo} trains on "
-                         f"{resolve_options(cfg).k}: build it with k={resolve_options(cfg).k}")
+    k = resolve_options(cfg).k
+    if sampler is not None and sampler.k != k:
+        raise ValueError(f"the sampler gives {sampler.k} samples per prompt, --algo {cfg.algo} trains on {k}: "
+                         f"build it with k={k}")
     if sampler is not None and cfg.eval_data and sampler.scorer is None and not cfg.gold:
         raise ValueError("--eval-data needs a judge: --gold, or a sampler that scores with a reward")
 

@@ -44,7 +44,7 @@ class Learner:
     kl_ctl: AdaptiveKLController | FixedKLController
     update_guard: runtime.NonFiniteGuard  # NaN/inf loss or gradient: that optimiser step skipped
     rollout_guard: runtime.NonFiniteGuard  # NaN/inf reward: no update from that rollout
-    overopt: OverOptGuard  # the over-optimisation guard
+    overopt: OverOptGuard | None  # the over-optimisation guard (None in a one-step check: rlhf doctor)
     updates_per_step: int  # optimiser steps per rollout (the schedule counts them)
 
     def holders(self) -> dict:
@@ -69,7 +69,7 @@ def build_policy(cfg: PPOConfig, device) -> tuple:
 
 
 def build_learner(cfg: PPOConfig, opts: Options, actor, tokenizer, reference, scorer, total_steps: int,
-                  overopt: OverOptGuard) -> Learner:
+                  overopt: OverOptGuard | None) -> Learner:
     """The critic (for PPO: from `critic_init_dir`), AdamW for each trained model with warm-up and
     cosine decay over every optimiser step of the run, the KL controller and the guards."""
     device = next(actor.parameters()).device
