@@ -107,6 +107,9 @@ def run(cfg: PPOConfig, sampler: Sampler | None = None) -> Path:
             rt.checkpoint(done, **learner.holders(), sampler=sampler, tokens=tokens, wall_s=time.perf_counter() - t0)
         if learner.overopt.stop_reason:  # --stop-on-overoptimisation: the guard warned at this step
             break
+        if rt.should_stop():  # a Python callback asked (rlhf.runtime.callbacks): end as a finished run does
+            total_steps = done
+            break
     bar.close()
     return finish(rt, cfg, opts, learner, sampler, gold, last, tokens, time.perf_counter() - t0, total_steps,
                   len(prompts))
