@@ -16,21 +16,14 @@ import torch
 
 from ..data.tokenize import encode_prompt
 from ..eval.metrics import win_rate
-from ..eval.policy import sequence_kl
-from ..rollout.generate import SamplingConfig, decode_responses, generate, stop_token_ids
+from ..eval.policy import sample_in_batches, sequence_kl
+from ..rollout.generate import SamplingConfig
 from .arithmetic import is_correct, pass_at_k
 
 
 def _answers(model, tokenizer, prompt_ids, sampling, generator, batch_size, autocast):
     """(texts, rollouts) of one response per row of `prompt_ids`, `batch_size` rows at a time."""
-    stops = stop_token_ids(tokenizer, model)
-    texts, rollouts = [], []
-    for start in range(0, len(prompt_ids), batch_size):
-        with autocast():
-            rollout = generate(model, prompt_ids[start : start + batch_size], sampling, stops, tokenizer.pad_token_id,
-                               generator)
-        rollouts.append(rollout)
-        texts.extend(decode_responses(tokenizer, rollout))
+    rollouts, texts = sample_in_batches(model, tokenizer, prompt_ids, sampling, generator, batch_size, autocast)
     return texts, rollouts
 
 

@@ -56,9 +56,16 @@ def sequence_kl(policy, reference, rollout: Rollout, temperature: float = 1.0) -
 
 def _sample(model, tokenizer, prompt_ids, sampling, seed, batch_size, autocast, progress: bool = False,
             desc: str = "sampling") -> tuple[list[Rollout], list[str]]:
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    return sample_in_batches(model, tokenizer, prompt_ids, sampling, generator, batch_size, autocast, progress, desc)
+
+
+def sample_in_batches(model, tokenizer, prompt_ids: list[list[int]], sampling, generator, batch_size: int, autocast,
+                      progress: bool = False, desc: str = "sampling") -> tuple[list[Rollout], list[str]]:
+    """One response per row of `prompt_ids`, `batch_size` rows at a time, drawing from `generator`:
+    (the rollout of each batch, the decoded response of each row)."""
     from tqdm.auto import tqdm
 
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     stops = stop_token_ids(tokenizer, model)
     rollouts, texts = [], []
     for start in tqdm(range(0, len(prompt_ids), batch_size), desc=desc, disable=not progress, dynamic_ncols=True):
