@@ -203,3 +203,21 @@ def test_every_docs_page_is_in_the_nav():
     listed = set(pages(nav))
     on_disk = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
     assert on_disk == listed, (sorted(on_disk - listed), sorted(listed - on_disk))
+
+
+def home_page_from_readme(readme: str) -> str:
+    """docs/index.md is the README with links into docs/ made relative to it and without the
+    README's "Documentation" section (which points at the site itself)."""
+    start, end = readme.index("## Documentation"), readme.index("\n## ", readme.index("## Documentation") + 3) + 1
+    return (readme[:start] + readme[end:]).replace("](docs/", "](")
+
+
+def test_the_home_page_is_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    home = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    assert home == home_page_from_readme(readme), "README.md changed: run `python tests/test_docs.py` to rewrite docs/index.md"
+
+
+if __name__ == "__main__":  # rewrite docs/index.md from README.md
+    (ROOT / "docs" / "index.md").write_text(home_page_from_readme((ROOT / "README.md").read_text(encoding="utf-8")),
+                                            encoding="utf-8")
