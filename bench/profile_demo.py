@@ -120,7 +120,7 @@ def main() -> None:
 
     import rlhf.demo.pipeline as pipeline
     import rlhf.rollout  # noqa: F401
-    import rlhf.train.generate  # noqa: F401
+    import rlhf.labelers.generate  # noqa: F401
     import rlhf.train.online_dpo  # noqa: F401
     import rlhf.train.ppo  # noqa: F401
     import rlhf.eval.policy  # noqa: F401

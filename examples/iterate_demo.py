@@ -35,7 +35,7 @@ from rlhf.demo.tasks import story_prompts
 from rlhf.feedback import repo
 from rlhf.feedback.store import open_store
 from rlhf.iterate import round as iterate
-from rlhf.train import generate
+from rlhf.labelers import generate
 
 GOLD = "rlhf.demo.oracle:gold_reward"
 

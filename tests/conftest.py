@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import rlhf.demo  # noqa: F401  registers the demo's labeler `oracle`, as rlhf.cli does before every command
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

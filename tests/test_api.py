@@ -87,3 +87,16 @@ def test_unknown_fields_and_wrong_configs_are_refused():
         rlhf.sft(model="m", data="d.jsonl", learning_rate=1.0)
     with pytest.raises(TypeError, match="SFTConfig"):
         rlhf.sft(rlhf.DPOConfig())
+
+
+def test_ppo_from_python_with_a_callback_that_stops_it(tmp_path, tiny_model_dir):
+    import rlhf
+
+    prompts = [{"prompt": f"Story {i}: Once upon a time"} for i in range(8)]
+    seen = []
+    result = rlhf.ppo(model=str(tiny_model_dir), data=prompts, reward="rlhf.demo.oracle:gold_reward", algo="grpo",
+                      out=str(tmp_path / "grpo"), max_steps=4, batch_size=2, max_new_tokens=4, max_length=32,
+                      progress=False, save_every=0, log_every=1,
+                      on_step=lambda record: seen.append(record["step"]) or record["step"] < 2)
+    assert seen == [1, 2] and result.summary["steps"] == 2 and result.summary["stopped_by_callback"] is True
+    assert result.summary["algo"] == "grpo" and (result.model_dir / "model.safetensors").exists()

@@ -4,13 +4,16 @@ Every `import` in `src/rlhf` (module level and inside functions alike) is read w
 each module is placed in the layer of the longest matching prefix in LAYERS. A module may import
 modules of lower layers, and modules of its own package (same layer) as long as the graph has
 no cycle. `rlhf.feedback` must also run with the web dependencies alone: no torch, no train/,
-no models/. Plug-ins named by strings (`module:function` scorers, the CLI's stage table) are
-resolved at run time and are not edges of this graph.
+no models/. A plug-in named in the code by a string of the form "rlhf.x.y:obj" (a `module:function`
+scorer, a labeler) is imported at run time, but it is an edge all the same: it must also run down
+the layers (a lower layer reaching the demo's oracle registers nothing: `rlhf.demo` registers it,
+`rlhf.labelers.registry`). The CLI's stage table names bare modules and is not read.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -76,6 +79,21 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
+PLUGIN_NAME = re.compile(r"(rlhf(?:\.\w+)+):\w+")
+
+
+def plugin_names_of(source: str) -> set[str]:
+    """Modules that string constants of the form "rlhf.x.y:obj" name (docstrings and messages,
+    which only mention such a name, are not matched: the whole string must be the name)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = PLUGIN_NAME.fullmatch(node.value)
+            if match:
+                names.add(match.group(1))
+    return names
+
+
 def layer_of(name: str) -> tuple[str, int]:
     prefix = max((p for p in LAYERS if name == p or name.startswith(p + ".")), key=len)
     return prefix, LAYERS[prefix]
@@ -92,15 +110,44 @@ def test_every_module_has_a_layer():
     assert not unplaced
 
 
-def test_imports_run_down_the_layers():
+def upward_edges(edges: dict[str, set[str]]) -> list[str]:
     upward = []
-    for name, deps in graph().items():
+    for name, deps in edges.items():
         package, layer = layer_of(name)
         for dep in deps:
             dep_package, dep_layer = layer_of(dep)
             if dep_layer > layer or (dep_layer == layer and dep_package != package):
                 upward.append(f"{name} (layer {layer}) imports {dep} (layer {dep_layer})")
-    assert not upward, "imports that run upward or sideways:\n" + "\n".join(sorted(upward))
+    return sorted(upward)
+
+
+def test_imports_run_down_the_layers():
+    upward = upward_edges(graph())
+    assert not upward, "imports that run upward or sideways:\n" + "\n".join(upward)
+
+
+def plugin_graph() -> dict[str, set[str]]:
+    modules = all_modules()
+    return {name: plugin_names_of(path.read_text(encoding="utf-8")) for name, path in modules.items()}
+
+
+def test_plugin_names_run_down_the_layers():
+    modules = all_modules()
+    edges = plugin_graph()
+    unknown = sorted(f"{name} names {dep}" for name, deps in edges.items() for dep in deps if dep not in modules)
+    assert not unknown, "plug-in names of modules that do not exist:\n" + "\n".join(unknown)
+    upward = upward_edges(edges)
+    assert not upward, "plug-ins named upward or sideways:\n" + "\n".join(upward)
+
+
+def test_a_plugin_name_is_an_edge():
+    # What labelers/pairs.py once held: the demo's oracle named by a string, an upward edge.
+    source = ('NAMED = {"oracle": "rlhf.demo.oracle:SentimentOracle"}\n'
+              '"""Docs may say rlhf.demo.oracle:gold_reward."""\n')
+    names = plugin_names_of(source)
+    assert names == {"rlhf.demo.oracle"}
+    assert upward_edges({"rlhf.labelers.pairs": names}) == [
+        "rlhf.labelers.pairs (layer 4) imports rlhf.demo.oracle (layer 8)"]
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:

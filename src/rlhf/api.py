@@ -106,7 +106,7 @@ def run_command(command: str, config=None, *, on_step: Callable | None = None, o
     from . import cli
     from .config.fields import missing_required
     from .runtime import callbacks
-    from .train.inputs import check_inputs, pin_hub_models
+    from .doctor.inputs import check_inputs, pin_hub_models
 
     cfg = make_config(command, config, **fields)
     missing = missing_required(cfg)

@@ -19,14 +19,14 @@ COMMANDS = {
     "rm": ("RewardConfig", "rlhf.train.reward", "reward model on comparisons (Bradley-Terry, optional margin) and rankings (Plackett-Luce)"),
     "eval rm": ("EvalRMConfig", "rlhf.eval.reward", "reward-model accuracy, margin, calibration and accuracy by prompt length on comparisons"),
     "ppo": ("PPOConfig", "rlhf.train.ppo", "online RL from a reward model or scorer: --algo ppo|rloo|grpo|reinforce|reinforce++|reinforce++-baseline, presets dapo|dr-grpo|gspo"),
-    "generate": ("GenerateConfig", "rlhf.train.generate", "sample candidate responses to label; --label oracle|SCORER writes comparisons"),
+    "generate": ("GenerateConfig", "rlhf.labelers.generate", "sample candidate responses to label; --label oracle|SCORER writes comparisons"),
     "eval": ("EvalPolicyConfig", "rlhf.eval.policy", "same as `rlhf eval policy`"),
     "eval policy": ("EvalPolicyConfig", "rlhf.eval.policy", "win rate of a policy against a reference (judged by a scorer) and KL to it"),
     "label serve": ("LabelServeConfig", "rlhf.feedback.serve", "the human-feedback labelling web app (pairwise with strength, rankings, thumbs; dashboard)"),
     "label import": ("LabelImportConfig", "rlhf.feedback.importer", "tasks from `rlhf generate` output or labelled files into a labelling project"),
     "label export": ("LabelExportConfig", "rlhf.feedback.export", "a labelling project's labels as comparisons, rankings or binary feedback for rm/dpo/kto"),
-    "judge": ("JudgeConfig", "rlhf.train.judge", "AI preferences: a local model or OpenAI-compatible endpoint judges pairs in both orders (flips = ties), cached"),
-    "judge revise": ("JudgeReviseConfig", "rlhf.train.judge", "Constitutional AI: critique and revise responses against a constitution -> SFT demonstrations (--pairs: comparisons)"),
+    "judge": ("JudgeConfig", "rlhf.labelers.judge_command", "AI preferences: a local model or OpenAI-compatible endpoint judges pairs in both orders (flips = ties), cached"),
+    "judge revise": ("JudgeReviseConfig", "rlhf.labelers.judge_command", "Constitutional AI: critique and revise responses against a constitution -> SFT demonstrations (--pairs: comparisons)"),
     "serve": ("ServeConfig", "rlhf.serve.server", "OpenAI-compatible HTTP API on trained policies (/v1/chat/completions, streaming), continuous batching"),
     "iterate": ("IterateConfig", "rlhf.iterate.round", "the next round from the feedback collected since the last: reward model + RL or DPO, eval vs the current policy, lineage"),
     # No config class of its own: `rlhf doctor STAGE ...` parses STAGE's config (see _doctor).
@@ -34,6 +34,11 @@ COMMANDS = {
     # No config either: `rlhf report RUN_DIR` (see _report).
     "report": (None, "rlhf.eval.run_report", "RUN_DIR/report.html for any run or demo directory: curves, over-optimisation guard, samples, config"),
 }
+
+# Packages whose import registers plug-ins that lower layers find by name (rlhf.demo: the labeler
+# `oracle`, in rlhf.labelers.registry): imported before every command. Each must stay light
+# (no torch), since the torch-free commands (`rlhf label ...`) import it too.
+PLUGINS = ("rlhf.demo",)
 
 # Commands that run data-parallel under `torchrun` / `accelerate launch` (the supervised loop,
 # `rlhf.train.loop.fit`, and the online RL loop of `rlhf ppo`, rlhf.train.ppo_dist); the others
@@ -117,8 +122,11 @@ def _report(argv: list[str]) -> int:
         asked = bool(argv) and argv[0] in ("-h", "--help")
         print(f"usage: rlhf report RUN_DIR\n\n{COMMANDS['report'][2]}", file=sys.stdout if asked else sys.stderr)
         return 0 if asked else 2
+    from .eval.run_report import is_demo_run
+
+    module = "rlhf.demo.report" if is_demo_run(argv[0]) else COMMANDS["report"][1]  # a demo gets its own report
     try:
-        out = importlib.import_module(COMMANDS["report"][1]).run(argv[0])
+        out = importlib.import_module(module).run(argv[0])
     except (FileNotFoundError, ValueError) as err:
         print(f"rlhf report: error: {err}", file=sys.stderr)
         return 1
@@ -146,6 +154,8 @@ def _doctor(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for plugin in PLUGINS:
+        importlib.import_module(plugin)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -174,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before the stage's heavy imports and before anything is written: data, models, tokenizers
         # `rlhf label` needs only the web dependencies (no torch): its commands check their own files.
         if not COMMANDS[command][1].startswith("rlhf.feedback."):
-            from .train.inputs import check_inputs, pin_hub_models
+            from .doctor.inputs import check_inputs, pin_hub_models
 
             # rlhf.runtime imports torch (2-3 s): only a run under a launcher (WORLD_SIZE > 1) needs it here
             if command not in DATA_PARALLEL and int(os.environ.get("WORLD_SIZE", "1")) > 1:

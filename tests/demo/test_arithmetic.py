@@ -20,7 +20,7 @@ from rlhf.demo.arithmetic import (
     problems,
     prompt_rows,
 )
-from rlhf.eval.report import format_number
+from rlhf.demo.report import format_number
 from rlhf.rewards.verifiable import exact_match
 
 

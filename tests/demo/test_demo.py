@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rlhf.cli import main
-from rlhf.eval.report import format_number
+from rlhf.demo.report import format_number
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 METHODS = ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo")

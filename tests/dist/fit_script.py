@@ -7,7 +7,7 @@ import sys
 import torch
 
 from rlhf.config import TrainConfig
-from rlhf.runtime import RunDir, dist
+from rlhf.runtime import dist, init
 from rlhf.train.loop import BatchPlan, fit
 
 out, resume = sys.argv[1], len(sys.argv) > 2
@@ -34,7 +34,7 @@ def loss_fn(m, batch):
     return (batch["w"] * (m(batch["x"]) - batch["y"]).squeeze(1) ** 2).sum(), {"share": float(len(batch["x"]))}
 
 
-fit(model, batch_at, plan, loss_fn, cfg, RunDir(cfg), torch.device("cpu"))
+fit(init(cfg), model, batch_at, plan, loss_fn)
 if dist.is_main():
     torch.save(model.state_dict(), f"{out}/weights.pt")
 dist.shutdown()

@@ -61,11 +61,15 @@ def test_everything_shown_is_escaped_and_the_cli_writes_the_report(tmp_path, cap
 
 
 def test_a_demo_directory_gets_the_demo_report(tmp_path, monkeypatch):
-    from rlhf.eval import report
+    import pytest
+
+    from rlhf.demo import report
 
     demo = tmp_path / "demo"
     demo.mkdir()
     (demo / "summary.json").write_text(json.dumps({"steps": [{"name": "sft", "dir": "sft", "wall_s": 1.0}]}))
     called = []
     monkeypatch.setattr(report, "write_report", lambda path: called.append(path) or path / "report.html")
-    assert write_run_report(demo) == demo / "report.html" and called == [demo]
+    assert cli.main(["report", str(demo)]) == 0 and called == [demo]
+    with pytest.raises(ValueError, match="demo directory"):  # the stage report refuses it: the CLI picks the demo's
+        write_run_report(demo)

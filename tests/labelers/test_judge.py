@@ -101,7 +101,7 @@ def test_scores_and_the_module_function_scorer(server, tmp_path, monkeypatch):
 def test_registered_as_a_labeler(server, tmp_path):
     from rlhf.config import GenerateConfig
     from rlhf.labelers.pairs import is_named_labeler, label_pairs
-    from rlhf.train.inputs import check_models
+    from rlhf.doctor.inputs import check_models
     from rlhf.train.online_dpo import PairLabeler
 
     spec = f"judge:{server.url}?model=judge-x&cache={tmp_path / 'c.jsonl'}"

@@ -1,4 +1,5 @@
-"""Online DPO checks the rounds on disk before it deletes or redoes anything (issue 11, item 4)."""
+"""Online DPO resumes at round boundaries through the runtime object's checkpoint, and checks the
+rounds on disk before it deletes or redoes anything (issue 11, item 4)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 
-def make_round(rounds_dir, r: int, finished: bool, end_state: bool = False) -> None:
+def make_round(rounds_dir, r: int, finished: bool) -> None:
     round_dir = rounds_dir / f"round-{r}"
     round_dir.mkdir(parents=True)
     info = {"round": r, "labels": 4, "pairs": 2, "sample_s": 0.1, "label_s": 0.0}
@@ -19,43 +20,47 @@ def make_round(rounds_dir, r: int, finished: bool, end_state: bool = False) -> N
     (round_dir / "round.json").write_text(json.dumps(info))
     (round_dir / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
     (round_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 0.7}\n')
-    if end_state:
-        torch.save({"w": torch.zeros(1)}, round_dir / "end.pt")
 
 
-def test_consistent_rounds_resume_after_the_newest_finished_one(tmp_path):
-    from rlhf.train.online_dpo import resume_point
+def test_rounds_that_continue_the_checkpoint_are_accepted(tmp_path):
+    from rlhf.train.online_dpo import check_rounds
 
     rounds = tmp_path / "rounds"
     make_round(rounds, 0, finished=True)
-    make_round(rounds, 1, finished=True, end_state=True)
+    make_round(rounds, 1, finished=True)
     make_round(rounds, 2, finished=False)  # labelled, training interrupted
-    assert resume_point(rounds, n_rounds=4) == (2, rounds / "round-1" / "end.pt")
-    assert resume_point(tmp_path / "none", n_rounds=4) == (0, None)
+    check_rounds(rounds, finished=2, n_rounds=4)
+    check_rounds(rounds, finished=2, n_rounds=2)  # all done: the run only finishes
+    check_rounds(tmp_path / "none", finished=0, n_rounds=4)
 
 
-@pytest.mark.parametrize("damage", ["missing end state", "gap", "later round started", "fewer rounds"])
+@pytest.mark.parametrize("damage", ["figures missing", "gap", "later round started", "fewer rounds"])
 def test_inconsistent_rounds_are_refused_and_nothing_is_touched(tmp_path, damage):
-    from rlhf.train.online_dpo import resume_point
+    """The checkpoint says two rounds are done; the rounds on disk must continue it."""
+    from rlhf.train.online_dpo import check_rounds
 
     rounds = tmp_path / "rounds"
     make_round(rounds, 0, finished=damage != "gap")
-    make_round(rounds, 1, finished=True, end_state=damage != "missing end state")
+    make_round(rounds, 1, finished=damage != "figures missing")
     make_round(rounds, 2, finished=False)
     if damage == "later round started":
         make_round(rounds, 3, finished=False)
     before = {p: p.read_bytes() for p in rounds.rglob("*") if p.is_file()}
     with pytest.raises(ValueError, match="cannot resume the online run.*Nothing was changed"):
-        resume_point(rounds, n_rounds=1 if damage == "fewer rounds" else 4)
+        check_rounds(rounds, finished=2, n_rounds=1 if damage == "fewer rounds" else 4)
     assert {p: p.read_bytes() for p in rounds.rglob("*") if p.is_file()} == before
 
 
-def test_killed_after_the_round_weights_but_before_its_figures_redoes_that_round(tmp_path, tiny_model_dir):
-    """A kill between a round's end.pt and its round.json: the round is not finished, so --resume
-    trains it again from the previous round's weights (old code took it as finished and failed)."""
+def checkpoints(out) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").iterdir())
+
+
+def test_killed_after_the_round_figures_but_before_its_checkpoint_redoes_that_round(tmp_path, tiny_model_dir):
+    """A kill between a round's round.json and the run's checkpoint after it: the round is not
+    finished, so --resume trains it again from the previous round's weights and ends where an
+    uninterrupted run ends; only the newest round checkpoint is kept."""
     from rlhf.config import DPOConfig
     from rlhf.train import dpo
-    from rlhf.train.online_dpo import END_STATE
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Once upon a time", "Tom had a red ball",
@@ -65,20 +70,57 @@ def test_killed_after_the_round_weights_but_before_its_figures_redoes_that_round
                   prompts_per_round=4, samples_per_prompt=2, max_new_tokens=6, max_length=32, batch_size=2, lr=1e-3,
                   save_every=0, kl_prompts=0, progress=False, precision="fp32")
     dpo.run(DPOConfig(**common, rounds=1))
-    round0_end = tmp_path / "round-0-end.pt"
-    shutil.copy(out / "rounds" / "round-0" / END_STATE, round0_end)
+    after_round0 = checkpoints(out)
+    assert len(after_round0) == 1  # the step-0 checkpoint was replaced by the one after round 0
+    saved = tmp_path / "after-round-0"
+    shutil.copytree(out / "checkpoints", saved)
     finished = load_file(str(dpo.run(DPOConfig(**common, rounds=2, resume=True)) / "model.safetensors"))
+    assert len(checkpoints(out)) == 1 and checkpoints(out) != after_round0
 
-    # The state a kill leaves after round 1's end.pt is written, before its figures and the cleanup.
-    shutil.copy(round0_end, out / "rounds" / "round-0" / END_STATE)
-    info = json.loads((out / "rounds" / "round-1" / "round.json").read_text())
-    labelled = {k: info[k] for k in ("round", "labels", "pairs", "sample_s", "label_s")}
-    (out / "rounds" / "round-1" / "round.json").write_text(json.dumps(labelled))
+    # The state a kill leaves after round 1's figures are written, before the run's checkpoint.
+    shutil.rmtree(out / "checkpoints")
+    shutil.copytree(saved, out / "checkpoints")
     shutil.rmtree(out / "model")
     (out / "summary.json").unlink()
 
     resumed = load_file(str(dpo.run(DPOConfig(**common, rounds=2, resume=True)) / "model.safetensors"))
     for name in finished:
         torch.testing.assert_close(resumed[name], finished[name], rtol=0, atol=1e-6)
-    assert json.loads((out / "summary.json").read_text())["rounds"] == 2
-    assert not (out / "rounds" / "round-0" / END_STATE).exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds"] == 2 and summary["processes"] == 1
+    assert len(checkpoints(out)) == 1 and checkpoints(out) != after_round0
+
+
+def test_killed_in_the_first_round_resumes_from_the_step_0_checkpoint_with_its_config_checked(
+        tmp_path, tiny_model_dir, monkeypatch):
+    """A kill while round 0 trains leaves the step-0 checkpoint and round 0's labelled pairs: a
+    resume with another result-relevant value is refused, the same config ends where an
+    uninterrupted run ends."""
+    from rlhf.config import DPOConfig
+    from rlhf.runtime import ResumeMismatch
+    from rlhf.train import dpo, loop
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Once upon a time", "Tom had a red ball",
+                                                                         "The dog was", "Sue and her cat"]))
+    common = dict(model=str(tiny_model_dir), data=str(prompts), online=True, labeler="oracle", rounds=1,
+                  prompts_per_round=4, samples_per_prompt=2, max_new_tokens=6, max_length=32, batch_size=2, lr=1e-3,
+                  save_every=0, kl_prompts=0, progress=False, precision="fp32")
+    straight = load_file(str(dpo.run(DPOConfig(**common, out=str(tmp_path / "straight"))) / "model.safetensors"))
+
+    out = tmp_path / "killed"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "fit", killed)
+        with pytest.raises(KeyboardInterrupt):
+            dpo.run(DPOConfig(**common, out=str(out)))
+    assert checkpoints(out) == ["step-0"] and (out / "rounds" / "round-0" / "pairs.jsonl").exists()
+
+    with pytest.raises(ResumeMismatch, match="lr"):
+        dpo.run(DPOConfig(**{**common, "lr": 2e-3}, out=str(out), resume=True))
+    resumed = load_file(str(dpo.run(DPOConfig(**common, out=str(out), resume=True)) / "model.safetensors"))
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6)

@@ -58,6 +58,7 @@ def test_every_loss_trains_and_fills_the_run_directory(tiny_model_dir, compariso
     summary = json.loads((out / "summary.json").read_text())
     assert summary["loss_type"] == loss and summary["examples"] == (32 if loss == "kto" else 16)
     assert {"wall_s", "tokens_per_s", "peak_memory_mb", "reference_s"} <= set(summary)
+    assert summary["processes"] == 1
     assert (out / direct_alignment.REFERENCE_CACHE).exists()
 
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from rlhf.config import DPOConfig
-from rlhf.train import dpo, online_dpo
+from rlhf.train import dpo
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,11 @@ def online_config(model, data, out, **overrides):
                 prompts_per_round=8, samples_per_prompt=2, max_new_tokens=8, max_length=32, batch_size=4,
                 lr=1e-3, warmup_steps=0, log_every=1, save_every=0, kl_prompts=2, progress=False)
     return DPOConfig(**{**base, **overrides})
+
+
+def metrics_steps(out) -> int:
+    """Training steps of the finished rounds, as OUT/metrics.jsonl counts them."""
+    return max(json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines())
 
 
 def response_length(prompts, responses):
@@ -48,6 +53,7 @@ def test_online_rounds_label_train_and_log(tiny_model_dir, prompts_file, tmp_pat
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # counted across rounds
     summary = json.loads((out / "summary.json").read_text())
     assert summary["online"] and summary["rounds"] == 2 and math.isfinite(summary["kl"])
+    assert summary["processes"] == 1 and summary["wall_s"] > 0
     # oracle: one label per pair (k = 2); a scorer scores every sampled response
     assert summary["labels"] == (16 if labeler == "oracle" else 32)
 
@@ -66,7 +72,8 @@ def test_online_resume_adds_rounds_without_relabelling(tiny_model_dir, prompts_f
     out = tmp_path / "resumed"
     one_round = DPOConfig(**{**straight_cfg.__dict__, "out": str(out), "rounds": 1})
     dpo.run(one_round)
-    assert (out / "rounds" / "round-0" / online_dpo.END_STATE).exists()
+    # the run's checkpoint after round 0: the policy it continues from
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [f"step-{metrics_steps(out)}"]
     labelled = out / "rounds" / "round-1"
     labelled.mkdir()
     shutil.copy(tmp_path / "straight" / "rounds" / "round-1" / "pairs.jsonl", labelled / "pairs.jsonl")

@@ -1,6 +1,7 @@
 """The over-optimisation guard's tracker on scripted runs (no model), and on a tiny real `rlhf ppo`
 run whose reward is a length hack: the guard warns, keeps best_guard/ and stops the run."""
 
+import dataclasses
 import json
 
 import pytest
@@ -160,3 +161,10 @@ def test_online_dpo_stops_after_the_round_the_guard_warns_on(tiny_model_dir, tmp
     round_lines = [line for line in round_lines if "labels" in line]
     assert len(round_lines) == stop["step"] and f"guard/{stop['signal']}" in round_lines[-1]
     assert (out / BEST_DIR / "config.json").exists() and (out / "rounds" / "round-0" / "guard_sample.json").exists()
+
+    # --resume with more rounds: the guard's state comes back with the run's checkpoint, so the run
+    # stops again at once, training no further round
+    dpo.run(dataclasses.replace(cfg, rounds=3, resume=True))
+    again = json.loads((out / "summary.json").read_text())
+    assert again["stopped_early"] == stop and again["rounds"] == 1 and again["guard"] == summary["guard"]
+    assert not (out / "rounds" / "round-1").exists()

@@ -27,7 +27,8 @@ from rlhf.config.algorithms import (
 from rlhf.config.fields import field_types
 from rlhf.data.records import Rollout
 from rlhf.train import ppo
-from rlhf.train.ppo_sampling import Sampled, concat_rollouts, dynamic_sampling
+from rlhf.rollout.experience import Sampled, concat_rollouts
+from rlhf.rollout.kv_sampler import dynamic_sampling
 from rlhf.train.ppo_update import Experience, advantages_of, loss_mask_of, policy_loss_of
 
 RULE = "ppo_variant_rewards:length"  # varies even on the tiny model's gibberish, so advantages are not 0

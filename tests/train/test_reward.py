@@ -24,6 +24,7 @@ def check_run_dir(out):
     assert all(math.isfinite(line["loss"]) for line in lines)
     summary = json.loads((out / "summary.json").read_text())
     assert {"wall_s", "tokens_per_s", "peak_memory_mb", "reward_mean", "reward_std"} <= set(summary)
+    assert summary["processes"] == 1
     assert (out / "model" / "model.safetensors").exists() and (out / "model" / "tokenizer.json").exists()
     return lines, summary
 

@@ -63,6 +63,7 @@ def test_ensemble_loads_as_one_model_with_members_mean_and_std(tiny_model_dir, p
     assert scorer.model_dir == model_dir / "members" / "0"  # PPO's critic starts from a member
     summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
     assert summary["kind"] == "ensemble" and len(summary["members"]) == 2 and summary["eval_accuracy"] == 1.0
+    assert summary["processes"] == 1 and all(m["processes"] == 1 for m in summary["members"])
 
 
 def test_warm_average_is_the_elementwise_mean_of_the_members(tiny_model_dir, pairs_file, tmp_path):

@@ -25,7 +25,8 @@ def check_run_dir(out):
     assert lines and all({"step", "loss", "lr", "tokens_per_s", "elapsed_s"} <= set(l) for l in lines)
     assert all(math.isfinite(l["loss"]) for l in lines)
     summary = json.loads((out / "summary.json").read_text())
-    assert {"wall_s", "tokens_per_s", "peak_memory_mb"} <= set(summary)
+    assert {"wall_s", "tokens_per_s", "peak_memory_mb", "precision"} <= set(summary)
+    assert summary["processes"] == 1 and summary["wall_s"] > 0  # every stage's summary counts its processes
     assert (out / "model" / "model.safetensors").exists() and (out / "model" / "tokenizer.json").exists()
     return lines, summary
 

@@ -1,4 +1,5 @@
-"""The fields every training command shares, and YAML in and out."""
+"""The fields every training command shares, the sampling fields of the commands that sample, one way
+to report invalid values, and YAML in and out."""
 
 from __future__ import annotations
 
@@ -8,6 +9,33 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+
+
+def check_fields(cfg, checks: dict[str, bool], hint: str = "") -> None:
+    """Raise one ValueError naming every field of `cfg` whose check is False, with its value:
+    "invalid value for batch_size=0, lr=-1.0" (then " (hint)" when given); nothing when all pass."""
+    bad = [f"{name}={getattr(cfg, name)!r}" for name, ok in checks.items() if not ok]
+    if bad:
+        raise ValueError("invalid value for " + ", ".join(bad) + (f" ({hint})" if hint else ""))
+
+
+@dataclass(frozen=True)
+class SamplingFields:
+    """How responses are sampled from a policy: the same names, defaults and help in every command
+    that samples (ppo, generate, eval policy). A config may declare one again to say what it means
+    there (ppo's temperature); the field keeps its place. The config must have `max_length`."""
+
+    max_new_tokens: int = 48  # response tokens at most
+    temperature: float = 1.0  # sampling temperature; 0 = greedy
+    top_k: int = 0  # sample among the k most likely tokens; 0 = all
+    top_p: float = 1.0  # nucleus sampling threshold; 1 = all
+
+    def sampling_checks(self, greedy: bool = True) -> dict[str, bool]:
+        """The checks of these fields, for check_fields; greedy=False refuses temperature 0."""
+        return {"max_new_tokens": 1 <= self.max_new_tokens < self.max_length,
+                "temperature": self.temperature >= 0 if greedy else self.temperature > 0,
+                "top_k": self.top_k >= 0,
+                "top_p": 0 < self.top_p <= 1}
 
 
 @dataclass(frozen=True)
@@ -62,10 +90,7 @@ class TrainConfig:
             "log_every": self.log_every >= 1,
             "max_bad_steps": self.max_bad_steps >= 1,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
-
+        check_fields(self, checks)
 
 
 def load_yaml(path: str | Path, cls) -> dict:

@@ -10,15 +10,11 @@ from typing import Annotated, Literal
 
 import tyro
 
+from .base import check_fields
+
 DEFAULT_DB = "sqlite:///feedback.db"
 MODES = ("pairwise", "ranking", "thumbs")  # what an annotator does with a task's responses
 RULES = ("majority", "every")  # how the labels of one task become exported rows
-
-
-def _check(checks: dict[str, bool], cfg) -> None:
-    bad = [name for name, ok in checks.items() if not ok]
-    if bad:
-        raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(cfg, n)!r}" for n in bad))
 
 
 @dataclass(frozen=True)
@@ -33,7 +29,7 @@ class LabelServeConfig:
     new_admin_token: bool = False  # print a fresh admin token and revoke the old one
 
     def __post_init__(self):
-        _check({"port": 0 <= self.port <= 65535, "max_body_mb": self.max_body_mb > 0}, self)
+        check_fields(self, {"port": 0 <= self.port <= 65535, "max_body_mb": self.max_body_mb > 0})
 
 
 @dataclass(frozen=True)
@@ -56,8 +52,8 @@ class LabelImportConfig:
     skip_bad_rows: bool = False  # drop malformed rows (counted) instead of stopping at the first
 
     def __post_init__(self):
-        _check({"project": bool(self.project.strip()), "overlap": self.overlap >= 1,
-                "gold_share": 0.0 <= self.gold_share < 1.0, "annotator": bool(self.annotator.strip())}, self)
+        check_fields(self, {"project": bool(self.project.strip()), "overlap": self.overlap >= 1,
+                "gold_share": 0.0 <= self.gold_share < 1.0, "annotator": bool(self.annotator.strip())})
 
 
 @dataclass(frozen=True)
@@ -78,6 +74,6 @@ class LabelExportConfig:
     include_gold: bool = False  # also write gold items, with their gold answers
 
     def __post_init__(self):
-        _check({"project": bool(self.project.strip()), "min_agreement": 0.0 <= self.min_agreement <= 1.0,
+        check_fields(self, {"project": bool(self.project.strip()), "min_agreement": 0.0 <= self.min_agreement <= 1.0,
                 "min_votes": self.min_votes >= 1, "min_gold_accuracy": 0.0 <= self.min_gold_accuracy <= 1.0,
-                "strength_margin": self.strength_margin >= 0.0}, self)
+                "strength_margin": self.strength_margin >= 0.0})

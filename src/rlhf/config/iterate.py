@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 import tyro
 
+from .base import check_fields
 from .feedback import DEFAULT_DB
 
 METHODS = ("rm+ppo", "dpo")  # rm+ppo: warm-started reward model, then online RL against it; dpo: direct alignment
@@ -69,9 +70,7 @@ class IterateConfig:
                   "dpo_beta": self.dpo_beta > 0, "dpo_lr": self.dpo_lr > 0, "dpo_epochs": self.dpo_epochs > 0,
                   "dpo_batch_size": self.dpo_batch_size >= 1, "eval_prompts": self.eval_prompts >= 1,
                   "max_new_tokens": 1 <= self.max_new_tokens < self.max_length}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+        check_fields(self, checks)
         if self.algo in ("rloo", "grpo") and self.num_samples == 1:
             raise ValueError(f"--algo {self.algo} compares samples of the same prompt: num_samples must be >= 2")
         if self.method == "dpo" and self.prompts is not None:

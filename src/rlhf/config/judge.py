@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from .base import check_fields
+
 DEFAULT_CONSTITUTION = "default"  # the constitution shipped in rlhf/resources/constitution/default.yaml
 
 
@@ -28,10 +30,7 @@ class JudgeBackendFields:
         checks = {"retries": 0 <= self.retries <= 10, "max_new_tokens": self.max_new_tokens >= 1,
                   "api_model": self.api_base is None or bool(self.api_model),
                   "api_base": self.model is None or self.api_base is None, **extra}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad)
-                             + " (a judge is --model DIR or --api-base URL --api-model NAME)")
+        check_fields(self, checks, "a judge is --model DIR or --api-base URL --api-model NAME")
 
 
 @dataclass(frozen=True)

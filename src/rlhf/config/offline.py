@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from .base import TrainConfig
+from .base import TrainConfig, check_fields
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,7 @@ class DPOConfig(TrainConfig):
             "guard_window": self.guard_window >= 0,
             "guard_patience": self.guard_patience >= 1,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+        check_fields(self, checks)
         if self.loss == "kto" and self.sft_weight:
             raise ValueError("sft_weight applies to the chosen response of a pair; --loss kto has no pairs")
         if self.online and self.loss == "kto":
@@ -187,12 +185,10 @@ class RewardConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        bad = [f"{n}={getattr(self, n)!r}" for n, ok in
-               {"context_turns": self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0, "stats_examples": self.stats_examples >= 0,
-                "ensemble": self.ensemble == 0 or self.ensemble >= 2, "warm": self.warm == 0 or self.warm >= 2}.items()
-               if not ok]
-        if bad:
-            raise ValueError("invalid value for " + ", ".join(bad) + " (ensemble and warm: 0 = off, else K >= 2 members)")
+        checks = {"context_turns": self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0,
+                  "stats_examples": self.stats_examples >= 0,
+                  "ensemble": self.ensemble == 0 or self.ensemble >= 2, "warm": self.warm == 0 or self.warm >= 2}
+        check_fields(self, checks, "ensemble and warm: 0 = off, else K >= 2 members")
         if self.ensemble and self.warm:
             raise ValueError("--ensemble K keeps K models and --warm K averages them into one: pass one of them")
 
@@ -225,9 +221,7 @@ class EvalRMConfig:
             "length_buckets": self.length_buckets >= 1,
             "disagreement_bins": self.disagreement_bins >= 1,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+        check_fields(self, checks)
 
     @property
     def data_files(self) -> tuple[str, ...]:

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from .algorithms import ALGORITHMS, AlgoName, LossAggName, RatioLevelName, help_text
-from .base import TrainConfig
+from .base import SamplingFields, TrainConfig, check_fields
 
 
 @dataclass(frozen=True)
-class PPOConfig(TrainConfig):
+class PPOConfig(SamplingFields, TrainConfig):
     """`rlhf ppo`: online RL from a reward (a reward model or any `module:function` scorer):
     PPO with a critic, or the critic-free RLOO, GRPO and REINFORCE, with a KL penalty to the
     reference (the starting policy)."""
@@ -37,10 +37,7 @@ class PPOConfig(TrainConfig):
     critic_lr: float = 1e-4  # ppo: critic learning rate (AdamW)
     min_lr_ratio: float = 1.0  # cosine decays to lr * min_lr_ratio over the run; 1 = constant learning rate
     max_length: int = 256  # prompt + response tokens (prompts are cut from the left to leave room for max_new_tokens)
-    max_new_tokens: int = 48  # response tokens at most
     temperature: float = 1.0  # sampling temperature (the policy trained is softmax(logits / temperature))
-    top_k: int = 0  # sample among the k most likely tokens; 0 = all
-    top_p: float = 1.0  # nucleus sampling threshold; 1 = all
     kl_coef: float = 0.05  # beta: weight of the KL to the reference (initial value when adaptive)
     kl_target: float | None = None  # adaptive KL (Ziegler et al. 2019): target KL per sequence in nats; unset = fixed kl_coef
     kl_horizon: float = 10000.0  # adaptive KL: samples over which the coefficient adapts
@@ -85,10 +82,7 @@ class PPOConfig(TrainConfig):
             "minibatch_size": self.minibatch_size >= 1,
             "update_epochs": self.update_epochs >= 0,
             "critic_lr": self.critic_lr > 0,
-            "max_new_tokens": 1 <= self.max_new_tokens < self.max_length,
-            "temperature": self.temperature > 0,
-            "top_k": self.top_k >= 0,
-            "top_p": 0 < self.top_p <= 1,
+            **self.sampling_checks(greedy=False),
             "kl_coef": self.kl_coef >= 0,
             "kl_target": self.kl_target is None or self.kl_target > 0,
             "kl_horizon": self.kl_horizon > 0,
@@ -110,9 +104,7 @@ class PPOConfig(TrainConfig):
             "overlong_buffer": 0 <= self.overlong_buffer <= self.max_new_tokens,
             "overlong_penalty": self.overlong_penalty >= 0,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+        check_fields(self, checks)
         algo = ALGORITHMS[self.algo]
         if algo.min_samples > 1 and self.num_samples == 1:
             raise ValueError(f"--algo {self.algo} compares samples of the same prompt: num_samples must be >= 2")
@@ -133,7 +125,7 @@ PPOConfig.__doc__ = f"{PPOConfig.__doc__}\n\n{help_text()}"
 
 
 @dataclass(frozen=True)
-class GenerateConfig:
+class GenerateConfig(SamplingFields):
     """`rlhf generate`: sample candidate responses from a policy for labelling; with --label,
     label them into comparisons {"prompt","chosen","rejected"} (e.g. by the demo's oracle)."""
 
@@ -144,11 +136,7 @@ class GenerateConfig:
     out: str = "runs/candidates.jsonl"  # JSONL written: {"prompt","responses"} rows, or comparisons with --label
     num_samples: int = 2  # responses per prompt (k); labelled as k // 2 disjoint pairs
     max_prompts: int = 0  # use the first N prompts of --data; 0 = all
-    max_new_tokens: int = 48  # response tokens at most
     max_length: int = 256  # prompt + response tokens (prompts are cut from the left)
-    temperature: float = 1.0  # sampling temperature; 0 = greedy
-    top_k: int = 0  # sample among the k most likely tokens; 0 = all
-    top_p: float = 1.0  # nucleus sampling threshold; 1 = all
     label: str | None = None  # oracle (the demo's scripted sentiment annotator), or a scorer (reward-model dir or module:function): the higher score is chosen
     oracle_temperature: float = 0.1  # --label oracle: Bradley-Terry noise of the annotator (0 = noiseless)
     batch_size: int = 64  # sequences decoded together
@@ -162,20 +150,15 @@ class GenerateConfig:
         checks = {
             "num_samples": self.num_samples >= 1 and (self.label is None or self.num_samples >= 2),
             "max_prompts": self.max_prompts >= 0,
-            "max_new_tokens": 1 <= self.max_new_tokens < self.max_length,
-            "temperature": self.temperature >= 0,
-            "top_k": self.top_k >= 0,
-            "top_p": 0 < self.top_p <= 1,
+            **self.sampling_checks(),
             "oracle_temperature": self.oracle_temperature >= 0,
             "batch_size": self.batch_size >= 1,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+        check_fields(self, checks)
 
 
 @dataclass(frozen=True)
-class EvalPolicyConfig:
+class EvalPolicyConfig(SamplingFields):
     """`rlhf eval policy`: a policy against a reference on held-out prompts: win rate judged by a
     scorer (ties count half, 95% interval), KL(policy || reference), mean scores and lengths."""
 
@@ -188,11 +171,8 @@ class EvalPolicyConfig:
     scorers: tuple[str, ...] = ()  # more scorers (reward-model dirs or module:function) whose mean reward of both sides is reported
     out: str | None = None  # JSON report (with samples); default: print only
     max_prompts: int = 128  # the first N prompts of --data; 0 = all
-    max_new_tokens: int = 48  # response tokens at most
     max_length: int = 256  # prompt + response tokens (prompts are cut from the left to leave room for max_new_tokens)
     temperature: float = 1.0  # sampling temperature of both policies; 0 = greedy
-    top_k: int = 0  # sample among the k most likely tokens; 0 = all
-    top_p: float = 1.0  # nucleus sampling threshold; 1 = all
     batch_size: int = 64  # sequences decoded together
     seed: int = 0  # sampling seed (the same for both policies)
     precision: Literal["fp32", "bf16"] = "bf16"  # bf16 = autocast where supported
@@ -202,15 +182,10 @@ class EvalPolicyConfig:
     def __post_init__(self):
         checks = {
             "max_prompts": self.max_prompts >= 0,
-            "max_new_tokens": 1 <= self.max_new_tokens < self.max_length,
-            "temperature": self.temperature >= 0,
-            "top_k": self.top_k >= 0,
-            "top_p": 0 < self.top_p <= 1,
+            **self.sampling_checks(),
             "batch_size": self.batch_size >= 1,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+        check_fields(self, checks)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 import tyro
 
+from .base import check_fields
+
 ENGINES = ("continuous", "serial")  # rlhf.serve.engine.ENGINES
 
 
@@ -35,6 +37,4 @@ class ServeConfig:
         checks = {"port": 0 <= self.port <= 65535, "max_batch": self.max_batch >= 1, "max_tokens": self.max_tokens >= 1,
                   "max_n": self.max_n >= 1, "project": bool(self.project.strip()), "threads": self.threads >= 0, "max_body_mb": self.max_body_mb > 0,
                   "model": all(m.strip() for m in self.model)}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid value for " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+        check_fields(self, checks)

@@ -324,6 +324,23 @@ def read_binary_feedback(path: PathLike, *, skip_bad_rows: bool = False) -> Reco
     return _read(path, rows.binary_feedback, skip_bad_rows)
 
 
+def read_feedback(path: PathLike, *, skip_bad_rows: bool = False) -> Records[BinaryFeedback]:
+    """KTO's data: binary feedback rows; a file of comparisons is split into a desirable chosen and
+    an undesirable rejected completion per pair (as KTO's authors do with paired data). A file that
+    is neither reports the binary-feedback reader's error."""
+    try:
+        return read_binary_feedback(path, skip_bad_rows=skip_bad_rows)
+    except DataError as binary_error:
+        try:
+            comparisons = read_comparisons(path, skip_bad_rows=skip_bad_rows)
+        except DataError:
+            raise binary_error from None
+    feedback = Records([fb for c in comparisons for fb in (BinaryFeedback(c.prompt, c.chosen, True),
+                                                           BinaryFeedback(c.prompt, c.rejected, False))])
+    feedback.errors = comparisons.errors
+    return feedback
+
+
 def read_prompts(path: PathLike, *, skip_bad_rows: bool = False) -> Records[Prompt]:
     """Prompts from a .txt (one per non-empty line, stripped), {"prompt"} or HH {"chosen"} rows."""
     return _read(path, rows.prompt, skip_bad_rows, _text_prompts)

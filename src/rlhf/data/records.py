@@ -109,6 +109,12 @@ class Rollout:
 
         return torch.cat([self.prompt_mask, self.response_mask], dim=1)
 
+    def rows(self, index: "torch.Tensor") -> "Rollout":
+        """The rows `index` (1-D long): a minibatch or a selection (a subclass with more fields
+        keeps them by overriding this)."""
+        return Rollout(self.prompt_ids[index], self.prompt_mask[index], self.response_ids[index],
+                       self.response_mask[index], self.logprobs[index], self.ended[index])
+
 
 def prompt_as_json(prompt: PromptText):
     """A prompt as it appears in a JSONL row: the text, or the conversation as a list of messages."""

@@ -279,6 +279,15 @@ def ranking(row: dict) -> Ranking:
     return Ranking(prompt, responses, tuple(order))
 
 
+def responses(row: dict) -> tuple[str, ...]:
+    """The "responses" of a candidates row {"prompt", "responses": [...]} (what `rlhf generate`
+    writes without --label), each a response as `_response` reads it."""
+    value = _get(row, "responses")
+    if not isinstance(value, list) or not value:
+        raise RowError('"responses" must be a non-empty list of responses')
+    return tuple(_response(r, f"responses[{i}]") for i, r in enumerate(value))
+
+
 def binary_feedback(row: dict) -> BinaryFeedback:
     prompt = _prompt(_get(row, "prompt"))
     completion = _response(_get(row, "completion"), "completion")

@@ -18,12 +18,12 @@ import contextlib
 import dataclasses
 import functools
 import io
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DemoConfig, PPOConfig, SFTConfig
+from ..data.files import read_json as _read_json, write_jsonl as _write_jsonl
 from ..runtime.files import atomic_write_text
 from ..runtime.files import dumps as strict_json
 from ..runtime.steps import Step, clock
@@ -70,13 +70,6 @@ QUICK = ArithmeticPlan(
 )
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(strict_json(r) + "\n" for r in rows))
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 class ArithmeticDemo:
@@ -229,7 +222,7 @@ def _steps(cfg: DemoConfig, plan: ArithmeticPlan | None) -> list[Step]:
 def run(cfg: DemoConfig, plan: ArithmeticPlan | None = None) -> Path:
     demo = _demo(cfg, plan)
     out = demo.out
-    runner = run_demo(demo, "rlhf demo arithmetic", functools.partial(_steps, cfg, plan))
+    run_demo(demo, "rlhf demo arithmetic", functools.partial(_steps, cfg, plan))
     summary = _read_json(out / "summary.json")
     print(f"\nrlhf demo --task arithmetic: finished in {clock(summary['wall_s'])}")
     print(f"  {'policy':<22} {'greedy pass@1':>13} {'sampled pass@1':>14} {'pass@' + str(summary['k']):>7} "

@@ -5,18 +5,19 @@
 greedy and sampled pass@1, pass@k, KL to SFT, wall time of SFT and every RL run), accuracy
 against KL (`rlhf.eval.plots.frontier`), the RL training curves (`plots.training_curves`), the
 greedy answers of every policy to the same held-out problems, and each step's config.yaml
-(`rlhf.eval.report`'s section). As in the main report, every number from summary.json sits in an
+(`rlhf.demo.report`'s section). As in the main report, every number from summary.json sits in an
 element with `data-key="<dotted path>"` showing `format_number(value)`, and all text is escaped.
 """
 
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 from ..eval import plots
-from ..eval.report import _CSS, _config_section, _figure, _keyed, format_number, load_runs
+from ..eval.report_data import format_number, page
+from .report import _config_section, _figure, _keyed, load_runs
+from .report_runs import read_summary
 
 CURVES = [("reward", "training reward (share of right answers)"), ("kl_k3", "KL to SFT (rollouts, k3)"),
           ("entropy", "entropy (nats/token)"), ("response_length", "response length (tokens)"),
@@ -99,15 +100,7 @@ def render(summary: dict, runs: dict, figures: dict[str, str]) -> str:
                 + _figure(figures, "curves_rl", "RL training curves", curves_caption),
                 _samples(summary, runs), _config_section(summary, runs)]
     body = "\n\n".join(sections)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>RLHF demo report: arithmetic</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>RL with a verifiable reward: arithmetic</h1>
+    return page("RLHF demo report: arithmetic", f"""<h1>RL with a verifiable reward: arithmetic</h1>
 <p class="lede">Additions and subtractions of whole numbers from 0 to {_keyed(summary, "max_operand")} ("17+8=").
 SFT learns the format and some of the arithmetic from {_keyed(summary, "demonstrations")} worked problems; GRPO and its variants then train against a program that checks the
 answer, with no reward model and no labels.</p>
@@ -116,19 +109,13 @@ answer, with no reward model and no labels.</p>
 <nav><a href="#headline">Accuracy</a> · <a href="#frontier">Accuracy vs KL</a> · <a href="#curves">Training
 curves</a> · <a href="#samples">Answers</a> · <a href="#config">Configuration</a></nav>
 
-{body}
-</body>
-</html>
-"""
+{body}""")
 
 
 def write_report(demo_dir: Path) -> Path:
     """Write demo_dir/report.html and its figures; returns the page's path."""
     demo_dir = Path(demo_dir)
-    summary_path = demo_dir / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"no summary.json in {demo_dir}: run `rlhf demo --task arithmetic` first")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary = read_summary(demo_dir, "rlhf demo --task arithmetic")
     runs = load_runs(demo_dir, summary)
     figures = draw_figures(demo_dir, summary, runs)
     out = demo_dir / "report.html"

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from ..config import DemoConfig, DPOConfig, EvalRMConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
+from ..data.files import read_json as _read_json, write_jsonl as _write_jsonl
 from ..runtime.files import atomic_write_text
 from ..runtime.files import dumps as strict_json
 from ..runtime.steps import Step, clock
@@ -37,13 +38,6 @@ from .steps import run_demo
 GOLD = "rlhf.demo.oracle:gold_reward"
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(strict_json(r) + "\n" for r in rows))
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 class Demo:
@@ -133,7 +127,7 @@ class Demo:
         """Candidate pairs from the SFT policy, labelled by the noisy oracle (training) and the
         noiseless one (held-out pairs for the reward model's accuracy against gold)."""
         from .oracle import gold_reward
-        from ..train import generate
+        from ..labelers import generate
 
         p, cfg = self.plan, self.cfg
         # Fill the budget with as few samples as possible: the fewest pairs per prompt that can,
@@ -229,7 +223,7 @@ class Demo:
               f"KL to SFT {result['kl_to_reference']:.2f}")
 
     def report(self) -> None:
-        from ..eval.report import write_report
+        from .report import write_report
 
         atomic_write_text(self.out / "summary.json", strict_json(self.summary(), indent=2) + "\n")
         write_report(self.out)

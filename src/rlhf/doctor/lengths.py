@@ -111,9 +111,9 @@ def dpo_lengths(cfg, tokenizer) -> Lengths:
     """Comparisons (both sides share the prompt, cut for the longer response, as `tokenize_pair`
     does), or for kto thumbs up/down, each scored with a mismatched partner (twice the tokens)."""
     if cfg.loss == "kto":
-        from ..train.direct_alignment import read_feedback
+        from ..data.formats import read_feedback
 
-        feedback = read_feedback(cfg.data, cfg.skip_bad_rows)
+        feedback = read_feedback(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
         out = Lengths(len(feedback), "completions")
         for f in feedback[:PROFILE_LIMIT]:
             p, c = len(encode_prompt(tokenizer, f.prompt)), len(encode_completion(tokenizer, f.prompt, f.completion))

@@ -1,5 +1,5 @@
 """One real `rlhf ppo` step at learning rate 0: the rollout phase and the update phase of the
-stage (`rlhf.train.ppo.collect`, `rlhf.train.ppo_update.update`) with the real models, on the
+stage (`rlhf.train.ppo.ppo_step`'s sampler, `experience_of` and `update_phase`) with the real models, on the
 first batch of the run.
 
 At lr 0 nothing moves, so the policy that computes the new log-probabilities is the policy that
@@ -17,19 +17,11 @@ import time
 import torch
 
 from .. import runtime
-from ..algos import FixedKLController, kl_estimate
 from ..config import PPOConfig
 from ..data.formats import read_prompts
-from ..data.tokenize import encode_prompt
-from ..models.load import load_policy
-from ..models.reward import disable_dropout
-from ..rollout.attention import use_fp32_attention
-from ..rollout.generate import SamplingConfig
 from ..rollout.logprobs import response_logprobs
-from ..rollout.scorers import load_scorer
 from ..train import loop, ppo
-from ..train.critic import build_critic
-from ..train.ppo_update import ALGORITHMS, loss_mask_of, update
+from ..train.ppo_update import loss_mask_of
 from .checks import FAIL, PASS, WARN, Check
 
 
@@ -45,48 +37,24 @@ class StepResult:
 
 
 def run_step(cfg: PPOConfig) -> StepResult:
-    """Build the stage's models as `rlhf.train.ppo.run` does, then one rollout + update at lr 0."""
+    """Build the stage's models and sampler as `rlhf.train.ppo.run` does, then one rollout + update at lr 0."""
     cfg = dataclasses.replace(cfg, lr=0.0, progress=False)
     runtime.seed_everything(cfg.seed)
     device = runtime.pick_device(cfg.device)
     opts = ppo.resolve_options(cfg)
     autocast = lambda: runtime.autocast(cfg.precision, device)  # noqa: E731
-    actor, tokenizer = load_policy(cfg, device)
-    disable_dropout(actor)
-    reference = ppo.build_reference(cfg, device)
-    for model in (actor, reference):
-        if model is not None:
-            use_fp32_attention(model)
-    scorer = load_scorer(cfg.reward, device, cfg.precision)
-    critic = critic_opt = None
-    if ALGORITHMS[cfg.algo].uses_critic:
-        critic = build_critic(ppo.critic_init_dir(cfg, scorer, tokenizer), tokenizer, cfg.trust_remote_code,
-                              normalize=cfg.normalize_reward).to(device)
-        critic_opt = loop.make_optimizer(critic, dataclasses.replace(cfg, lr=cfg.critic_lr))
-    actor_opt = loop.make_optimizer(actor, cfg)
-    schedulers = [loop.make_scheduler(actor_opt, cfg.warmup_steps, 1, cfg.min_lr_ratio)]
-    kl_coef = FixedKLController(cfg.kl_coef).value
-
-    prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
+    prompts = read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
+    actor, tokenizer, reference = ppo.build_policy(cfg, device)
+    sampler = ppo.build_sampler(cfg, opts, tokenizer, prompts, device)
+    learner = ppo.build_learner(cfg, opts, actor, tokenizer, reference, sampler.scorer, 1, None)
     plan = loop.BatchPlan(len(prompts), cfg.batch_size, cfg.seed)
-    batch = [prompts[i] for i in plan.micro_batch(0)]
-    prompt_ids = [encode_prompt(tokenizer, p)[-(cfg.max_length - cfg.max_new_tokens):] for p in batch]
-    sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
     before = {k: v.detach().clone() for k, v in actor.state_dict().items()}
 
     actor.train()
     t0 = time.perf_counter()
-    exp, _, _ = ppo.collect(actor, reference, critic, scorer, None, tokenizer, batch, prompt_ids, cfg, opts, sampling,
-                            0, autocast)
-
-    def advantages_of(exp):  # as in rlhf.train.ppo.run: the KL in the reward needs log pi_old first
-        kl = kl_estimate(exp.old_logp, exp.ref_logp, opts.kl_estimator) if opts.kl_in_reward else None
-        return ALGORITHMS[cfg.algo].advantages(exp, kl, kl_coef, opts)
-
-    deferred = exp.old_logp is None and opts.kl_in_reward
-    advantages, returns = (None, None) if deferred else advantages_of(exp)
-    stats, _, _ = update(actor, critic, exp, advantages_of if deferred else advantages, returns, kl_coef, actor_opt,
-                         critic_opt, schedulers, opts, autocast, torch.Generator().manual_seed(cfg.seed * 1_000_003))
+    exp = ppo.experience_of(sampler.sample(actor, [prompts[i] for i in plan.micro_batch(0)], 0), learner, cfg, opts,
+                            autocast)
+    stats, _, _ = ppo.update_phase(learner, exp, cfg, opts, learner.kl_ctl.value, 0, autocast)
     seconds = time.perf_counter() - t0
 
     with torch.no_grad(), autocast():  # the policy after the step, in training mode as the update sees it

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import runtime
 from ..models.load import load_tokenizer
-from ..train.inputs import check_inputs
+from .inputs import check_inputs
 from . import arithmetic, lengths, trial
 from .checks import FAIL, INFO, PASS, WARN, Check, failed, share_check, table
 from .roundtrip import round_trip

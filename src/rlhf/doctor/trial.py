@@ -153,7 +153,8 @@ def resume_check(trial: Trial) -> Check:
 
 def resume_skipped() -> Check:
     return Check("kill and resume", INFO, "not run for dpo --online: a killed round leaves per-round state "
-                                          "(round.json, end.pt) that a copied run directory cannot fake")
+                                          "(round.json, pairs, the run's checkpoint after each round) that a "
+                                          "copied run directory cannot fake")
 
 
 def trial_failed(error: BaseException) -> list[Check]:

@@ -1,4 +1,5 @@
-"""The figures of the demo report (`rlhf.eval.report`), drawn with matplotlib's Agg backend.
+"""The figures of the demo report (`rlhf.demo.report`) and of any run's (`rlhf.eval.run_report`), drawn
+with matplotlib's Agg backend.
 
 Each function takes plain data (metric rows, summary dicts, the reward-model report) and a PNG
 path, draws one figure and closes it. Nothing here reads a run directory or knows about HTML.

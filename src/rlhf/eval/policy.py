@@ -208,7 +208,7 @@ def run(cfg) -> Path | str:
     from ..models.load import load_causal_lm, load_tokenizer
     from ..rollout.attention import use_fp32_attention
     from ..rollout.scorers import load_scorer
-    from ..runtime import autocast, pick_device
+    from .. import runtime
 
     if not (cfg.model and cfg.reference and cfg.data and cfg.judge):
         raise ValueError("eval policy needs --model DIR --reference DIR --data PROMPTS --judge SCORER")
@@ -216,7 +216,8 @@ def run(cfg) -> Path | str:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # the "Loading weights" bars of the model loads
-    device = pick_device(cfg.device)
+    rt = runtime.init(cfg, run_dir=False)  # its result is one JSON file (cfg.out), not a run directory
+    device = rt.device
     tokenizer = load_tokenizer(cfg.model)
     compat.check_shared_tokenizer(tokenizer, cfg.reference, "--reference")  # KL is measured token by token
     policy = load_causal_lm(cfg.model).to(device).eval()
@@ -230,7 +231,7 @@ def run(cfg) -> Path | str:
     scorers = {spec: load_scorer(spec, device) for spec in cfg.scorers}
     report = evaluate_policy(policy, reference, tokenizer, prompts, load_scorer(cfg.judge, device), sampling,
                              seed=cfg.seed, batch_size=cfg.batch_size,
-                             autocast=lambda: autocast(cfg.precision, device), scorers=scorers, progress=cfg.progress,
+                             autocast=rt.autocast, scorers=scorers, progress=cfg.progress,
                              max_prompt_tokens=cfg.max_length - cfg.max_new_tokens,
                              reference_key=_weights_key(cfg.reference, cfg.precision, device))
     print(format_report(report, cfg.judge))

@@ -1,19 +1,22 @@
-"""What the demo's report reads, and the one rule for how it writes a number.
+"""What every run report shares: the one rule for how a number is written, the run files it
+reads, and the page around a report (`page`: its HTML head and CSS).
 
-`load_runs` gathers the run directories a demo's summary.json names (metrics, config, eval);
-`format_number` is the text any value from summary.json has on a page, which the report's tests
-rely on; `lookup` reads a dotted path ("steps.0.wall_s") from summary.json.
+`format_number` is the text any value from summary.json has on a page, which the reports' tests
+rely on; `read_rows` reads a run's metrics.jsonl (absent: []); `run_kind` tells which stage a run
+directory holds. Used by `rlhf.eval.run_report` (any stage's run) and by the demo's own report
+(`rlhf.demo.report`).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.files import read_json
+
 MISSING = "–"
-METHODS = ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo")
 
 
 def format_number(value) -> str:
@@ -42,34 +45,6 @@ def format_number(value) -> str:
     return str(value)
 
 
-def lookup(summary: dict, dotted: str):
-    """The value at a dotted path ("ppo.ci_low", "steps.0.wall_s"); KeyError when it is not there."""
-    value = summary
-    for part in dotted.split("."):
-        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        elif isinstance(value, dict) and part in value:
-            value = value[part]
-        else:
-            raise KeyError(dotted)
-    return value
-
-
-@dataclass
-class Run:
-    """One step's run directory, as far as the report needs it."""
-    name: str                 # its `dir` in summary.json, relative to the demo directory
-    path: Path
-    rows: list[dict]          # metrics.jsonl
-    config_text: str | None   # config.yaml as written
-    eval: dict | None         # eval.json (policies)
-    kind: str                 # sft, rm, policy, dpo or other
-
-
-def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def read_rows(path: Path) -> list[dict]:
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     return [json.loads(line) for line in lines if line.strip()]
@@ -77,7 +52,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def run_kind(path: Path, rows: list[dict]) -> str:
     """sft, rm, policy (ppo, rloo, grpo), dpo or other: from the run's summary.json, else its metric keys."""
-    stage = (read_json(path / "summary.json") or {}).get("stage")
+    stage = (read_json(path / "summary.json", missing_ok=True) or {}).get("stage")
     known = {"sft": "sft", "rm": "rm", "reward": "rm", "ppo": "policy", "dpo": "dpo"}
     if stage in known:
         return known[stage]
@@ -86,23 +61,37 @@ def run_kind(path: Path, rows: list[dict]) -> str:
             else "rm" if {"accuracy", "margin"} <= keys else "sft" if path.name.startswith("sft") else "other")
 
 
-def load_runs(demo_dir: Path, summary: dict) -> dict[str, Run]:
-    """Every run directory summary.json names, keyed by its `dir`, in the order of `steps`.
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; max-width: 1120px;
+       margin: 0 auto; padding: 1.5rem 2rem 4rem; line-height: 1.45; }
+h1 { margin-bottom: .2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2rem; margin-top: 2.4rem; }
+.lede { color: #555; margin-top: 0; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .95rem; }
+th, td { padding: .35rem .7rem; border-bottom: 1px solid #e2e2e2; text-align: left; vertical-align: top; }
+th { background: #f4f4f6; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.headline td { font-weight: 600; } .best { background: #e8f5e9; }
+.meta span[data-key] { font-weight: 600; }
+figure { margin: 1.2rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: .9rem; max-width: 900px; }
+.sample { margin: 1rem 0 1.6rem; } .sample .prompt { background: #f4f4f6; padding: .4rem .7rem; }
+.sample table { width: 100%; margin-top: .3rem; } .sample td.text { white-space: pre-wrap; }
+details, p.step { margin: .4rem 0 .4rem 1.1rem; } summary { cursor: pointer; margin-left: -1.1rem; }
+pre { background: #f7f7f9; padding: .6rem .9rem; overflow-x: auto; font-size: .85rem; }
+.note { color: #8a6d3b; }
+"""
 
-    A named directory that does not exist is an error; missing files inside one are not.
-    """
-    named = [(step["dir"], f"steps.{i}.dir") for i, step in enumerate(summary.get("steps", [])) if step.get("dir")]
-    named += [(summary[key]["dir"], f"{key}.dir") for key in ("rm", *METHODS)
-              if isinstance(summary.get(key), dict) and summary[key].get("dir")]
-    named += [(p["dir"], f"frontier.{i}.dir") for i, p in enumerate(summary.get("frontier", [])) if p.get("dir")]
-    runs: dict[str, Run] = {}
-    for rel, where in named:
-        path = demo_dir / rel
-        if not path.is_dir():
-            raise FileNotFoundError(f"summary.json names run directory {rel!r} (at {where}) but {path} does not exist")
-        if rel not in runs:
-            rows = read_rows(path / "metrics.jsonl")
-            config = path / "config.yaml"
-            runs[rel] = Run(rel, path, rows, config.read_text(encoding="utf-8") if config.is_file() else None,
-                            read_json(path / "eval.json"), run_kind(path, rows))
-    return runs
+
+def page(title: str, body: str) -> str:
+    """A whole self-contained page: `title` (escaped) in <title>, the CSS inline, `body` (HTML) inside <body>."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .. import runtime
 from ..config import EvalRMConfig
 from ..data.tokenize import conversation_text
 from ..models.ensemble import EnsembleRewardModel
@@ -200,8 +201,8 @@ def run(cfg: EvalRMConfig) -> Path:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # the "Loading weights" bar of the model load
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    rm = load_reward_model(cfg.model, device=device, precision=cfg.precision, max_length=cfg.max_length or None)
+    rt = runtime.init(cfg, run_dir=False)  # its result is one JSON file, not a run directory
+    rm = load_reward_model(cfg.model, device=rt.device, precision=cfg.precision, max_length=cfg.max_length or None)
     files, margin_parts, reward_parts, length_parts, all_categories, skipped = [], [], [], [], [], 0
     for path in cfg.data_files:
         pairs, categories, bad = read_with_categories(path, cfg.skip_bad_rows)

@@ -1,8 +1,9 @@
 """`rlhf report RUN_DIR`: the HTML report of any run directory, with the demo report's parts.
 
 A demo directory (what `rlhf demo` writes: a summary.json listing its steps) gets the demo's own
-report (`rlhf.eval.report.write_report`). Any single stage's run directory (`rlhf sft`, `rm`,
-`dpo` (offline or --online), `ppo`) gets RUN_DIR/report.html with its figures in RUN_DIR/figures/:
+report, `rlhf.demo.report` (`rlhf report` picks it: `is_demo_run`). Any single stage's run
+directory (`rlhf sft`, `rm`, `dpo` (offline or --online), `ppo`) gets RUN_DIR/report.html with
+its figures in RUN_DIR/figures/:
 
 - the summary: the final figures of summary.json, and why the run stopped early where it did;
 - the over-optimisation guard (online runs): its warnings (step, signal, value, threshold), the
@@ -24,8 +25,8 @@ from pathlib import Path
 
 from . import plots
 from .overopt import SIGNALS
-from .report import _CSS
-from .report_data import format_number, read_json, read_rows, run_kind
+from ..data.files import read_json
+from .report_data import format_number, page, read_rows, run_kind
 
 GUARD_SIGNAL_PANELS = [(f"guard/{name}", name.replace("_", " ")) for name in SIGNALS] + [
     ("guard/score", "guard score (higher: healthier)")]
@@ -44,16 +45,19 @@ def is_demo_dir(summary: dict) -> bool:
     return "stage" not in summary and isinstance(summary.get("steps"), list)
 
 
+def is_demo_run(run_dir: str | Path) -> bool:
+    """True for a demo directory (its report is the demo's own, `rlhf.demo.report`)."""
+    return is_demo_dir(read_json(Path(run_dir) / "summary.json", missing_ok=True) or {})
+
+
 def write_run_report(run_dir: str | Path) -> Path:
-    """Write RUN_DIR/report.html (and RUN_DIR/figures/); returns the page's path."""
+    """Write RUN_DIR/report.html (and RUN_DIR/figures/) for one stage's run; returns the page's path."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a directory: pass a run directory (the --out of a stage or demo)")
-    summary = read_json(run_dir / "summary.json") or {}
+    summary = read_json(run_dir / "summary.json", missing_ok=True) or {}
     if is_demo_dir(summary):
-        from .report import write_report
-
-        return write_report(run_dir)
+        raise ValueError(f"{run_dir} is a demo directory: its report is the demo's (`rlhf report {run_dir}`)")
     rows = read_rows(run_dir / "metrics.jsonl")
     if not rows and not summary:
         raise FileNotFoundError(f"{run_dir} has neither metrics.jsonl nor summary.json: is it a run directory?")
@@ -216,23 +220,12 @@ def render_run(run_dir: Path, rows: list[dict], summary: dict, figures: dict[str
                 f'<h2 id="config">Configuration</h2>\n{config}',
                 f'<h2 id="summary-json">summary.json</h2>\n<pre>{html.escape(json.dumps(summary, indent=2))}</pre>']
     body = "\n\n".join(s for s in sections if s)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{html.escape(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
+    return page(title, f"""<h1>{html.escape(title)}</h1>
 <p class="lede">{html.escape(str(run_dir))} · {len(rows)} logged steps</p>
 <nav><a href="#summary">Summary</a> · <a href="#guard">Guard</a> · <a href="#curves">Training curves</a> ·
 <a href="#samples">Samples</a> · <a href="#config">Configuration</a></nav>
 
-{body}
-</body>
-</html>
-"""
+{body}""")
 
 
 def run(run_dir: str | Path) -> Path:

@@ -12,14 +12,11 @@ annotators and are not exported (`include_gold` writes the gold answers themselv
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rlhf.config.feedback import LabelExportConfig
+from rlhf.data.files import write_jsonl
 from rlhf.feedback import aggregate, repo
 from rlhf.feedback.aggregate import Vote
 from rlhf.feedback.store import open_store
@@ -75,16 +72,6 @@ def export_rows(s: Session, project: Project, cfg: LabelExportConfig) -> list[di
     return rows
 
 
-def write_jsonl(rows: list[dict], out: str | Path) -> Path:
-    """Write rows atomically: a reader never sees half a file."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
-
-
 def run(cfg: LabelExportConfig) -> str:
     sessions = open_store(cfg.db)
     with sessions() as s:
@@ -95,4 +82,4 @@ def run(cfg: LabelExportConfig) -> str:
     if not rows:
         raise ValueError(f"project {cfg.project!r} has no {cfg.format} to export under rule={cfg.rule} "
                          f"(an empty file would stop training anyway)")
-    return f"{write_jsonl(rows, cfg.out)} ({len(rows)} rows)"
+    return f"{write_jsonl(cfg.out, rows)} ({len(rows)} rows)"

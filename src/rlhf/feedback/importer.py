@@ -64,10 +64,7 @@ def parse_row(row: dict):
     if "ranking" in row:
         return rows.ranking(row)
     if "responses" in row:
-        responses = row["responses"]
-        if not isinstance(responses, list) or not responses:
-            raise rows.RowError('"responses" must be a non-empty list of responses')
-        texts = tuple(rows._response(r, f"responses[{i}]") for i, r in enumerate(responses))
+        texts = rows.responses(row)
         models = row.get("models")
         if models is not None and (not isinstance(models, list) or len(models) != len(texts)
                                    or not all(isinstance(m, str) for m in models)):

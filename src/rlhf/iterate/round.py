@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from ..config import DPOConfig, EvalPolicyConfig, IterateConfig, PPOConfig, RewardConfig, load_yaml, to_yaml
+from ..data.files import read_json as _read_json, write_jsonl as _write_jsonl
 from ..runtime import lock
 from ..runtime.files import atomic_write_text, dumps
 from ..runtime.steps import Runner, Step
@@ -40,24 +41,15 @@ from .parent import LINEAGE, POLICY_LINK, Parent, resolve_parent
 RESUME_FIELDS = ("from_run", "project", "db", "method", "rule", "drop_ties", "min_gold_accuracy", "algo", "seed")
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
 def planned_seconds(cfg: IterateConfig, comparisons: int) -> dict:
     """Seconds per step kind, for the time left only: the full demo's rates (rlhf.demo.plan.FULL, a
     5M-parameter model in fp32 on a 2-core EPYC: the reward model 0.1 s and DPO 0.08 s per comparison
     and epoch, RL 0.29 s per response with a critic and 4 update epochs, 0.074 s without, the
     evaluation of policy and reference 0.1 s per prompt, at 48 new tokens) times this round's sizes.
     Another model or machine runs at another pace: the runner rescales by the pace of the steps done."""
-    from ..config.algorithms import ESTIMATORS, estimator_of
+    from ..config.algorithms import ALGORITHMS
 
-    estimator, tokens = ESTIMATORS[estimator_of(cfg.algo)], cfg.max_new_tokens / 48
+    estimator, tokens = ALGORITHMS[cfg.algo], cfg.max_new_tokens / 48
     responses = cfg.rl_steps * cfg.rl_batch_size * (cfg.num_samples or estimator.default_samples)
     return {"export": 0.1, "rm": 0.1 * comparisons * cfg.rm_epochs, "dpo": 0.08 * comparisons * cfg.dpo_epochs,
             "rl": responses * (0.29 if estimator.uses_critic else 0.074) * tokens,

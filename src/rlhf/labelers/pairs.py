@@ -1,19 +1,19 @@
 """Comparisons from sampled responses: each prompt's k responses form k // 2 disjoint pairs, and a
 labeler decides each pair.
 
-A labeler is named by `--label`: a registered name (NAMED_LABELERS, resolved by name so that the
-demo's oracle stays in `rlhf.demo`) or any scorer (`module:function` or a reward-model
-directory), whose higher score wins; a pair the scorer scores equal says nothing about which is
-better, so it is skipped and counted, never labelled as if the first response had won.
+A labeler is named by `--label`: a registered name (`rlhf.labelers.registry`, where `rlhf.demo`
+registers its oracle, which so stays in `rlhf.demo`) or any scorer (`module:function` or a
+reward-model directory), whose higher score wins; a pair the scorer scores equal says nothing
+about which is better, so it is skipped and counted, never labelled as if the first response had
+won.
 """
 
 from __future__ import annotations
 
 from ..data.records import prompt_as_json
 from ..rollout.scorers import load_callable, load_scorer
+from .registry import build_labeler, is_registered
 
-# name -> `module:Class` whose instances take (temperature, seed) and have prefer(prompts, a, b) -> [0 | 1]
-NAMED_LABELERS = {"oracle": "rlhf.demo.oracle:SentimentOracle"}
 # `prefix:SPEC` -> `module:function` taking (SPEC, device) and returning an object with
 # prefer(prompts, a, b) -> [0 | 1 | None (a tie)]: `judge:DIR` or `judge:URL?model=NAME` (the AI judge)
 LABELER_PREFIXES = {"judge": "rlhf.labelers.judge:labeler"}
@@ -21,13 +21,13 @@ LABELER_PREFIXES = {"judge": "rlhf.labelers.judge:labeler"}
 
 def is_named_labeler(label: str) -> bool:
     """True for a registered name (`oracle`) or a registered `prefix:SPEC` (`judge:...`), not a scorer."""
-    return label in NAMED_LABELERS or label.partition(":")[0] in LABELER_PREFIXES
+    return is_registered(label) or label.partition(":")[0] in LABELER_PREFIXES
 
 
 def load_labeler(label: str, oracle_temperature: float, seed: int, device="cpu"):
     """The labeler a registered name or prefix names (see is_named_labeler)."""
-    if label in NAMED_LABELERS:
-        return load_callable(NAMED_LABELERS[label])(oracle_temperature, seed)
+    if is_registered(label):
+        return build_labeler(label, oracle_temperature, seed)
     prefix, _, spec = label.partition(":")
     return load_callable(LABELER_PREFIXES[prefix])(spec, device)
 

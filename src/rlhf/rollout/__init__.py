@@ -1,5 +1,9 @@
 """Online sampling for RL and candidate generation.
 
+- ``sampler``: the seam an RL trainer samples through (``Sampler``: prompts and the policy in,
+  scored samples out); ``kv_sampler`` (the built-in KV cache scored by a reward, DAPO's dynamic
+  sampling) and ``multiturn`` (episodes against an environment) implement it; ``experience``
+  holds the records (``Sampled``, ``Experience``), ``shard`` the rows' placement over processes
 - ``generate``: batched KV-cache sampling -> ``Rollout`` (``generate``, ``SamplingConfig``,
   ``sample_responses``, ``decode_responses``, ``stop_token_ids``)
 - ``logprobs``: log-probabilities and entropies of a Rollout's response tokens under a model

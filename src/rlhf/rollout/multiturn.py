@@ -17,6 +17,9 @@ the boundary of two turns, a token completing a stop string with text after it),
 log-probabilities the update optimises are those of the sampled ids. Only the environment's
 text is tokenised.
 
+`MultiTurnSampler` puts these episodes behind the trainer's seam (`rlhf.rollout.sampler`):
+`rlhf ppo` trains on them as on its own samples, the episode's return as the reward.
+
 `MultiTurnRollout` is a `Rollout` whose response holds every turn after the prompt and whose
 `response_mask` is the loss mask: 1 on policy tokens, 0 on environment tokens. Its
 `attention_mask` uses `token_mask` instead, so a forward pass (`rlhf.rollout.logprobs`) sees the
@@ -35,10 +38,15 @@ import torch
 from torch import Tensor
 
 from ..data.collate import pad_left, pad_right
-from ..data.records import Rollout
+from ..data.records import Prompt, Rollout
 from ..data.tokenize import encode_prompt
+from ..runtime import autocast as precision_autocast
+from ..runtime import dist
 from .envs import Turn
-from .generate import SamplingConfig, generate, stop_token_ids
+from .experience import Sampled
+from .generate import SamplingConfig, generate, hashed_row_seeds, stop_token_ids
+from .sampler import Sampler
+from .shard import global_mean
 
 Environment = Callable[[Sequence[Turn]], tuple]  # history -> (observation text or None, reward)
 
@@ -161,3 +169,39 @@ def _to_record(episodes: list[_Episode], pad_id: int, device) -> MultiTurnRollou
         ended=to(torch.tensor([e.ended for e in episodes])), token_mask=to(token_mask),
         reward=to(torch.tensor([e.reward for e in episodes], dtype=torch.float32)),
         turns=to(torch.tensor([e.turns for e in episodes])), histories=[e.history for e in episodes])
+
+
+class MultiTurnSampler(Sampler):
+    """k episodes of each prompt against `env` (`rollout`), the episode's return as the reward.
+
+    sampling: one policy turn's settings (max_new_tokens per turn); stop_strings end a turn (the
+    end of a tool call); prompts are cut from the left to `max_prompt_tokens`. `episode_stats`
+    (one episode's history -> {name: value}) adds an environment's own figures, each a mean over
+    the episodes (a tool-call rate), to the step's metrics, beside `turns` and `episodes_ended`.
+    Each rank's episodes of a step are seeded by (seed, step, rank): a resumed run samples the same."""
+
+    def __init__(self, tokenizer, env: Environment, sampling: SamplingConfig, k: int, seed: int = 0,
+                 max_turns: int = 4, stop_strings: Sequence[str] = (), max_prompt_tokens: int | None = None,
+                 precision: str = "fp32", episode_stats: Callable[[list], dict] | None = None):
+        self.tokenizer, self.env, self.sampling, self.k, self.seed = tokenizer, env, sampling, k, seed
+        self.max_turns, self.stop_strings, self.max_prompt_tokens = max_turns, tuple(stop_strings), max_prompt_tokens
+        self.precision, self.episode_stats = precision, episode_stats
+
+    def sample(self, policy, prompts: list[Prompt], step: int) -> Sampled:
+        device = next(policy.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(hashed_row_seeds((self.seed, step), [dist.rank()])[0])
+        texts = [p.prompt for p in prompts for _ in range(self.k)]
+        record = rollout(policy, self.tokenizer, texts, self.env, self.sampling, self.max_turns, self.stop_strings,
+                         generator, lambda: precision_autocast(self.precision, device), self.max_prompt_tokens)
+        stats = {"turns": global_mean(record.turns.float()), "episodes_ended": global_mean(record.ended.float())}
+        if self.episode_stats is not None:  # each figure a mean over every rank's episodes
+            per_episode = [self.episode_stats(history) for history in record.histories]
+            stats.update({name: global_mean(torch.tensor([e[name] for e in per_episode], dtype=torch.float64))
+                          for name in per_episode[0]})
+        responses = ["".join(turn.text for turn in history[1:]) for history in record.histories]
+        details = [{"turns": [{"role": t.role, "text": t.text} for t in history]} for history in record.histories]
+        return Sampled(record, texts, [p.answer for p in prompts for _ in range(self.k)], responses, record.reward,
+                       record.reward, stats=stats, details=details)
+
+    def summary(self) -> dict:
+        return {"sampler": "multi-turn", "environment": type(self.env).__name__, "max_turns": self.max_turns}

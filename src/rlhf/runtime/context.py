@@ -136,25 +136,27 @@ class Runtime:
         state = resume_state(self.run_dir)
         if state is None:
             return None
+        missing = [name for name, holder in holders.items() if holder is not None and name not in state]
+        if missing:  # refused before any holder is touched
+            raise ValueError(f"the checkpoint of {self.path} holds no {', '.join(map(repr, missing))}: it was written "
+                             "by another kind of run or an older rlhf; start a new run in another --out")
         for name, holder in holders.items():
-            if holder is None:
-                continue
-            if name not in state:
-                raise ValueError(f"the checkpoint of {self.path} holds no {name!r}: it was written by another "
-                                 "kind of run or an older rlhf; start a new run in another --out")
-            _load_into(holder, state[name], name)
+            if holder is not None:
+                _load_into(holder, state[name], name)
         set_rng_state(state["rng"])
         record_step(state["step"])
         values = {k: v for k, v in state.items() if k not in holders and k not in ("step", "rng", "config", "config_hash")}
         return Resumed(state["step"], values)
 
-    def checkpoint(self, step: int, **holders) -> None:
+    def checkpoint(self, step: int, *, keep: int | None = None, **holders) -> None:
         """checkpoints/step-N with every holder's state and every plain value (rank 0 writes one
-        copy of the replicated state; it resumes with any process count)."""
+        copy of the replicated state; it resumes with any process count). `keep`: the newest
+        checkpoints left on disk (default: the config's keep_checkpoints; 0 keeps all)."""
         if not dist.is_main():
             return
         state = {name: _state_of(value) for name, value in holders.items() if value is not None}
-        save_checkpoint(self.run_dir, step, state, getattr(self.cfg, "keep_checkpoints", 0))
+        keep = getattr(self.cfg, "keep_checkpoints", 0) if keep is None else keep
+        save_checkpoint(self.run_dir, step, state, keep)
 
     def latest_checkpoint(self) -> dict | None:
         """The newest checkpoint's state, unchecked (for a stage that inspects before resuming)."""
@@ -193,9 +195,11 @@ def init(cfg, run_dir: bool | RunDir = True, part_of: RunDir | None = None) -> R
     """The runtime of a stage's run: the seed set, the device chosen (this rank's under a launcher),
     and the run directory checked, locked and holding config.yaml (`run_dir=False`: a stage
     without one, such as an evaluation that writes a single file). Check the inputs before calling
-    it: a refused run leaves no folder behind."""
+    it: a refused run leaves no folder behind. A config without a `seed` (an evaluation that
+    samples nothing) leaves the random state as it is."""
     t_start = time.perf_counter()
-    seed_everything(cfg.seed)
+    if getattr(cfg, "seed", None) is not None:
+        seed_everything(cfg.seed)
     device = pick_device(getattr(cfg, "device", "auto"))
     if run_dir is True:
         run_dir = RunDir(cfg, part_of=part_of)

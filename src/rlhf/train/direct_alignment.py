@@ -13,7 +13,7 @@ from .. import runtime
 from ..algos.preference import LOSSES, PAIRWISE_LOSSES, kto_reference_point
 from ..config import DPOConfig
 from ..data.collate import collate_completions, collate_pairs
-from ..data.formats import DataError, Records, read_binary_feedback, read_comparisons
+from ..data.formats import read_comparisons, read_feedback
 from ..data.records import BinaryFeedback
 from ..data.tokenize import TokenizedPair, mismatched_partners, tokenize_completion, tokenize_pair
 from ..models import compat
@@ -95,26 +95,10 @@ class FeedbackData:
         return batch
 
 
-def read_feedback(path: str, skip_bad_rows: bool) -> list[BinaryFeedback]:
-    """Binary feedback rows; a file of comparisons is split into a desirable chosen and an
-    undesirable rejected completion per pair (as KTO's authors do with paired data)."""
-    try:
-        return read_binary_feedback(path, skip_bad_rows=skip_bad_rows)
-    except DataError as binary_error:
-        try:
-            comparisons = read_comparisons(path, skip_bad_rows=skip_bad_rows)
-        except DataError:
-            raise binary_error from None
-    feedback = Records([fb for c in comparisons for fb in (BinaryFeedback(c.prompt, c.chosen, True),
-                                                           BinaryFeedback(c.prompt, c.rejected, False))])
-    feedback.errors = comparisons.errors
-    return feedback
-
-
 def load_data(cfg: DPOConfig, path: str, tokenizer, skip_bad_rows: bool) -> PairData | FeedbackData:
     """The tokenized training (or eval) data of the stage's loss; `.skipped` counts dropped bad rows."""
     if cfg.loss == "kto":
-        records = read_feedback(path, skip_bad_rows)
+        records = read_feedback(path, skip_bad_rows=skip_bad_rows)
         data = FeedbackData(tokenizer, records, cfg.max_length, cfg.seed)
     else:
         records = read_comparisons(path, skip_bad_rows=skip_bad_rows)
@@ -244,7 +228,8 @@ def kl_prompts(cfg: DPOConfig, skip_bad_rows: bool) -> list:
     if cfg.kl_prompts == 0:
         return []
     path = cfg.eval_data or cfg.data
-    records = read_feedback(path, skip_bad_rows) if cfg.loss == "kto" else read_comparisons(path, skip_bad_rows=skip_bad_rows)
+    read = read_feedback if cfg.loss == "kto" else read_comparisons
+    records = read(path, skip_bad_rows=skip_bad_rows)
     prompts = list(dict.fromkeys(r.prompt for r in records))
     return prompts[: cfg.kl_prompts]
 

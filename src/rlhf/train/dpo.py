@@ -16,12 +16,11 @@ KL to the reference is measured at eval steps and at the end on responses sample
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .. import runtime
 from ..config import DPOConfig
-from ..models.load import load_policy, load_tokenizer, save_pretrained
+from ..models.load import load_policy, load_tokenizer
 from ..rollout.attention import use_fp32_attention
 from . import loop
 from .direct_alignment import Reference, attach_reference, kl_prompts, load_data, make_evaluate, make_loss
@@ -37,22 +36,20 @@ def run(cfg: DPOConfig) -> Path:
         return online_dpo.run(cfg)
     if cfg.model is None or cfg.data is None:
         raise ValueError("dpo needs --model DIR (the SFT policy) and --data FILE of comparisons (kto: binary feedback)")
-    t_start = time.perf_counter()
-    runtime.seed_everything(cfg.seed)
-    device = runtime.pick_device(cfg.device)
     # Inputs first: a broken data file fails in seconds, before the run directory and the model.
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     data = load_data(cfg, cfg.data, tokenizer, cfg.skip_bad_rows)
     eval_data = load_data(cfg, cfg.eval_data, tokenizer, False) if cfg.eval_data else None
-    run_dir = runtime.RunDir(cfg)
+    rt = runtime.init(cfg)
+    device = rt.device
     model, tokenizer = load_policy(cfg, device, tokenizer)
     use_fp32_attention(model)  # CPU only: bf16 attention kernels are slower there (rlhf.rollout.attention)
     pad_id = tokenizer.pad_token_id
     reference = Reference(cfg, model, device)
     ref_ctx = lambda: reference.context(before_training=True)  # noqa: E731  (fit has not started)
-    reference_s, cached = attach_reference(data, "train", cfg, ref_ctx, run_dir, pad_id, device)
+    reference_s, cached = attach_reference(data, "train", cfg, ref_ctx, rt.run_dir, pad_id, device)
     if eval_data is not None:
-        reference_s += attach_reference(eval_data, "eval", cfg, ref_ctx, run_dir, pad_id, device)[0]
+        reference_s += attach_reference(eval_data, "eval", cfg, ref_ctx, rt.run_dir, pad_id, device)[0]
 
     # Length often tracks the label of unpaired feedback, so kto batches are not grouped by length.
     grouped = cfg.group_by_length and cfg.loss != "kto"
@@ -60,12 +57,10 @@ def run(cfg: DPOConfig) -> Path:
     loss_fn = make_loss(cfg)
     evaluate = make_evaluate(cfg, model, tokenizer, loss_fn, eval_data, kl_prompts(cfg, cfg.skip_bad_rows), reference,
                              device)
-    result = loop.fit(runtime.Runtime(cfg, run_dir, device, t_start), model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn,
-                      evaluate=evaluate, desc=f"dpo ({cfg.loss})")
-    final_eval = evaluate()
-    model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
+    result = loop.fit(rt, model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn, evaluate=evaluate,
+                      desc=f"dpo ({cfg.loss})")
     train_figures = {k: v for k, v in result.last_metrics.items() if k not in ("step", "lr", "elapsed_s", "tokens")}
-    run_dir.write_summary({
+    return rt.finish(model, tokenizer, {
         "stage": "dpo",
         "loss_type": cfg.loss,
         **cfg.loss_options,
@@ -74,13 +69,10 @@ def run(cfg: DPOConfig) -> Path:
         "examples": len(data),
         "skipped_rows": data.skipped,
         **{f"train_{k}": v for k, v in train_figures.items() if k != "tokens_per_s"},
-        **final_eval,
+        **evaluate(),
         "reference_s": reference_s,
         "reference_cached": cached,
         "train_tokens": result.tokens,
         "tokens_per_s": result.tokens_per_s,
         "train_wall_s": result.wall_s,
-        "wall_s": time.perf_counter() - t_start,
-        "peak_memory_mb": runtime.peak_memory_mb(device),
     })
-    return model_dir

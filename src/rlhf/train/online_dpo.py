@@ -11,10 +11,13 @@ Each of --rounds rounds:
      as offline `rlhf dpo` does (a fresh AdamW, warm-up and cosine schedule each round).
 
 Each round lives in `OUT/rounds/round-R/`: its labelled pairs (`pairs.jsonl`, comparisons any
-stage reads), its reference cache, its own metrics and checkpoints, and once finished the policy
-weights (`end.pt`; only the newest is kept). --resume first checks that the rounds on disk form
-one run (`resume_point`), then continues the unfinished round from its checkpoint without sampling
-or labelling again. `OUT/metrics.jsonl` holds every round's training
+stage reads), its reference cache, its own metrics and checkpoints, and once finished its figures
+(`round.json`). The run itself checkpoints at round boundaries (`OUT/checkpoints/step-N`, N the
+training steps of the finished rounds; only the newest is kept): the policy's weights, the
+over-optimisation guard and the number of rounds done, through the runtime object like any stage.
+--resume loads that checkpoint (the config checked as every resume checks it), checks that the
+rounds on disk continue it (`check_rounds`), and continues the unfinished round from its own
+checkpoint without sampling or labelling again. `OUT/metrics.jsonl` holds every round's training
 lines, the step counted across rounds, plus one line per round with its labelling figures.
 """
 
@@ -23,28 +26,24 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import os
 import random
 import time
 from pathlib import Path
 
-import torch
-
 from .. import runtime
-from ..runtime.files import atomic_write_text, fsync_dir, notice
+from ..runtime.files import atomic_write_text, notice
 from ..runtime.files import dumps as strict_json
 from ..config import DPOConfig
+from ..data.files import write_jsonl
 from ..data.formats import read_prompts
 from ..data.records import PromptText
 from ..data.tokenize import tokenize_pair
-from ..models.load import load_policy, save_pretrained
+from ..models.load import load_policy
 from ..rollout.attention import use_fp32_attention
 from . import loop
 from .direct_alignment import PairData, Reference, attach_reference, make_evaluate, make_loss
 from .guard_overopt import OverOptGuard, observe_round, save_best, text_sample, write_round_sample
 from .preference_lm import reference_context
-
-END_STATE = "end.pt"
 
 
 # ---------------------------------------------------------------- labelling
@@ -91,37 +90,24 @@ class PairLabeler:
                       "ties_skipped": len(prompts) - len(rows)}
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(strict_json(r) + "\n" for r in rows))
-
-
 def round_finished(round_dir: Path) -> bool:
-    """A round is finished once its round.json holds its training figures (written after end.pt)."""
+    """A round's figures are on disk once its round.json holds its training figures."""
     info = round_dir / "round.json"
     return info.exists() and "steps" in json.loads(info.read_text(encoding="utf-8"))
 
 
-def resume_point(rounds_dir: Path, n_rounds: int) -> tuple[int, Path | None]:
-    """The first round to run and the policy weights to start it from (None: the starting policy).
-
-    Checks first that the rounds on disk form one run: rounds 0..F finished, the newest of them
-    left its weights (end.pt), and no round after F + 1 has started. Anything else is refused
-    before a file is touched, naming what is wrong.
-    """
+def check_rounds(rounds_dir: Path, finished: int, n_rounds: int) -> None:
+    """Refuse to continue a run whose checkpoint says `finished` rounds are done when the rounds on
+    disk do not continue it: more rounds done than --rounds, a finished round without its figures,
+    or a round after the next one already started. Nothing is touched before the refusal."""
     present = sorted(int(d.name.split("-")[1]) for d in rounds_dir.glob("round-*") if d.is_dir())
-    finished = [r for r in present if round_finished(rounds_dir / f"round-{r}")]
-    first = max(finished) + 1 if finished else 0
-    problems = [f"round {r} did not finish although round {first - 1} did" for r in range(first) if r not in finished]
-    end_state = rounds_dir / f"round-{first - 1}" / END_STATE if first else None
-    if end_state is not None and not end_state.exists():
-        problems.append(f"{end_state} (the policy after round {first - 1}) is missing")
-    problems += [f"round {r} started before round {first} finished" for r in present if r > first]
-    if first > n_rounds:
-        problems.append(f"{first} rounds already finished but --rounds is {n_rounds}")
+    problems = [f"{finished} rounds already finished but --rounds is {n_rounds}"] if finished > n_rounds else []
+    problems += [f"round {r} finished but {rounds_dir / f'round-{r}' / 'round.json'} lacks its figures"
+                 for r in range(finished) if not round_finished(rounds_dir / f"round-{r}")]
+    problems += [f"round {r} started before round {finished} finished" for r in present if r > finished]
     if problems:
         raise ValueError(f"cannot resume the online run in {rounds_dir.parent}: " + "; ".join(problems)
                          + ". Nothing was changed.")
-    return first, end_state
 
 
 def round_prompts(prompts: list[PromptText], cfg: DPOConfig, r: int) -> list[PromptText]:
@@ -132,35 +118,35 @@ def round_prompts(prompts: list[PromptText], cfg: DPOConfig, r: int) -> list[Pro
     return [prompts[order[(start + i) % len(order)]] for i in range(cfg.prompts_per_round)]
 
 
-def sample_round(model, tokenizer, prompts: list[PromptText], sampling, cfg: DPOConfig, round_seed: int,
-                 autocast) -> list[list[str]]:
+def sample_round(rt: runtime.Runtime, model, tokenizer, prompts: list[PromptText], sampling,
+                 round_seed: int) -> list[list[str]]:
     """cfg.samples_per_prompt responses to each prompt, as `rollout.generate.sample_responses`
     gives them. With several processes prompt j is sampled on rank j mod N and the responses are
     gathered in prompt order on every rank; each row's noise is seeded by (round seed, its index in
     the round), so the responses do not depend on the process count."""
     generate = importlib.import_module("rlhf.rollout.generate")  # the module (tests replace its sample_responses)
 
-    k, world, rank = cfg.samples_per_prompt, runtime.dist.world_size(), runtime.dist.rank()
+    k, world, rank = rt.cfg.samples_per_prompt, rt.world_size, rt.rank
     mine = list(range(rank, len(prompts), world))
     seeds = generate.hashed_row_seeds((round_seed,), [j * k + s for j in mine for s in range(k)])
     local = generate.sample_responses(model, tokenizer, [prompts[j] for j in mine], sampling, k=k, seed=round_seed,
-                                      batch_size=cfg.sample_batch, autocast=autocast, row_seeds=seeds)
-    shares = runtime.dist.gather_objects(local)
+                                      batch_size=rt.cfg.sample_batch, autocast=rt.autocast, row_seeds=seeds)
+    shares = rt.dist.gather_objects(local)
     return [shares[j % world][j // world] for j in range(len(prompts))]
 
 
-def label_on_main(labeler: PairLabeler, prompts: list[PromptText], responses: list[list[str]],
+def label_on_main(rt: runtime.Runtime, labeler: PairLabeler, prompts: list[PromptText], responses: list[list[str]],
                   seed: int) -> tuple[list[dict], dict, list[float] | None]:
     """(comparison rows, labelling figures, the scorer's scores or None): rank 0 labels (a judge's
     requests are made once) and every rank gets its result, or raises its error."""
     result = None
-    if runtime.dist.is_main():
+    if rt.is_main:
         try:
             rows, info = labeler(prompts, responses, seed)
             result = (rows, info, labeler.scores)
         except Exception as err:  # noqa: BLE001 - re-raised on every rank, so that none waits forever
             result = err
-    result = runtime.dist.broadcast_object(result)
+    result = rt.dist.broadcast_object(result)
     if isinstance(result, Exception):
         raise result
     return result
@@ -175,16 +161,13 @@ def run(cfg: DPOConfig) -> Path:
 
     if cfg.model is None or cfg.data is None:
         raise ValueError("dpo --online needs --model DIR (the SFT policy) and --data FILE of prompts")
-    t_start = time.perf_counter()
-    runtime.seed_everything(cfg.seed)
-    device = runtime.pick_device(cfg.device)
     overopt = OverOptGuard(cfg.guard_window, cfg.guard_patience, cfg.guard_thresholds, cfg.stop_on_overoptimisation,
                            unit="round")  # over-optimisation guard on each round's samples; settings checked first
-    run_dir = runtime.RunDir(cfg)
+    rt = runtime.init(cfg)
+    device = rt.device
     model, tokenizer = load_policy(cfg, device)
     use_fp32_attention(model)  # CPU only: bf16 attention kernels are slower there (rlhf.rollout.attention)
     pad_id = tokenizer.pad_token_id
-    autocast = lambda: runtime.autocast(cfg.precision, device)  # noqa: E731
     prompts = list(dict.fromkeys(p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)))
     labeler = PairLabeler(cfg.labeler, cfg.oracle_temperature, device)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
@@ -192,32 +175,32 @@ def run(cfg: DPOConfig) -> Path:
     loss_fn = make_loss(cfg)
     kl_prompts = prompts[: cfg.kl_prompts] if cfg.eval_data is None else \
         list(dict.fromkeys(p.prompt for p in read_prompts(cfg.eval_data)))[: cfg.kl_prompts]
+    rounds_dir = rt.path / "rounds"
 
-    first = 0
-    if cfg.resume:  # continue after the newest finished round, once the rounds on disk are checked
-        runtime.check_resume_config(runtime.saved_result_config(run_dir.path / "config.yaml"), cfg,
-                                    f"the online run in {run_dir.path}")
-        first, end_state = resume_point(run_dir.path / "rounds", cfg.rounds)
-        if end_state is not None:
-            model.load_state_dict(torch.load(end_state, weights_only=True))
+    def checkpoint(done: list[dict]) -> None:
+        """The run at a round boundary: the policy, the guard, the rounds done (the newest kept)."""
+        rt.checkpoint(sum(info["steps"] for info in done), keep=1, model=model, overopt_guard=overopt,
+                      rounds=len(done))
+
+    # the policy and the guard after the newest finished round, the random state of that moment
+    resumed = rt.resume(model=model, overopt_guard=overopt)
+    first = resumed.get("rounds", 0) if resumed else 0
+    if cfg.resume:
+        check_rounds(rounds_dir, first, cfg.rounds)
         then = f"continuing with round {first + 1}" if first < cfg.rounds else "finishing the run"
-        notice(f"--resume: {first} of {cfg.rounds} rounds of {run_dir.path} finished; {then}")
+        notice(f"--resume: {first} of {cfg.rounds} rounds of {rt.path} finished; {then}")
+    rounds = [json.loads((rounds_dir / f"round-{r}" / "round.json").read_text()) for r in range(first)]
+    if resumed is None:
+        checkpoint(rounds)  # step 0: a run killed in its first round resumes with its config checked
 
-    rounds = []
-    for r in range(cfg.rounds):
-        round_dir = run_dir.path / "rounds" / f"round-{r}"
-        round_cfg = dataclasses.replace(cfg, out=str(round_dir), resume=cfg.resume and r >= first)
-        info_path = round_dir / "round.json"
-        if r < first:  # finished before the resume: only its figures are needed
-            rounds.append(json.loads(info_path.read_text()))
-            observe_round(overopt, r + 1, round_dir)  # the guard replays the rounds it saw
-            if overopt.stop_reason:
-                break
-            continue
+    for r in range(first, cfg.rounds):
+        if overopt.stop_reason:  # --stop-on-overoptimisation: the guard warned on the last round's samples
+            break
+        round_dir = rounds_dir / f"round-{r}"
         t_round = time.perf_counter()
         runtime.record_context(f"round {r + 1}/{cfg.rounds}")
-        round_run = runtime.RunDir(round_cfg, part_of=run_dir)
-        pairs_path = round_dir / "pairs.jsonl"
+        round_rt = rt.part(dataclasses.replace(cfg, out=str(round_dir)))  # resumes (its checkpoint) with the run
+        pairs_path, info_path = round_dir / "pairs.jsonl", round_dir / "round.json"
         labelled_before = pairs_path.exists() and info_path.exists()  # round.json is written after the pairs
         if labelled_before:  # resumed mid-round: never sample and label again
             label_info = json.loads(info_path.read_text())
@@ -225,57 +208,50 @@ def run(cfg: DPOConfig) -> Path:
             these = round_prompts(prompts, cfg, r)
             t0 = time.perf_counter()
             round_seed = cfg.seed * 1000 + r
-            responses = sample_round(model, tokenizer, these, sampling, cfg, round_seed, autocast)
+            responses = sample_round(rt, model, tokenizer, these, sampling, round_seed)
             sample_s = time.perf_counter() - t0
-            rows, label_info, scores = label_on_main(labeler, these, responses, round_seed)
+            rows, label_info, scores = label_on_main(rt, labeler, these, responses, round_seed)
             label_info.update(round=r, pairs=len(rows), sample_s=sample_s, label_s=time.perf_counter() - t0 - sample_s)
             if not rows:
                 raise ValueError(f"round {r}: the labeler preferred no response over another (all ties)")
-            if runtime.dist.is_main():
-                write_rows(pairs_path, rows)
+            if rt.is_main:
+                write_jsonl(pairs_path, rows)
                 if overopt.enabled:
                     write_round_sample(round_dir, text_sample([x for group in responses for x in group], scores,
                                                               tokenizer))
                 atomic_write_text(info_path, strict_json(label_info))
-            runtime.dist.barrier()  # every rank reads the pairs rank 0 wrote
+            rt.dist.barrier()  # every rank reads the pairs rank 0 wrote
         guard_metrics, best = observe_round(overopt, r + 1, round_dir)
         if best and cfg.guard_save_best:  # the policy that sampled this round
-            save_best(model, tokenizer, run_dir.path)
+            save_best(model, tokenizer, rt.path)
         pairs = read_comparisons(pairs_path)
         data = PairData([tokenize_pair(tokenizer, c.prompt, c.chosen, c.rejected, cfg.max_length) for c in pairs])
         if cfg.update_reference:  # the policy as it starts this round is the reference
             ref_ctx = lambda: reference_context(model, model)  # noqa: E731
         else:
             ref_ctx = lambda: reference.context(before_training=r == 0)  # noqa: E731
-        reference_s, _ = attach_reference(data, "train", cfg, ref_ctx, round_run, pad_id, device)
+        reference_s, _ = attach_reference(data, "train", cfg, ref_ctx, round_rt.run_dir, pad_id, device)
         plan = loop.BatchPlan(len(data), min(cfg.batch_size, len(data)), cfg.seed + r,
                               lengths=data.lengths() if cfg.group_by_length else None)
         evaluate = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)
-        result = loop.fit(runtime.Runtime(round_cfg, round_run, device, t_start), model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn,
+        result = loop.fit(round_rt, model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn,
                           evaluate=evaluate, desc=f"online {cfg.loss} round {r + 1}/{cfg.rounds}")
-        if runtime.dist.is_main():
-            save_end_state(model, round_dir / END_STATE)
         info = {**label_info, "steps": result.steps, "train_tokens": result.tokens, "train_s": result.wall_s,
                 "reference_s": reference_s, "train_loss": result.last_metrics.get("loss"),
                 "train_reward_accuracy": result.last_metrics.get("reward_accuracy"),
                 # a resumed round's sampling happened before the resume: count it in
                 "round_s": time.perf_counter() - t_round + (label_info["sample_s"] if labelled_before else 0.0),
                 **guard_metrics}
-        if runtime.dist.is_main():
-            atomic_write_text(info_path, strict_json(info))  # the round is finished from here on
-            for earlier in range(r):  # only the newest finished round's weights are kept
-                (run_dir.path / "rounds" / f"round-{earlier}" / END_STATE).unlink(missing_ok=True)
-        runtime.dist.barrier()
+        if rt.is_main:
+            atomic_write_text(info_path, strict_json(info))
         rounds.append(info)
-        if overopt.stop_reason:  # --stop-on-overoptimisation: the guard warned on this round's samples
-            break
-    if runtime.dist.is_main():  # from the rounds' logs, which rank 0 wrote
-        write_metrics(run_dir, rounds)
+        checkpoint(rounds)  # the round is finished from here on
+        rt.dist.barrier()
+    if rt.is_main:  # from the rounds' logs, which rank 0 wrote
+        write_metrics(rt.run_dir, rounds)
 
-    final_eval = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)()
-    model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
     total = lambda key: sum(info.get(key, 0) for info in rounds)  # noqa: E731
-    run_dir.write_summary({
+    return rt.finish(model, tokenizer, {
         "stage": "dpo",
         "online": True,
         "loss_type": cfg.loss,
@@ -285,18 +261,15 @@ def run(cfg: DPOConfig) -> Path:
         "labels": total("labels"),
         "pairs": total("pairs"),
         "steps": total("steps"),
-        **final_eval,
+        **make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)(),
         "train_tokens": total("train_tokens"),
         "tokens_per_s": total("train_tokens") / max(total("train_s"), 1e-9),
         "train_wall_s": total("train_s"),
         "sample_s": total("sample_s"),
-        "wall_s": time.perf_counter() - t_start,
-        "peak_memory_mb": runtime.peak_memory_mb(device),
         "per_round": rounds,
         "stopped_early": overopt.stop_reason,
         "guard": overopt.summary(),
     })
-    return model_dir
 
 
 def write_metrics(run_dir: runtime.RunDir, rounds: list[dict]) -> None:
@@ -317,13 +290,3 @@ def write_metrics(run_dir: runtime.RunDir, rounds: list[dict]) -> None:
                       **{k: info[k] for k in ("labels", "pairs", "sample_s", "label_s", "sample_score", "ties_skipped")
                          if k in info}, **{k: v for k, v in info.items() if k.startswith("guard/")}})
     run_dir.replace_metrics(lines)
-
-
-def save_end_state(model, path: Path) -> None:
-    """The policy's weights after a round, written atomically and durably."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)

@@ -18,7 +18,6 @@ and so are the gradients and the token counts each loss is divided by.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -41,39 +40,12 @@ from ..algos import (
 )
 from ..config.algorithms import ALGORITHMS as REGISTRY, Algo
 from ..data.records import Rollout
+from ..rollout.experience import Experience  # the record between sampler and update (here for older imports)
 from ..rollout.logprobs import response_logits, response_logprobs
 from ..runtime import dist
 from ..runtime.guard import NonFiniteGuard, advance_schedulers
 from .critic import response_values
 from .ppo_dist import global_masked_mean, global_mean, local_rows
-
-
-@dataclass
-class Experience:
-    """What one rollout phase hands to the update phase."""
-
-    rollout: Rollout  # tokens (B, P+T), masks, sampler log-probs (B, T), ended (B,)
-    old_logp: Tensor | None  # (B, T) log pi_old, recomputed by the training forward (same numerics as the update);
-    # None when the update is a single optimiser step: its own forward is then pi_old, and fills this in
-    ref_logp: Tensor  # (B, T) log pi_ref
-    values: Tensor | None  # (B, T) V(s_t) of the critic at rollout time; None without a critic
-    score: Tensor  # (B,) the sequence reward: normalised, clipped, EOS-penalised scorer output
-    entropy: Tensor | None  # (B, T) entropy of pi_old at each response position (filled like old_logp)
-    prompts: list | None = None  # (B,) the prompt of each row, where the caller keeps them (samples.jsonl)
-
-    @property
-    def mask(self) -> Tensor:
-        return self.rollout.response_mask
-
-    def rows(self, index: Tensor) -> "Experience":
-        """The sub-batch of rows `index` (a minibatch)."""
-        r = self.rollout
-        sub = Rollout(r.prompt_ids[index], r.prompt_mask[index], r.response_ids[index], r.response_mask[index],
-                      r.logprobs[index], r.ended[index])
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
-        prompts = None if self.prompts is None else [self.prompts[i] for i in index.tolist()]
-        return Experience(sub, pick(self.old_logp), self.ref_logp[index], pick(self.values), self.score[index],
-                          pick(self.entropy), prompts)
 
 
 # ---------------------------------------------------------------- forward passes

@@ -7,7 +7,6 @@ text and perplexity is measured on its held-out validation excerpt.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from ..config import PretrainConfig
 from ..data.formats import read_documents
 from ..data.tokenize import count_bytes, tokenize_documents
 from ..eval.metrics import bits_per_byte, perplexity
-from ..models.load import load_causal_lm, load_tokenizer, save_pretrained
+from ..models.load import load_causal_lm, load_tokenizer
 from ..models.tiny import build_model, train_tokenizer
 from ..resources import TINYSTORIES_TRAIN, TINYSTORIES_VALIDATION
 from . import loop
@@ -30,14 +29,13 @@ def _blocks_to_batch(blocks: list[list[int]]) -> dict:
 
 
 def run(cfg: PretrainConfig) -> Path:
-    t_start = time.perf_counter()
-    runtime.seed_everything(cfg.seed)
-    device = runtime.pick_device(cfg.device)
-    run_dir = runtime.RunDir(cfg)
     data_path = cfg.data or TINYSTORIES_TRAIN
     eval_path = cfg.eval_data or (TINYSTORIES_VALIDATION if cfg.data is None else None)
+    # Inputs first: a broken corpus fails in seconds, before the run directory is created.
     documents = [d.text for d in read_documents(data_path, skip_bad_rows=cfg.skip_bad_rows)]
     eval_documents = [d.text for d in read_documents(eval_path)] if eval_path else []
+    rt = runtime.init(cfg)
+    device = rt.device
 
     if cfg.model:
         tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
@@ -62,23 +60,14 @@ def run(cfg: PretrainConfig) -> Path:
         if not eval_blocks:
             return {}
         batches = (_blocks_to_batch(eval_blocks[i : i + cfg.batch_size]) for i in range(0, len(eval_blocks), cfg.batch_size))
-        nll, n = score_nll(model, batches, device, lambda: runtime.autocast(cfg.precision, device))
+        nll, n = score_nll(model, batches, device, rt.autocast)
         return {"eval_loss": nll / n, "eval_perplexity": perplexity(nll, n), "eval_bits_per_byte": bits_per_byte(nll, eval_bytes)}
 
-    result = loop.fit(
-        runtime.Runtime(cfg, run_dir, device, t_start),
-        model,
-        lambda i: _blocks_to_batch([blocks[j] for j in plan.micro_batch(i)]),
-        plan,
-        dense_lm_loss_sum,
-        evaluate=evaluate,
-        forward_model=forward_model,
-        desc="pretrain",
-    )
+    result = loop.fit(rt, model, lambda i: _blocks_to_batch([blocks[j] for j in plan.micro_batch(i)]), plan,
+                      dense_lm_loss_sum, evaluate=evaluate, forward_model=forward_model, desc="pretrain")
     final_eval = evaluate()
-    model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
-    samples = write_samples(model, tokenizer, eval_documents or documents, run_dir.path / "samples.md", cfg, device)
-    summary = {
+    samples = write_samples(rt, model, tokenizer, eval_documents or documents)
+    return rt.finish(model, tokenizer, {
         "stage": "pretrain",
         "steps": result.steps,
         "skipped_steps": result.skipped_steps,  # non-finite loss or gradient: update skipped
@@ -90,17 +79,15 @@ def run(cfg: PretrainConfig) -> Path:
         "vocab_size": len(tokenizer),
         "tokens_per_s": result.tokens_per_s,
         "train_wall_s": result.wall_s,
-        "wall_s": time.perf_counter() - t_start,
-        "peak_memory_mb": runtime.peak_memory_mb(device),
         "samples": samples,
-    }
-    run_dir.write_summary(summary)
-    return model_dir
+    })
 
 
 @torch.no_grad()
-def write_samples(model, tokenizer, documents: list[str], path: Path, cfg: PretrainConfig, device) -> list[dict]:
-    """Sample continuations of a few story openings (first words of held-out documents)."""
+def write_samples(rt: runtime.Runtime, model, tokenizer, documents: list[str]) -> list[dict]:
+    """Sample continuations of a few story openings (first words of held-out documents) into
+    OUT/samples.md."""
+    cfg, device, path = rt.cfg, rt.device, rt.path / "samples.md"
     openings = [" ".join(d.split()[:6]) for d in documents if len(d.split()) > 12][: cfg.num_samples]
     generator_seed = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
@@ -115,6 +102,6 @@ def write_samples(model, tokenizer, documents: list[str], path: Path, cfg: Pretr
         continuation = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
         samples.append({"prompt": opening, "continuation": continuation})
         lines.append(f"\n**{opening}**{continuation}\n")
-    if runtime.dist.is_main():  # every rank samples the same; one writes
+    if rt.is_main:  # every rank samples the same; one writes
         path.write_text("".join(lines), encoding="utf-8")
     return samples

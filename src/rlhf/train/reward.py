@@ -16,7 +16,6 @@ normalise; `summary.json` has them too, with the training and held-out accuracy.
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from ..data.collate import collate_rewards, pack_rewards
 from ..data.formats import read_comparisons, read_preferences
 from ..data.records import Comparison
 from ..data.tokenize import RewardExample, tokenize_for_reward
-from ..models.load import save_pretrained
 from ..models.reward import (
     RewardModel,
     disable_dropout,
@@ -162,16 +160,16 @@ def run(cfg: RewardConfig) -> Path:
 def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Path:
     """One reward model: the whole `rlhf rm` run of the module docstring; `part_of` is the run
     directory of the ensemble this model is a member of."""
-    t_start = time.perf_counter()
-    init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
-    runtime.seed_everything(init_seed)  # before the model: the new value head is drawn from it
-    device = runtime.pick_device(cfg.device)
     # Inputs first: a broken data file fails in seconds, before the run directory and the model.
     records = read_preferences(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     eval_records = read_comparisons(cfg.eval_data) if cfg.eval_data else []
-    run_dir = runtime.RunDir(cfg, part_of=part_of)
-    model, tokenizer, input_format = build_model(cfg, device)
+    rt = runtime.init(cfg, part_of=part_of)
+    device = rt.device
+    init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
     if init_seed != cfg.seed:  # a shared head (WARM's members), then this member's own random stream
+        runtime.seed_everything(init_seed)
+    model, tokenizer, input_format = build_model(cfg, device)  # the new value head is drawn here
+    if init_seed != cfg.seed:
         runtime.seed_everything(cfg.seed)
     pad_id = tokenizer.pad_token_id
     packing = cfg.packing and supports_packing(model)  # encoders attend both ways: rows cannot be shared
@@ -181,19 +179,17 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
     lengths = [max(len(r.input_ids) for r in p.responses) for p in preferences]
     plan = loop.BatchPlan(len(preferences), cfg.batch_size, cfg.seed, lengths=lengths if cfg.group_by_length else None)
     batch_at = lambda i: make_batch([preferences[j] for j in plan.micro_batch(i)], pad_id, packing, cfg.max_length)  # noqa: E731
-    precision = "bf16" if cfg.precision == "bf16" and runtime.bf16_supported(device) else "fp32"
 
     probe = {}
     if cfg.head_init == "probe":  # deterministic, so a resumed run recomputes the same head (then loads its checkpoint)
         chunks = [preferences[i : i + 4 * cfg.batch_size] for i in range(0, len(preferences), 4 * cfg.batch_size)]
         batches = [runtime.to_device(make_batch(c, pad_id, packing, cfg.max_length), device) for c in chunks]
         probe = fit_linear_probe(model, batches, preference_loss_from_rewards, pad_id, cfg.probe_l2,
-                                 runtime.autocast(cfg.precision, device),
-                                 progress=cfg.progress and runtime.dist.is_main())
+                                 rt.autocast(), progress=cfg.progress and rt.is_main)
     model = add_lora(model, cfg).to(device)
 
     eval_pairs = tokenize(eval_records) if eval_records else []
-    scorer = RewardModel(model, tokenizer, input_format, cfg.max_length, device=device, precision=precision,
+    scorer = RewardModel(model, tokenizer, input_format, cfg.max_length, device=device, precision=rt.precision,
                          context_turns=cfg.context_turns)
 
     def pair_rewards(pairs: list[TokenizedPreference]) -> torch.Tensor:
@@ -209,7 +205,7 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
                 "eval_loss": float(bradley_terry(rewards[:, 0], rewards[:, 1], margins)),
                 "eval_margin": float((rewards[:, 0] - rewards[:, 1]).mean())}
 
-    result = loop.fit(runtime.Runtime(cfg, run_dir, device, t_start), model, batch_at, plan, preference_loss_sum, evaluate=evaluate, desc="rm")
+    result = loop.fit(rt, model, batch_at, plan, preference_loss_sum, evaluate=evaluate, desc="rm")
     final_eval = evaluate()
 
     # Reward statistics on the training data, stored with the model for later normalisation. A
@@ -226,8 +222,7 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
     pair_starts = starts[[i for i, p in enumerate(measured) if p.is_pair]]
     train_accuracy = pair_accuracy(train_rewards[torch.stack([pair_starts, pair_starts + 1], 1)]) if len(pair_starts) else None
     record_reward_stats(model, mean, std, cfg.max_length, cfg.context_turns)
-    model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
-    run_dir.write_summary({
+    return rt.finish(model, tokenizer, {
         "stage": "rm",
         "steps": result.steps,
         "skipped_steps": result.skipped_steps,  # non-finite loss or gradient: update skipped
@@ -250,10 +245,7 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
         "train_tokens": result.tokens,
         "tokens_per_s": result.tokens_per_s,
         "train_wall_s": result.wall_s,
-        "wall_s": time.perf_counter() - t_start,
-        "peak_memory_mb": runtime.peak_memory_mb(device),
     })
-    return model_dir
 
 
 def run_members(cfg: RewardConfig) -> Path:
@@ -265,21 +257,18 @@ def run_members(cfg: RewardConfig) -> Path:
     from . import reward_ensemble
 
     runtime.dist.require_single_process("rlhf rm --ensemble/--warm")  # members are trained one after another
-    t_start = time.perf_counter()
-    run_dir = runtime.RunDir(cfg)
-    members = reward_ensemble.train_members(cfg, run_dir, train_single)
+    rt = runtime.init(cfg)
+    members = reward_ensemble.train_members(cfg, rt.run_dir, train_single)
     member_dirs = [model_dir for model_dir, _ in members]
-    device = runtime.pick_device(cfg.device)
-    precision = "bf16" if cfg.precision == "bf16" and runtime.bf16_supported(device) else "fp32"
-    kind = "ensemble" if cfg.ensemble else "warm"
     stats = {}
     if cfg.ensemble:
-        model_dir = save_ensemble(member_dirs, run_dir.model_dir, {"seeds": [cfg.seed + i for i in range(cfg.ensemble)]})
+        model_dir = save_ensemble(member_dirs, rt.run_dir.model_dir,
+                                  {"seeds": [cfg.seed + i for i in range(cfg.ensemble)]})
     else:
         model, tokenizer, input_format = reward_ensemble.average_members(member_dirs, cfg.trust_remote_code)
-        model = model.to(device)
+        model = model.to(rt.device)
         # The averaged model's rewards on the training data: its own statistics for normalisation.
-        scorer = RewardModel(model, tokenizer, input_format, cfg.max_length, device=device, precision=precision,
+        scorer = RewardModel(model, tokenizer, input_format, cfg.max_length, device=rt.device, precision=rt.precision,
                              context_turns=cfg.context_turns)
         records = read_preferences(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
         if 0 < cfg.stats_examples < len(records):  # the same seeded sample a single model measures on
@@ -289,19 +278,19 @@ def run_members(cfg: RewardConfig) -> Path:
         stats = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
                  "member_weight_distance": reward_ensemble.weight_distance(member_dirs)}
         record_reward_stats(model, stats["reward_mean"], stats["reward_std"], cfg.max_length, cfg.context_turns)
-        model_dir = save_pretrained(model, tokenizer, run_dir.model_dir)
+        model_dir = runtime.save_pretrained(model, tokenizer, rt.run_dir.model_dir)
     final_eval = {}
-    if cfg.eval_data:
-        rm = load_reward_model(model_dir, device=device, precision=precision)
+    if cfg.eval_data:  # the result as a later stage loads it
+        rm = load_reward_model(model_dir, device=rt.device, precision=rt.precision)
         final_eval = reward_ensemble.pair_accuracy_on(rm, read_comparisons(cfg.eval_data))
-    run_dir.truncate_logs(0)  # a resumed run writes its member lines again
+    rt.run_dir.truncate_logs(0)  # a resumed run writes its member lines again
     for row in reward_ensemble.member_metrics(members):
-        run_dir.log(row)
-    run_dir.write_summary({
-        "stage": "rm", "kind": kind, "members": [summary for _, summary in members],
+        rt.run_dir.log(row)
+    # model/ is written above (the held-out figures are read from it): finish adds summary.json
+    rt.finish(None, None, {
+        "stage": "rm", "kind": "ensemble" if cfg.ensemble else "warm", "members": [summary for _, summary in members],
         "steps": sum(summary.get("steps", 0) for _, summary in members),
         "member_eval_accuracy": [summary.get("eval_accuracy") for _, summary in members],
         **stats, **final_eval,
-        "wall_s": time.perf_counter() - t_start, "peak_memory_mb": runtime.peak_memory_mb(device),
     })
     return model_dir

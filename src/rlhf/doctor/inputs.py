@@ -1,6 +1,7 @@
 """Every input a command names, checked before its stage is imported or anything is written.
 
-`check_inputs(command, cfg)` (called by `rlhf.cli.main`) raises the first problem it finds:
+`check_inputs(command, cfg)` (called by `rlhf.cli.main` before any stage, and by `rlhf doctor`)
+raises the first problem it finds:
 
 1. data: each file the config names is read with the stage's own reader, so a bad row is
    reported as `file:line: problem` (with --skip-bad-rows, bad rows are dropped as the stage
@@ -21,21 +22,8 @@ import dataclasses
 import logging
 from typing import Callable
 
-from ..data.formats import (DataError, read_binary_feedback, read_comparisons, read_demonstrations, read_documents,
-                            read_preferences, read_prompts)
-
-
-def read_feedback_or_comparisons(path, *, skip_bad_rows: bool = False):
-    """KTO's data, read as `rlhf dpo --loss kto` reads it: binary feedback, else comparisons (which
-    the stage splits into thumbs up and down)."""
-    try:
-        return read_binary_feedback(path, skip_bad_rows=skip_bad_rows)
-    except DataError as binary_error:
-        try:
-            return read_comparisons(path, skip_bad_rows=skip_bad_rows)
-        except DataError:
-            raise binary_error from None
-
+from ..data.formats import (read_comparisons, read_demonstrations, read_documents, read_feedback, read_preferences,
+                            read_prompts)
 
 # command -> {data field: the reader its stage reads it with}
 DATA_READERS: dict[str, dict[str, Callable]] = {
@@ -69,7 +57,7 @@ def dpo_readers(cfg) -> dict[str, Callable]:
     if cfg.online:
         return {"data": read_prompts, "eval_data": read_prompts}
     if cfg.loss == "kto":
-        return {"data": read_feedback_or_comparisons, "eval_data": read_feedback_or_comparisons}
+        return {"data": read_feedback, "eval_data": read_feedback}  # as `rlhf dpo --loss kto` reads them
     return DATA_READERS["dpo"]
 
 

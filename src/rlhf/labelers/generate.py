@@ -14,26 +14,25 @@ Every stage that reads comparisons (rm, dpo) reads the labelled file as it is.
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 from .. import runtime
 from ..config import GenerateConfig
+from ..data.files import write_jsonl
 from ..data.formats import read_prompts
 from ..data.tokenize import encode_prompt
 from ..data.records import prompt_as_json
-from ..labelers.pairs import label_pairs
 from ..models.load import load_causal_lm, load_tokenizer
 from ..rollout.attention import use_fp32_attention
 from ..rollout.generate import SamplingConfig, sample_responses
+from .pairs import label_pairs
 
 
 def run(cfg: GenerateConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("generate needs --model DIR (the policy to sample from) and --data PROMPTS")
-    start = time.perf_counter()
-    device = runtime.pick_device(cfg.device)
+    rt = runtime.init(cfg, run_dir=False)  # its result is one file (cfg.out), not a run directory
+    device = rt.device
     prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
     if cfg.max_prompts:
         prompts = prompts[: cfg.max_prompts]
@@ -48,7 +47,7 @@ def run(cfg: GenerateConfig) -> Path:
         raise ValueError(f"{len(too_long)} prompts are longer than max_length - max_new_tokens = {budget} tokens "
                          f"(first: row {too_long[0] + 1}); raise --max-length or shorten them")
     responses = sample_responses(model, tokenizer, prompts, sampling, k=cfg.num_samples, seed=cfg.seed,
-                                 batch_size=cfg.batch_size, autocast=lambda: runtime.autocast(cfg.precision, device))
+                                 batch_size=cfg.batch_size, autocast=rt.autocast)
     ties = 0
     if cfg.label:
         rows, ties = label_pairs(prompts, responses, cfg.label, cfg.oracle_temperature, cfg.seed, device)
@@ -56,12 +55,8 @@ def run(cfg: GenerateConfig) -> Path:
             raise ValueError(f"--label {cfg.label} scored every pair equal ({ties} ties): no comparison to write")
     else:
         rows = [{"prompt": prompt_as_json(p), "responses": rs} for p, rs in zip(prompts, responses)]
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
+    out = write_jsonl(cfg.out, rows)
     skipped = f" ({ties} tied pairs skipped: the labeler preferred neither)" if ties else ""
     print(f"rlhf generate: {len(prompts)} prompts x {cfg.num_samples} samples -> {len(rows)} rows{skipped} "
-          f"in {time.perf_counter() - start:.1f}s")
+          f"in {rt.elapsed():.1f}s")
     return out

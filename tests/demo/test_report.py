@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.eval.report import format_number, load_runs, lookup, render, write_report
+from rlhf.demo.report import format_number, load_runs, lookup, render, write_report
 
 SCRIPT = "<script>alert(1)</script>"
 POLICY_RUNS = ["ppo-kl0.02", "ppo-kl0.05", "ppo-kl0.1", "rloo", "grpo"]

@@ -24,11 +24,12 @@ outputs included, goes through html.escape.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
-from . import plots
-from .report_data import METHODS, MISSING, Run, format_number, load_runs, lookup, read_json
+from ..eval import plots
+from ..data.files import read_json
+from ..eval.report_data import MISSING, format_number, page
+from .report_runs import METHODS, Run, load_runs, lookup, read_summary
 
 __all__ = ["METHODS", "MISSING", "Run", "format_number", "load_runs", "lookup", "render", "write_report"]
 
@@ -65,26 +66,6 @@ def draw_figures(demo_dir: Path, summary: dict, runs: dict[str, Run], eval_gold:
 
 
 # ---------------------------------------------------------------- HTML
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; max-width: 1120px;
-       margin: 0 auto; padding: 1.5rem 2rem 4rem; line-height: 1.45; }
-h1 { margin-bottom: .2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2rem; margin-top: 2.4rem; }
-.lede { color: #555; margin-top: 0; }
-table { border-collapse: collapse; margin: .8rem 0; font-size: .95rem; }
-th, td { padding: .35rem .7rem; border-bottom: 1px solid #e2e2e2; text-align: left; vertical-align: top; }
-th { background: #f4f4f6; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.headline td { font-weight: 600; } .best { background: #e8f5e9; }
-.meta span[data-key] { font-weight: 600; }
-figure { margin: 1.2rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { color: #555; font-size: .9rem; max-width: 900px; }
-.sample { margin: 1rem 0 1.6rem; } .sample .prompt { background: #f4f4f6; padding: .4rem .7rem; }
-.sample table { width: 100%; margin-top: .3rem; } .sample td.text { white-space: pre-wrap; }
-details, p.step { margin: .4rem 0 .4rem 1.1rem; } summary { cursor: pointer; margin-left: -1.1rem; }
-pre { background: #f7f7f9; padding: .6rem .9rem; overflow-x: auto; font-size: .85rem; }
-.note { color: #8a6d3b; }
-"""
-
 
 def _keyed(summary: dict, dotted: str, tag: str = "span", css: str = "") -> str:
     """`<tag data-key=...>format_number(value)</tag>`, or a plain "–" where summary.json lacks the path."""
@@ -264,15 +245,7 @@ def render(summary: dict, runs: dict[str, Run], figures: dict[str, str], eval_go
                 _reward_model_section(summary, figures, eval_gold), _curves_section(figures),
                 _samples_section(summary, runs, max_samples), _config_section(summary, runs)]
     body = "\n\n".join(sections)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>RLHF demo report</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>RLHF demo report</h1>
+    return page("RLHF demo report", f"""<h1>RLHF demo report</h1>
 <p class="lede">Continue a story opening so that it is positive. A scripted sentiment oracle labels
 preference pairs (with human-like noise) to train a reward model; SFT is then optimised with PPO, RLOO,
 GRPO and DPO, and every policy is judged by the same oracle without noise (the gold reward).</p>
@@ -284,24 +257,23 @@ GRPO and DPO, and every policy is judged by the same oracle without noise (the g
 {body}
 
 <p class="lede" style="margin-top:3rem">Numbers: 3 decimals below 10, 2 below 100, 1 below 1000, none above;
-"–" where a figure is missing.</p>
-</body>
-</html>
-"""
+"–" where a figure is missing.</p>""")
 
 
 def write_report(demo_dir: Path, max_samples: int = 6) -> Path:
     """Write demo_dir/report.html and its figures under demo_dir/figures/; returns the page's path."""
     demo_dir = Path(demo_dir)
-    summary_path = demo_dir / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"no summary.json in {demo_dir}: run `rlhf demo` first")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary = read_summary(demo_dir, "rlhf demo")
     runs = load_runs(demo_dir, summary)
     rm = summary.get("rm") if isinstance(summary.get("rm"), dict) else {}
     gold_path = demo_dir / rm["eval_gold"] if rm.get("eval_gold") else demo_dir / rm.get("dir", "rm") / "eval_gold.json"
-    eval_gold = read_json(gold_path)
+    eval_gold = read_json(gold_path, missing_ok=True)
     figures = draw_figures(demo_dir, summary, runs, eval_gold)
     out = demo_dir / "report.html"
     out.write_text(render(summary, runs, figures, eval_gold, max_samples), encoding="utf-8")
     return out
+
+
+def run(demo_dir: str | Path) -> Path:
+    """`rlhf report DEMO_DIR`."""
+    return write_report(Path(demo_dir))

@@ -133,7 +133,7 @@ def test_revise_samples_principles_from_the_constitution_by_seed(server, tmp_pat
 
 
 def test_default_constitution_ships_with_the_package():
-    from rlhf.train.judge import load_constitution
+    from rlhf.labelers.judge_command import load_constitution
 
     principles = load_constitution("default")
     assert len(principles) >= 4 and all(p["critique"] and p["revision"] for p in principles)

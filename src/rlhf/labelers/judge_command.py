@@ -29,9 +29,10 @@ from .. import runtime
 from ..config import JudgeConfig, JudgeReviseConfig
 from ..config.judge import DEFAULT_CONSTITUTION
 from ..data import formats, rows
+from ..data.files import write_jsonl
 from ..data.records import PromptText, prompt_as_json
-from ..labelers.judge import build_judge, parse_critique, parse_revision, render_prompt, summary
 from ..runtime.files import atomic_write_text
+from .judge import build_judge, parse_critique, parse_revision, render_prompt, summary
 
 
 def read_responses(path: str, skip_bad_rows: bool) -> list[tuple[PromptText, tuple[str, ...]]]:
@@ -39,10 +40,7 @@ def read_responses(path: str, skip_bad_rows: bool) -> list[tuple[PromptText, tup
 
     def parse(row: dict):
         if "responses" in row:
-            responses = row["responses"]
-            if not isinstance(responses, list) or not responses:
-                raise rows.RowError('"responses" must be a non-empty list of responses')
-            return rows._prompt(row.get("prompt")), tuple(rows._response(r, f"responses[{i}]") for i, r in enumerate(responses))
+            return rows._prompt(row.get("prompt")), rows.responses(row)
         if "completion" in row:
             demo = rows.demonstration(row)
             return demo.prompt, (demo.completion,)
@@ -59,11 +57,6 @@ def _judge(cfg, out: Path):
                        cfg.on_malformed, cfg.max_new_tokens, device)
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
 def judge_pairs(cfg: JudgeConfig) -> Path:
     start, out = time.perf_counter(), Path(cfg.out)
     data = read_responses(cfg.data, cfg.skip_bad_rows)
@@ -75,7 +68,7 @@ def judge_pairs(cfg: JudgeConfig) -> Path:
     picks = judge.prefer([p for p, _, _ in pairs], [a for _, a, _ in pairs], [b for _, _, b in pairs])
     records = [{"prompt": prompt_as_json(p), "chosen": a if pick == 0 else b, "rejected": b if pick == 0 else a}
                for (p, a, b), pick in zip(pairs, picks) if pick is not None]
-    _write_jsonl(out, records)
+    write_jsonl(out, records)
     stats = {"pairs": len(pairs), "comparisons": len(records), "ties": len(pairs) - len(records),
              "template": cfg.template, **summary(judge), "seconds": round(time.perf_counter() - start, 3)}
     atomic_write_text(out.with_name(out.name + ".summary.json"), json.dumps(stats, indent=2) + "\n")
@@ -120,10 +113,10 @@ def revise(cfg: JudgeReviseConfig) -> Path:
                                           for i in asked], parse_revision, [names[i] for i in asked],
                           '"Revision:" followed by the revised response')
     revised = [(items[i][0], items[i][1], rev) for i, rev in zip(asked, revisions) if rev is not None]
-    _write_jsonl(out, [{"prompt": prompt_as_json(p), "completion": rev} for p, _, rev in revised])
+    write_jsonl(out, [{"prompt": prompt_as_json(p), "completion": rev} for p, _, rev in revised])
     comparisons = [{"prompt": prompt_as_json(p), "chosen": rev, "rejected": orig} for p, orig, rev in revised if rev != orig]
     if cfg.pairs:
-        _write_jsonl(Path(cfg.pairs), comparisons)
+        write_jsonl(cfg.pairs, comparisons)
     stats = {"responses": len(items), "revisions": len(revised), "unchanged": len(revised) - len(comparisons),
              "principles": {c.get("name", str(n)): sum(d is c for d in drawn) for n, c in enumerate(principles)},
              **summary(judge), "seconds": round(time.perf_counter() - start, 3)}
