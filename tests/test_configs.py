@@ -1,4 +1,4 @@
-"""The recipes in configs/ load into their stage's config, run, and are the ones the README cites."""
+"""The recipes in configs/ load into their stage's config, run, and are the ones the README and docs cite."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def test_every_recipe_loads_into_its_stage_config(path):
     assert cfg.model is None and cfg.data is None  # model, data and out come from the command line
 
 
-def test_the_readme_cites_only_recipes_that_exist():
-    cited = set(re.findall(r"configs/([\w.-]+\.yaml)", (ROOT / "README.md").read_text(encoding="utf-8")))
+def test_the_readme_and_docs_cite_only_recipes_that_exist():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    cited = set(re.findall(r"configs/([\w.-]+\.yaml)", "".join(p.read_text(encoding="utf-8") for p in pages)))
     assert cited and cited <= {p.name for p in CONFIGS}
 
 

@@ -20,7 +20,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-# Lowest first. README's "Architecture" section draws the same table.
+# Lowest first. docs/architecture.md draws the same table (tests/test_docs.py checks it).
 LAYERS = {
     "rlhf.algos": 0,
     "rlhf.config": 0,
