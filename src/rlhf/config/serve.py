@@ -22,7 +22,9 @@ class ServeConfig:
     model: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()  # (required) model directories (Hugging Face format), each DIR or NAME=DIR; repeat --model for several
     db: str = ""  # feedback store (SQLite path or URL, e.g. feedback.db): serves the chat page at /chat and keeps its feedback; "" = no page
     project: str = "chat"  # the chat page's feedback goes to projects PROJECT-thumbs and PROJECT-pairs (`rlhf label export --project`)
-    host: str = "127.0.0.1"  # interface to listen on; 0.0.0.0 exposes the server to the network
+    host: str = "127.0.0.1"  # interface to listen on; 0.0.0.0 exposes the server to the network (then an API key is required)
+    api_key_env: str = ""  # environment variable holding the API key(s), comma-separated: /v1/ requests need `Authorization: Bearer KEY`; "" = no key
+    allow_unauthenticated: bool = False  # serve a non-loopback --host without an API key (anyone who reaches the port may use it)
     port: int = 8000  # TCP port
     engine: Literal["continuous", "serial"] = "continuous"  # continuous: batch concurrent requests; serial: one at a time with transformers' generate (the baseline)
     max_batch: int = 64  # sequences decoded together at most per model (continuous engine)

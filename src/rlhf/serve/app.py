@@ -78,6 +78,10 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
     async def internal_error(request: Request, err: Exception):
         return error_response(500, f"internal error: {type(err).__name__}: {err}", kind="server_error")
 
+    @app.get("/health")
+    async def health():  # the models load before the app exists: serving means ready
+        return {"status": "ok", "models": sorted(models)}
+
     @app.get("/v1/models")
     async def list_models():
         return {"object": "list", "data": [{"id": m.name, "object": "model", "created": m.created,

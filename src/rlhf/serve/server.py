@@ -10,6 +10,7 @@ from ..config.serve import ServeConfig
 from ..models.load import load_causal_lm, load_tokenizer, resolve_model_dir
 from ..rollout.generate import stop_token_ids
 from .app import ServedModel, create_app
+from .auth import ApiKeyGate, is_loopback, keys_from_env
 from .engine import ENGINES
 
 
@@ -53,15 +54,30 @@ def load_models(cfg: ServeConfig) -> dict[str, ServedModel]:
     return served
 
 
+def api_keys(cfg: ServeConfig) -> tuple[str, ...]:
+    """The keys `/v1/` requests must carry (none without --api-key-env). A non-loopback --host
+    without a key is refused unless --allow-unauthenticated: the API would be open to the network."""
+    keys = keys_from_env(cfg.api_key_env) if cfg.api_key_env else ()
+    if not keys and not is_loopback(cfg.host) and not cfg.allow_unauthenticated:
+        raise ValueError(f"--host {cfg.host} exposes the API to the network without an API key: pass --api-key-env NAME "
+                         "(an environment variable holding the key clients send as 'Authorization: Bearer KEY'), or "
+                         "--allow-unauthenticated to serve it open")
+    return keys
+
+
 def build_app(cfg: ServeConfig):
     """The FastAPI app with its models loaded; `app.state.models` holds them (close their engines when done)."""
+    keys = api_keys(cfg)  # before the models load: a refused start takes no time
     sessions = None
     if cfg.db:
         from ..feedback.store import open_store
 
         sessions = open_store(cfg.db)
-    return create_app(load_models(cfg), default_max_tokens=cfg.max_tokens, max_n=cfg.max_n,
-                      max_body_bytes=int(cfg.max_body_mb * 2**20), sessions=sessions, project=cfg.project)
+    app = create_app(load_models(cfg), default_max_tokens=cfg.max_tokens, max_n=cfg.max_n,
+                     max_body_bytes=int(cfg.max_body_mb * 2**20), sessions=sessions, project=cfg.project)
+    if keys:
+        app.add_middleware(ApiKeyGate, keys=keys)
+    return app
 
 
 def run(cfg: ServeConfig) -> str:
@@ -70,7 +86,9 @@ def run(cfg: ServeConfig) -> str:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = build_app(cfg)
     url = f"http://{cfg.host}:{cfg.port}/v1"
-    print(f"rlhf serve: {', '.join(app.state.models)} at {url} (OpenAI-compatible; engine {cfg.engine})", flush=True)
+    auth = f"API key from ${cfg.api_key_env}" if cfg.api_key_env else "no API key"
+    print(f"rlhf serve: {', '.join(app.state.models)} at {url} (OpenAI-compatible; engine {cfg.engine}; {auth})",
+          flush=True)
     if cfg.db:
         print(f"chat page: http://{cfg.host}:{cfg.port}/chat (feedback in {cfg.db}, projects {cfg.project}-thumbs "
               f"and {cfg.project}-pairs)", flush=True)
