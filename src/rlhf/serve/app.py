@@ -16,13 +16,14 @@ from typing import AsyncIterator
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.records import Message
 from ..data.tokenize import encode_prompt
 from .engine import Sequence
+from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
 from .protocol import ApiError, ChatRequest, CompletionRequest, error_response
 
 
@@ -45,6 +46,18 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
     whose feedback goes to projects `<project>-thumbs` and `<project>-pairs`."""
     app = FastAPI(title="rlhf serve", docs_url=None, redoc_url=None)
     app.state.models = models
+    metrics = app.state.metrics = ServeMetrics(models)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        response = await call_next(request)
+        path = request.url.path
+        metrics.count_request(path if path.startswith(("/v1/", "/chat")) else "other", response.status_code)
+        return response
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
     if sessions is not None:
         from .chat import mount_chat
 
@@ -57,7 +70,8 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
             seq = Sequence(prompt_ids=ids, max_tokens=min(default_max_tokens, served.context - len(ids)),
                            temperature=temperature, top_p=1.0, stop=(), events=events, loop=asyncio.get_running_loop(),
                            generator=None if seed is None else torch.Generator().manual_seed(seed),
-                           tokenizer=served.tokenizer, stop_ids=served.stop_ids)
+                           tokenizer=served.tokenizer, stop_ids=served.stop_ids,
+                           on_done=metrics.on_done(served.name))
             served.engine.submit([seq])
             await _drain([seq], events)
             if seq.finish == "error":
@@ -100,7 +114,8 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
         if not getattr(served.tokenizer, "chat_template", None):
             raise ApiError(400, f"model {served.name!r} has no chat template: use /v1/completions", param="messages")
         prompts = [await run_in_threadpool(encode_prompt, served.tokenizer, conversation)]
-        return await _answer(request, served, req, prompts, "chat", default_max_tokens, max_n)
+        return await _answer(request, served, req, prompts, "chat", default_max_tokens, max_n,
+                             on_done=metrics.on_done(served.name))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -110,7 +125,8 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
         if not texts or any(not isinstance(t, str) or not t for t in texts):
             raise ApiError(400, "prompt must be a non-empty string or list of non-empty strings", param="prompt")
         prompts = [await run_in_threadpool(encode_prompt, served.tokenizer, t) for t in texts]
-        return await _answer(request, served, req, prompts, "text", default_max_tokens, max_n, texts if req.echo else None)
+        return await _answer(request, served, req, prompts, "text", default_max_tokens, max_n, texts if req.echo else None,
+                             on_done=metrics.on_done(served.name))
 
     return app
 
@@ -141,7 +157,7 @@ async def _parse(request: Request, cls, max_body_bytes: int):
 
 
 async def _answer(request: Request, served: ServedModel, req, prompts: list[list[int]], kind: str,
-                  default_max_tokens: int, max_n: int, echo: list[str] | None = None):
+                  default_max_tokens: int, max_n: int, echo: list[str] | None = None, on_done=None):
     if req.n * len(prompts) > max_n:
         raise ApiError(400, f"a request asks for at most {max_n} choices (prompts x n), got {req.n * len(prompts)}",
                        param="n")
@@ -165,7 +181,7 @@ async def _answer(request: Request, served: ServedModel, req, prompts: list[list
             generator = None if req.seed is None else torch.Generator().manual_seed(req.seed + index)
             seqs.append(Sequence(prompt_ids=ids, max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
                                  stop=stops, generator=generator, events=events, loop=loop, index=index,
-                                 tokenizer=served.tokenizer, stop_ids=served.stop_ids))
+                                 tokenizer=served.tokenizer, stop_ids=served.stop_ids, on_done=on_done))
     served.engine.submit(seqs)
     ident = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
     usage = lambda: {"prompt_tokens": sum(len(p) for p in prompts),  # noqa: E731

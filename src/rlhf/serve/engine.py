@@ -16,6 +16,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -48,12 +49,17 @@ class Sequence:
     error: str = ""
     cancelled: bool = False  # the client went away
     sink: list | None = None  # where `_emit` collects events (see `push`)
+    on_done: object = None  # called with the sequence when it finishes (rlhf.serve.metrics), from the decode thread
+    submitted_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None  # when its first token was sampled
 
     def push(self, token: int, sink: list | None = None) -> bool:
         """Take one sampled token; emit what text is safe to show. True when the sequence is done.
         With a `sink`, events are collected there for `deliver` (one wake-up of the event loop
         per decode step, not one per sequence)."""
         self.sink = sink
+        if self.generated == 0:
+            self.first_token_at = time.perf_counter()
         self.generated += 1
         if token in self.stop_ids:
             self.finish = "stop"
@@ -67,6 +73,8 @@ class Sequence:
                 self.finish = "length"
         if self.finish is not None:
             self._emit(self.text[self.sent :], self.finish)
+            if self.on_done is not None:
+                self.on_done(self)
             return True
         # hold back a possible start of a stop string and an unfinished UTF-8 character
         hold = max((len(s) - 1 for s in self.stop), default=0)
@@ -135,7 +143,14 @@ class ContinuousEngine(_Worker):
 
     def __init__(self, model, tokenizer, max_batch: int = 64, autocast=None):
         self.max_batch = max_batch
+        self.running = 0  # sequences decoding (read by /metrics)
+        self.queued = 0  # sequences taken from the inbox, waiting for a slot
         super().__init__(model, tokenizer, autocast)
+
+    @property
+    def waiting(self) -> int:
+        """Sequences submitted and not yet decoding (the inbox holds lists of them: counted as one each)."""
+        return self.queued + self.inbox.qsize()
 
     def _loop(self) -> None:
         batch = DecodeBatch(self.model, self.tokenizer.pad_token_id)
@@ -164,6 +179,7 @@ class ContinuousEngine(_Worker):
                 start = len(rows)
                 rows.extend(new)
                 self._take(batch, rows, logits, range(start, len(rows)))
+            self.running, self.queued = len(rows), len(waiting)
             if rows:  # one decode step for every row, the just-admitted ones included
                 try:
                     logits = batch.step()
@@ -184,11 +200,12 @@ class ContinuousEngine(_Worker):
         batch.set_pending(slice(which.start, which.stop), tokens)
         sink: list = []
         done = [i for i, s, t in zip(which, seqs, tokens.tolist()) if s.push(t, sink)]
-        deliver(sink)
         if done:
             batch.retire(done)
             for i in sorted(done, reverse=True):
                 del rows[i]
+        self.running = len(rows)  # before the events go out: a client that got its answer sees it retired
+        deliver(sink)
 
 
 class _Streamer:

@@ -1,0 +1,65 @@
+"""`GET /metrics` of `rlhf serve`, in Prometheus' text format (`prometheus-client`), named as
+vLLM names its own where the meaning is the same, so existing dashboards read them:
+
+    rlhf_requests_total{endpoint, status}        HTTP requests answered, by route and status code
+    rlhf_num_requests_waiting{model}             sequences queued for a decode slot (the engine's inbox and queue)
+    rlhf_num_requests_running{model}             sequences decoding now
+    rlhf_generation_tokens_total{model}          tokens sampled (stop tokens included, as usage counts them)
+    rlhf_time_to_first_token_seconds{model}      from submission to the first sampled token (histogram)
+    rlhf_time_per_output_token_seconds{model}    the mean gap between a sequence's later tokens (histogram)
+    rlhf_request_success_total{model, finish}    sequences finished, by reason (stop, length)
+
+Each app has its own registry (tests start several); the engines' queue figures are read when
+scraped. A sequence reports its timings from the decode thread when it finishes (the client
+library is thread-safe).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (the /metrics route's media type)
+
+TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0)
+TPOT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+
+
+class ServeMetrics:
+    """The server's figures (see the module docstring); `observe(seq)` when a sequence ends."""
+
+    def __init__(self, models: dict):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("rlhf_requests", "HTTP requests answered", ["endpoint", "status"], registry=r)
+        self.tokens = Counter("rlhf_generation_tokens", "tokens sampled", ["model"], registry=r)
+        self.finished = Counter("rlhf_request_success", "sequences finished", ["model", "finish"], registry=r)
+        self.ttft = Histogram("rlhf_time_to_first_token_seconds", "submission to first sampled token", ["model"],
+                              buckets=TTFT_BUCKETS, registry=r)
+        self.tpot = Histogram("rlhf_time_per_output_token_seconds", "mean gap between later tokens", ["model"],
+                              buckets=TPOT_BUCKETS, registry=r)
+        waiting = Gauge("rlhf_num_requests_waiting", "sequences queued for a decode slot", ["model"], registry=r)
+        running = Gauge("rlhf_num_requests_running", "sequences decoding now", ["model"], registry=r)
+        for name, served in models.items():
+            engine = served.engine
+            waiting.labels(name).set_function(lambda engine=engine: getattr(engine, "waiting", 0))
+            running.labels(name).set_function(lambda engine=engine: getattr(engine, "running", 0))
+
+    def on_done(self, model: str):
+        """The callback a sequence of `model` calls when it finishes (from the decode thread)."""
+
+        def observe(seq) -> None:
+            self.tokens.labels(model).inc(seq.generated)
+            self.finished.labels(model, seq.finish).inc()
+            if seq.first_token_at is not None:
+                self.ttft.labels(model).observe(seq.first_token_at - seq.submitted_at)
+                if seq.generated > 1:
+                    self.tpot.labels(model).observe((time.perf_counter() - seq.first_token_at) / (seq.generated - 1))
+
+        return observe
+
+    def count_request(self, path: str, status: int) -> None:
+        self.requests.labels(path, str(status)).inc()
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
