@@ -28,6 +28,8 @@ class ServeConfig:
     port: int = 8000  # TCP port
     engine: Literal["continuous", "serial"] = "continuous"  # continuous: batch concurrent requests; serial: one at a time with transformers' generate (the baseline)
     max_batch: int = 64  # sequences decoded together at most per model (continuous engine)
+    max_queue: int = 256  # sequences that may wait for a decode slot per model; a request beyond it gets 429 with Retry-After
+    drain_timeout: float = 30.0  # on SIGTERM / Ctrl-C: seconds to finish the requests in flight before exiting (new ones are refused)
     max_tokens: int = 256  # default max_tokens of a request that sets none (always cut to the model's context)
     max_n: int = 16  # largest `n` (choices per request) accepted
     max_body_mb: float = 2.0  # requests with a larger body get 413
@@ -36,7 +38,8 @@ class ServeConfig:
     trust_remote_code: bool = False  # allow model code from the model directory
 
     def __post_init__(self):
-        checks = {"port": 0 <= self.port <= 65535, "max_batch": self.max_batch >= 1, "max_tokens": self.max_tokens >= 1,
+        checks = {"port": 0 <= self.port <= 65535, "max_batch": self.max_batch >= 1, "max_queue": self.max_queue >= 0,
+                  "drain_timeout": self.drain_timeout >= 0, "max_tokens": self.max_tokens >= 1,
                   "max_n": self.max_n >= 1, "project": bool(self.project.strip()), "threads": self.threads >= 0, "max_body_mb": self.max_body_mb > 0,
                   "model": all(m.strip() for m in self.model)}
         check_fields(self, checks)

@@ -41,9 +41,10 @@ class ServedModel:
 
 
 def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, max_n: int = 16,
-               max_body_bytes: int = 2 * 2**20, sessions=None, project: str = "chat") -> FastAPI:
+               max_body_bytes: int = 2 * 2**20, sessions=None, project: str = "chat", max_queue: int = 256) -> FastAPI:
     """The API; with `sessions` (a feedback store's sessionmaker) also the chat page (rlhf.serve.chat),
-    whose feedback goes to projects `<project>-thumbs` and `<project>-pairs`."""
+    whose feedback goes to projects `<project>-thumbs` and `<project>-pairs`. A request that would
+    queue more than `max_queue` sequences for a model's decode slots gets 429 with Retry-After."""
     app = FastAPI(title="rlhf serve", docs_url=None, redoc_url=None)
     app.state.models = models
     metrics = app.state.metrics = ServeMetrics(models)
@@ -82,7 +83,7 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
-        return error_response(err.status, err.message, err.param, err.code, err.kind)
+        return error_response(err.status, err.message, err.param, err.code, err.kind, err.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):
@@ -115,7 +116,7 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
             raise ApiError(400, f"model {served.name!r} has no chat template: use /v1/completions", param="messages")
         prompts = [await run_in_threadpool(encode_prompt, served.tokenizer, conversation)]
         return await _answer(request, served, req, prompts, "chat", default_max_tokens, max_n,
-                             on_done=metrics.on_done(served.name))
+                             on_done=metrics.on_done(served.name), max_queue=max_queue)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -126,7 +127,7 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
             raise ApiError(400, "prompt must be a non-empty string or list of non-empty strings", param="prompt")
         prompts = [await run_in_threadpool(encode_prompt, served.tokenizer, t) for t in texts]
         return await _answer(request, served, req, prompts, "text", default_max_tokens, max_n, texts if req.echo else None,
-                             on_done=metrics.on_done(served.name))
+                             on_done=metrics.on_done(served.name), max_queue=max_queue)
 
     return app
 
@@ -157,7 +158,8 @@ async def _parse(request: Request, cls, max_body_bytes: int):
 
 
 async def _answer(request: Request, served: ServedModel, req, prompts: list[list[int]], kind: str,
-                  default_max_tokens: int, max_n: int, echo: list[str] | None = None, on_done=None):
+                  default_max_tokens: int, max_n: int, echo: list[str] | None = None, on_done=None,
+                  max_queue: int = 256):
     if req.n * len(prompts) > max_n:
         raise ApiError(400, f"a request asks for at most {max_n} choices (prompts x n), got {req.n * len(prompts)}",
                        param="n")
@@ -172,6 +174,10 @@ async def _answer(request: Request, served: ServedModel, req, prompts: list[list
         raise ApiError(400, f"max_tokens {limit} + the prompt's {longest} tokens exceed this model's context of "
                             f"{served.context} tokens", param="max_tokens", code="context_length_exceeded")
     max_tokens = limit if limit is not None else min(default_max_tokens, room)
+    waiting = getattr(served.engine, "waiting", 0)
+    if waiting + req.n * len(prompts) > max_queue:  # backpressure: a bounded queue, not an unbounded wait
+        raise ApiError(429, f"the server is busy ({waiting} sequences wait for model {served.name!r}); retry shortly",
+                       code="rate_limit_exceeded", kind="rate_limit_error", headers={"Retry-After": "1"})
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     seqs = []

@@ -74,7 +74,8 @@ def build_app(cfg: ServeConfig):
 
         sessions = open_store(cfg.db)
     app = create_app(load_models(cfg), default_max_tokens=cfg.max_tokens, max_n=cfg.max_n,
-                     max_body_bytes=int(cfg.max_body_mb * 2**20), sessions=sessions, project=cfg.project)
+                     max_body_bytes=int(cfg.max_body_mb * 2**20), sessions=sessions, project=cfg.project,
+                     max_queue=cfg.max_queue)
     if keys:
         app.add_middleware(ApiKeyGate, keys=keys)
     return app
@@ -93,7 +94,8 @@ def run(cfg: ServeConfig) -> str:
         print(f"chat page: http://{cfg.host}:{cfg.port}/chat (feedback in {cfg.db}, projects {cfg.project}-thumbs "
               f"and {cfg.project}-pairs)", flush=True)
     try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
+        # SIGTERM: stop accepting, let the requests in flight finish (up to --drain-timeout), then exit
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=cfg.drain_timeout)
     finally:
         for served in app.state.models.values():
             served.engine.close()
