@@ -25,6 +25,8 @@ COMMANDS = {
     "label serve": ("LabelServeConfig", "rlhf.feedback.serve", "the human-feedback labelling web app (pairwise with strength, rankings, thumbs; dashboard)"),
     "label import": ("LabelImportConfig", "rlhf.feedback.importer", "tasks from `rlhf generate` output or labelled files into a labelling project"),
     "label export": ("LabelExportConfig", "rlhf.feedback.export", "a labelling project's labels as comparisons, rankings or binary feedback for rm/dpo/kto"),
+    "label backup": ("LabelBackupConfig", "rlhf.feedback.backup", "a consistent copy of the label store while it serves (SQLite backup API, or pg_dump), checked table by table"),
+    "label restore": ("LabelRestoreConfig", "rlhf.feedback.backup", "a label store from a `label backup` file, checked table by table"),
     "judge": ("JudgeConfig", "rlhf.labelers.judge_command", "AI preferences: a local model or OpenAI-compatible endpoint judges pairs in both orders (flips = ties), cached"),
     "judge revise": ("JudgeReviseConfig", "rlhf.labelers.judge_command", "Constitutional AI: critique and revise responses against a constitution -> SFT demonstrations (--pairs: comparisons)"),
     "serve": ("ServeConfig", "rlhf.serve.server", "OpenAI-compatible HTTP API on trained policies (/v1/chat/completions, streaming), continuous batching"),

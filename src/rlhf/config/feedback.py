@@ -77,3 +77,24 @@ class LabelExportConfig:
         check_fields(self, {"project": bool(self.project.strip()), "min_agreement": 0.0 <= self.min_agreement <= 1.0,
                 "min_votes": self.min_votes >= 1, "min_gold_accuracy": 0.0 <= self.min_gold_accuracy <= 1.0,
                 "strength_margin": self.strength_margin >= 0.0})
+
+
+@dataclass(frozen=True)
+class LabelBackupConfig:
+    """`rlhf label backup OUT`: a consistent copy of the label store while it serves (SQLite: the
+    online backup API; PostgreSQL: pg_dump's custom format), checked table by table."""
+
+    out: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")] = ""  # (required) the backup file to write
+    db: str = DEFAULT_DB  # database to back up (as for `label serve`)
+    overwrite: bool = False  # replace an existing OUT
+
+
+@dataclass(frozen=True)
+class LabelRestoreConfig:
+    """`rlhf label restore BACKUP`: a store from a `label backup` file (SQLite file, or pg_dump's
+    custom format into PostgreSQL), checked table by table; an existing store with labels is
+    replaced only with --overwrite."""
+
+    backup: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="BACKUP")] = ""  # (required) the file `rlhf label backup` wrote
+    db: str = DEFAULT_DB  # database to restore into (as for `label serve`)
+    overwrite: bool = False  # replace a store that already holds tasks or labels
