@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
+import signal
 import sys
 
 # command -> (config class name in rlhf.config, module whose run(cfg) executes it)
@@ -154,6 +156,24 @@ def _doctor(argv: list[str]) -> int:
     return run(argv[0], cfg)
 
 
+def _collective_failed(err: RuntimeError) -> bool:
+    """A collective that failed because a peer went away (gloo's or NCCL's error, or a timeout)."""
+    import torch
+
+    if isinstance(err, getattr(torch.distributed, "DistError", ())):
+        return True
+    text = str(err)
+    return any(mark in text for mark in ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out"))
+
+
+class StoppedByLauncher(KeyboardInterrupt):
+    """SIGTERM from the launcher (torchrun, accelerate launch), which sends it when another rank dies."""
+
+
+def _stopped_by_launcher(signum, frame):
+    raise StoppedByLauncher()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for plugin in PLUGINS:
@@ -198,17 +218,38 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"rlhf {command}: error: {err}", file=sys.stderr)
         return 1
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if launched:  # the launcher stops the other ranks with SIGTERM when one dies: say so, and how to go on
+        signal.signal(signal.SIGTERM, _stopped_by_launcher)
     try:
         stage = importlib.import_module(COMMANDS[command][1])
         out = stage.run(cfg)
-    except KeyboardInterrupt:  # Ctrl-C: where the run stopped and how to continue, not a traceback
+    except KeyboardInterrupt as stop:  # Ctrl-C: where the run stopped and how to continue, not a traceback
         from .runtime.progress import interrupted_message
 
+        if isinstance(stop, StoppedByLauncher):
+            rank = os.environ.get("RANK", "?")
+            print(f"\nrlhf {command} (rank {rank}): stopped by the launcher (SIGTERM), most likely because another "
+                  f"process of this run ended (the launcher's report names it). {interrupted_message()}: run the same "
+                  f"launch command with --resume (any number of processes).", file=sys.stderr)
+            return 143
         print(f"\nrlhf {command}: {interrupted_message()}", file=sys.stderr)
         return 130
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         # Bad input (data rows, model directories, run directories) is the user's to fix: no traceback.
         print(f"rlhf {command}: error: {err}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:
+        if not (launched and _collective_failed(err)):
+            raise
+        from .runtime.progress import interrupted_message
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher's SIGTERM must not cut this message
+        rank = os.environ.get("RANK", "?")
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", str(err).splitlines()[0]).split(". This is typically")[0][:160]
+        print(f"\nrlhf {command} (rank {rank}): another process of this run stopped, so a collective failed "
+              f"({reason}); the launcher's report names it. {interrupted_message()}: run the same launch command "
+              "with --resume (any number of processes).", file=sys.stderr)
         return 1
     if command in DATA_PARALLEL:
         from .runtime import dist

@@ -160,3 +160,15 @@ def test_init_on_another_runs_directory_raises_before_writing_anything(tmp_path)
         init(cfg(out))
     assert snapshot(out) == before
     assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "summary.json"]  # no config.yaml, no .lock
+
+
+def test_init_sets_the_collective_timeout_before_the_process_group_starts(tmp_path):
+    from rlhf.config import TrainConfig
+    from rlhf.runtime import dist, init
+
+    before = dist._TIMEOUT_S
+    try:
+        init(TrainConfig(out=str(tmp_path / "run"), dist_timeout=42.0, device="cpu"))
+        assert dist._TIMEOUT_S == 42.0
+    finally:
+        dist.set_timeout(before)

@@ -64,6 +64,7 @@ class TrainConfig:
     resume_force: bool = False  # resume even when the result-relevant config differs from the checkpoint's
     save_every: int = 200  # checkpoint every N optimiser steps (0 = only at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    dist_timeout: float = 600.0  # with several processes: seconds a collective waits for the others before the run fails
     log_every: int = 10  # log metrics every N optimiser steps
     eval_every: int = 0  # evaluate every N optimiser steps (0 = only at the end)
     lora_r: int = 0  # LoRA rank; 0 = full fine-tuning
@@ -88,7 +89,7 @@ class TrainConfig:
             "warmup_steps": self.warmup_steps >= 0,
             "save_every": self.save_every >= 0,
             "log_every": self.log_every >= 1,
-            "max_bad_steps": self.max_bad_steps >= 1,
+            "max_bad_steps": self.max_bad_steps >= 1, "dist_timeout": self.dist_timeout > 0,
         }
         check_fields(self, checks)
 

@@ -36,7 +36,7 @@ CHECKPOINT_PREFIX = "step-"
 RUN_ONLY_FIELDS = frozenset({
     "out", "resume", "resume_force", "overwrite", "progress", "device",
     "log_every", "save_every", "eval_every", "samples_every", "keep_checkpoints", "rounds",
-    "max_bad_steps",  # when a run gives up, not what it computes
+    "max_bad_steps", "dist_timeout",  # when a run gives up, not what it computes
     "report_to",  # where the metrics are mirrored, not what they are
 })
 

@@ -200,6 +200,7 @@ def init(cfg, run_dir: bool | RunDir = True, part_of: RunDir | None = None) -> R
     t_start = time.perf_counter()
     if getattr(cfg, "seed", None) is not None:
         seed_everything(cfg.seed)
+    dist.set_timeout(getattr(cfg, "dist_timeout", 600.0))  # before the process group starts
     device = pick_device(getattr(cfg, "device", "auto"))
     if run_dir is True:
         run_dir = RunDir(cfg, part_of=part_of)

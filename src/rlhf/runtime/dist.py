@@ -18,6 +18,7 @@ import os
 import torch
 
 _STATE = None  # accelerate.PartialState once a multi-process run has asked for it
+_TIMEOUT_S = 600.0  # how long a collective waits for the other ranks (`--dist-timeout`)
 # What `accelerate launch` sets under a sharding config: not wired into rlhf's loop yet.
 SHARDED_ENGINES = {"FSDP": "ACCELERATE_USE_FSDP", "DeepSpeed": "ACCELERATE_USE_DEEPSPEED"}
 
@@ -42,8 +43,17 @@ def state():
         # Under plain torchrun accelerate only goes distributed on CPU when told `cpu=True`;
         # `accelerate launch --cpu` says so through ACCELERATE_USE_CPU.
         use_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
-        _STATE = PartialState(cpu=use_cpu)
+        from datetime import timedelta
+
+        _STATE = PartialState(cpu=use_cpu, timeout=timedelta(seconds=_TIMEOUT_S))
     return _STATE
+
+
+def set_timeout(seconds: float) -> None:
+    """How long a collective waits for the other ranks before the run fails (a rank that died
+    without its launcher noticing); set before the process group starts (`runtime.init` does)."""
+    global _TIMEOUT_S
+    _TIMEOUT_S = float(seconds)
 
 
 def rank() -> int:
