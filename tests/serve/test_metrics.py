@@ -44,3 +44,16 @@ def test_metrics_agree_with_the_client(server, client):
     assert grew("rlhf_time_to_first_token_seconds_sum", model="tiny") > 0
     assert value(after, "rlhf_num_requests_running", model="tiny") == 0  # nothing in flight once all answered
     assert value(after, "rlhf_num_requests_waiting", model="tiny") == 0
+
+
+def test_each_request_is_one_json_access_line_without_its_prompt(server, client, caplog):
+    import json
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="rlhf.serve.access"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "secret prompt 7731"}],
+                                       max_tokens=2)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "rlhf.serve.access"]
+    assert {"method": "POST", "path": "/v1/chat/completions", "status": 200} in [
+        {k: line[k] for k in ("method", "path", "status")} for line in lines]
+    assert all(line["ms"] >= 0 for line in lines) and "7731" not in caplog.text

@@ -29,6 +29,7 @@ class ServeConfig:
     engine: Literal["continuous", "serial"] = "continuous"  # continuous: batch concurrent requests; serial: one at a time with transformers' generate (the baseline)
     max_batch: int = 64  # sequences decoded together at most per model (continuous engine)
     max_queue: int = 256  # sequences that may wait for a decode slot per model; a request beyond it gets 429 with Retry-After
+    request_timeout: float = 600.0  # seconds a request may generate before it is stopped (504, or an error event in a stream); 0 = no limit
     drain_timeout: float = 30.0  # on SIGTERM / Ctrl-C: seconds to finish the requests in flight before exiting (new ones are refused)
     max_tokens: int = 256  # default max_tokens of a request that sets none (always cut to the model's context)
     max_n: int = 16  # largest `n` (choices per request) accepted
@@ -39,7 +40,7 @@ class ServeConfig:
 
     def __post_init__(self):
         checks = {"port": 0 <= self.port <= 65535, "max_batch": self.max_batch >= 1, "max_queue": self.max_queue >= 0,
-                  "drain_timeout": self.drain_timeout >= 0, "max_tokens": self.max_tokens >= 1,
+                  "drain_timeout": self.drain_timeout >= 0, "request_timeout": self.request_timeout >= 0, "max_tokens": self.max_tokens >= 1,
                   "max_n": self.max_n >= 1, "project": bool(self.project.strip()), "threads": self.threads >= 0, "max_body_mb": self.max_body_mb > 0,
                   "model": all(m.strip() for m in self.model)}
         check_fields(self, checks)

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..data.records import Message
 from ..data.tokenize import encode_prompt
 from .engine import Sequence
-from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
+from .metrics import CONTENT_TYPE_LATEST, RequestCounter, ServeMetrics
 from .protocol import ApiError, ChatRequest, CompletionRequest, error_response
 
 
@@ -41,7 +41,8 @@ class ServedModel:
 
 
 def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, max_n: int = 16,
-               max_body_bytes: int = 2 * 2**20, sessions=None, project: str = "chat", max_queue: int = 256) -> FastAPI:
+               max_body_bytes: int = 2 * 2**20, sessions=None, project: str = "chat", max_queue: int = 256,
+               request_timeout: float = 600.0) -> FastAPI:
     """The API; with `sessions` (a feedback store's sessionmaker) also the chat page (rlhf.serve.chat),
     whose feedback goes to projects `<project>-thumbs` and `<project>-pairs`. A request that would
     queue more than `max_queue` sequences for a model's decode slots gets 429 with Retry-After."""
@@ -49,12 +50,7 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
     app.state.models = models
     metrics = app.state.metrics = ServeMetrics(models)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        path = request.url.path
-        metrics.count_request(path if path.startswith(("/v1/", "/chat")) else "other", response.status_code)
-        return response
+    app.add_middleware(RequestCounter, metrics=metrics)  # pure ASGI: a BaseHTTPMiddleware hides client disconnects
 
     @app.get("/metrics")
     async def prometheus_metrics():
@@ -116,7 +112,8 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
             raise ApiError(400, f"model {served.name!r} has no chat template: use /v1/completions", param="messages")
         prompts = [await run_in_threadpool(encode_prompt, served.tokenizer, conversation)]
         return await _answer(request, served, req, prompts, "chat", default_max_tokens, max_n,
-                             on_done=metrics.on_done(served.name), max_queue=max_queue)
+                             on_done=metrics.on_done(served.name), max_queue=max_queue,
+                             request_timeout=request_timeout)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -127,7 +124,8 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
             raise ApiError(400, "prompt must be a non-empty string or list of non-empty strings", param="prompt")
         prompts = [await run_in_threadpool(encode_prompt, served.tokenizer, t) for t in texts]
         return await _answer(request, served, req, prompts, "text", default_max_tokens, max_n, texts if req.echo else None,
-                             on_done=metrics.on_done(served.name), max_queue=max_queue)
+                             on_done=metrics.on_done(served.name), max_queue=max_queue,
+                             request_timeout=request_timeout)
 
     return app
 
@@ -159,7 +157,7 @@ async def _parse(request: Request, cls, max_body_bytes: int):
 
 async def _answer(request: Request, served: ServedModel, req, prompts: list[list[int]], kind: str,
                   default_max_tokens: int, max_n: int, echo: list[str] | None = None, on_done=None,
-                  max_queue: int = 256):
+                  max_queue: int = 256, request_timeout: float = 600.0):
     if req.n * len(prompts) > max_n:
         raise ApiError(400, f"a request asks for at most {max_n} choices (prompts x n), got {req.n * len(prompts)}",
                        param="n")
@@ -196,14 +194,22 @@ async def _answer(request: Request, served: ServedModel, req, prompts: list[list
     head = {"id": ident, "created": int(time.time()), "model": served.name}
     if req.stream:
         include_usage = req.include_usage
-        return StreamingResponse(_stream(seqs, events, head, kind, usage, include_usage, echo, req.n),
+        return StreamingResponse(_stream(seqs, events, head, kind, usage, include_usage, echo, req.n, request_timeout),
                                  media_type="text/event-stream")
     try:
-        await _drain(seqs, events)
+        gone = await _drain_watching(request, seqs, events, request_timeout)
     except BaseException:
         for s in seqs:
             s.cancelled = True
         raise
+    if gone is not None:  # the decode slots are free again; nobody is left to answer
+        for s in seqs:
+            s.cancelled = True
+        request.app.state.metrics.cancelled.labels(served.name, gone).inc(len(seqs))
+        if gone == "timeout":
+            raise ApiError(504, f"the request ran past the server's --request-timeout of {request_timeout:g} s",
+                           code="timeout", kind="server_error")
+        return Response(status_code=499)  # nginx's "client closed request": for the log and /metrics only
     failed = [s for s in seqs if s.finish == "error"]
     if failed:
         raise ApiError(500, failed[0].error, kind="server_error")
@@ -214,6 +220,27 @@ async def _answer(request: Request, served: ServedModel, req, prompts: list[list
     choices = [{"index": s.index, "text": (echo[s.index // req.n] if echo else "") + s.text, "logprobs": None,
                 "finish_reason": s.finish} for s in seqs]
     return JSONResponse({**head, "object": "text_completion", "choices": choices, "usage": usage()})
+
+
+async def _drain_watching(request: Request, seqs: list[Sequence], events: asyncio.Queue,
+                          timeout: float) -> str | None:
+    """Wait for every sequence to finish, checking four times a second whether the client is still
+    there; None when done, "disconnect" when the client left, "timeout" past `timeout` seconds (0 = none)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout if timeout else None
+    drain = asyncio.ensure_future(_drain(seqs, events))
+    try:
+        while True:
+            done, _ = await asyncio.wait({drain}, timeout=0.25)
+            if done:
+                drain.result()
+                return None
+            if await request.is_disconnected():
+                return "disconnect"
+            if deadline is not None and loop.time() > deadline:
+                return "timeout"
+    finally:
+        drain.cancel()
 
 
 async def _drain(seqs: list[Sequence], events: asyncio.Queue) -> None:
@@ -227,7 +254,7 @@ def _sse(data) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
-async def _stream(seqs, events, head, kind, usage, include_usage, echo, n) -> AsyncIterator[str]:
+async def _stream(seqs, events, head, kind, usage, include_usage, echo, n, timeout: float = 0.0) -> AsyncIterator[str]:
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
     def chunk(index: int, text: str | None, finish: str | None, first: bool = False) -> dict:
@@ -245,8 +272,15 @@ async def _stream(seqs, events, head, kind, usage, include_usage, echo, n) -> As
             elif echo:
                 yield _sse(chunk(s.index, echo[s.index // n], None))
         open_ = len(seqs)
+        deadline = asyncio.get_running_loop().time() + timeout if timeout else None
         while open_:
-            batch = [await events.get()]
+            try:
+                left = None if deadline is None else max(deadline - asyncio.get_running_loop().time(), 0.0)
+                batch = [await asyncio.wait_for(events.get(), left)]
+            except asyncio.TimeoutError:
+                yield _sse({"error": {"message": f"the request ran past the server's --request-timeout of {timeout:g} s",
+                                      "type": "server_error", "param": None, "code": "timeout"}})
+                return
             while not events.empty():  # what else is ready goes out in the same write
                 batch.append(events.get_nowait())
             out = []

@@ -8,6 +8,7 @@ vLLM names its own where the meaning is the same, so existing dashboards read th
     rlhf_time_to_first_token_seconds{model}      from submission to the first sampled token (histogram)
     rlhf_time_per_output_token_seconds{model}    the mean gap between a sequence's later tokens (histogram)
     rlhf_request_success_total{model, finish}    sequences finished, by reason (stop, length)
+    rlhf_requests_cancelled_total{model, reason} sequences stopped early: the client left, or --request-timeout
 
 Each app has its own registry (tests start several); the engines' queue figures are read when
 scraped. A sequence reports its timings from the decode thread when it finishes (the client
@@ -16,11 +17,14 @@ library is thread-safe).
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (the /metrics route's media type)
 
+ACCESS_LOG = logging.getLogger("rlhf.serve.access")
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0)
 TPOT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
@@ -34,6 +38,8 @@ class ServeMetrics:
         self.requests = Counter("rlhf_requests", "HTTP requests answered", ["endpoint", "status"], registry=r)
         self.tokens = Counter("rlhf_generation_tokens", "tokens sampled", ["model"], registry=r)
         self.finished = Counter("rlhf_request_success", "sequences finished", ["model", "finish"], registry=r)
+        self.cancelled = Counter("rlhf_requests_cancelled", "sequences stopped before they finished",
+                                 ["model", "reason"], registry=r)
         self.ttft = Histogram("rlhf_time_to_first_token_seconds", "submission to first sampled token", ["model"],
                               buckets=TTFT_BUCKETS, registry=r)
         self.tpot = Histogram("rlhf_time_per_output_token_seconds", "mean gap between later tokens", ["model"],
@@ -63,3 +69,31 @@ class ServeMetrics:
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestCounter:
+    """ASGI middleware: every HTTP answer counted by route (`/v1/...`, `/chat...`, else "other") and
+    status, and one structured access-log line (method, path, status, milliseconds; never a body,
+    so never a prompt)."""
+
+    def __init__(self, app, metrics: ServeMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def seen(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, seen)
+        finally:
+            path = scope["path"]
+            self.metrics.count_request(path if path.startswith(("/v1/", "/chat")) else "other", status[0])
+            ACCESS_LOG.info(json.dumps({"method": scope["method"], "path": path, "status": status[0],
+                                        "ms": round(1000 * (time.perf_counter() - start), 1),
+                                        "client": (scope.get("client") or ("", 0))[0]}))

@@ -75,7 +75,7 @@ def build_app(cfg: ServeConfig):
         sessions = open_store(cfg.db)
     app = create_app(load_models(cfg), default_max_tokens=cfg.max_tokens, max_n=cfg.max_n,
                      max_body_bytes=int(cfg.max_body_mb * 2**20), sessions=sessions, project=cfg.project,
-                     max_queue=cfg.max_queue)
+                     max_queue=cfg.max_queue, request_timeout=cfg.request_timeout)
     if keys:
         app.add_middleware(ApiKeyGate, keys=keys)
     return app
@@ -95,7 +95,8 @@ def run(cfg: ServeConfig) -> str:
               f"and {cfg.project}-pairs)", flush=True)
     try:
         # SIGTERM: stop accepting, let the requests in flight finish (up to --drain-timeout), then exit
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=cfg.drain_timeout)
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=cfg.drain_timeout,
+                    access_log=False)  # rlhf.serve.access logs each request as one JSON line instead
     finally:
         for served in app.state.models.values():
             served.engine.close()
