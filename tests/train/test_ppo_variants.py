@@ -324,3 +324,31 @@ def test_cispo_trains_through_its_clipped_weights(tiny_model_dir, prompts_file, 
     before = load_file(str(tiny_model_dir / "model.safetensors"))
     after = load_file(str(model_dir / "model.safetensors"))
     assert any(not torch.equal(before[name], after[name]) for name in before)
+
+
+def test_truncated_importance_sampling_weights_each_tokens_term():
+    # pi = pi_old everywhere (ratio 1, A = 1: the clipped surrogate is -1 per token); the sampler's
+    # log-probs differ: log pi_old - log pi_sampler = (0, +1, -1 | 0, +1, padding)
+    opts = ppo.resolve_options(PPOConfig(algo="grpo", tis_cap=2.0))
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    old = torch.zeros(2, 3)
+    sampler = torch.tensor([[0.0, -1.0, 1.0], [0.0, -1.0, 0.0]])
+    logp = torch.zeros(2, 3, requires_grad=True)
+    loss, _ = policy_loss_of(logp, old, torch.ones(2), mask, opts, sampler_logp=sampler)
+    # weights min(ratio, 2): 1, 2 (e^1 capped), e^-1 | 1, 2; token mean over 5 tokens
+    assert_close(loss, -torch.tensor((1 + 2 + math.exp(-1) + 1 + 2) / 5))
+    plain, _ = policy_loss_of(logp, old, torch.ones(2), mask, dataclasses.replace(opts, tis_cap=0.0),
+                              sampler_logp=sampler)
+    assert_close(plain, torch.tensor(-1.0))  # --tis-cap 0: no correction
+    dropped, _ = policy_loss_of(logp, old, torch.ones(2), mask, dataclasses.replace(opts, tis_level="sequence"),
+                                sampler_logp=sampler)
+    # sequence ratios e^0 (kept) and e^1 > 2 (dropped): row 0's three tokens of the five count
+    assert_close(dropped, torch.tensor(-3 / 5))
+
+
+def test_a_run_logs_the_sampler_trainer_gap(tiny_model_dir, prompts_file, tmp_path):
+    out = tmp_path / "grpo"
+    ppo.run(config(tiny_model_dir, prompts_file, out, algo="grpo", tis_level="sequence", max_steps=1))
+    last = metrics(out)[-1]
+    assert {"tis/gap_max", "tis/capped_share", "tis/dropped_share", "logprob_gap"} <= set(last)
+    assert 0 <= last["tis/capped_share"] <= 1 and last["tis/gap_max"] >= last["logprob_gap"] >= 0

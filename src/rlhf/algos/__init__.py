@@ -19,6 +19,8 @@ Per-token tensors are right-padded (B, T) with a 0/1 ``mask`` that is 1 on real 
   policy_gradient_loss, cispo_policy_loss in POLICY_LOSSES; token_mean,
   seq_mean_token_mean, seq_mean_token_sum_norm (Dr. GRPO) in LOSS_AGGREGATIONS; aggregation_units
 - ``shaping``: overlong_penalty, truncation_mask, informative_groups (DAPO)
+- ``importance``: truncated importance sampling for the sampler-trainer gap: token_is_weights,
+  sequence_is_weights in IS_CORRECTIONS; is_correction_stats
 - ``preference``: bradley_terry, bradley_terry_with_ties, plackett_luce; dpo, cdpo, ipo, simpo,
   orpo (PAIRWISE_LOSSES), kto and kto_reference_point; LOSSES names all six alignment losses
 - ``reward_aggregate``: aggregate_rewards over an ensemble's members (mean, min, mean-minus-std:
@@ -34,6 +36,7 @@ from rlhf.algos.advantages import (
     rloo_baseline,
 )
 from rlhf.algos.estimators import ADVANTAGE_ESTIMATORS, EstimatorSettings, last_token_reward
+from rlhf.algos.importance import IS_CORRECTIONS, is_correction_stats, sequence_is_weights, token_is_weights
 from rlhf.algos.kl import (
     KL_ESTIMATORS,
     AdaptiveKLController,
@@ -80,6 +83,7 @@ from rlhf.algos.sft import masked_cross_entropy, shift_for_next_token
 from rlhf.algos.shaping import informative_groups, overlong_penalty, truncation_mask
 
 __all__ = [
+    "IS_CORRECTIONS", "is_correction_stats", "sequence_is_weights", "token_is_weights",
     "masked_sum", "masked_mean", "masked_var", "masked_moments", "whiten",
     "token_logprobs", "sequence_logprobs", "entropy_from_logits",
     "masked_cross_entropy", "shift_for_next_token",

@@ -57,6 +57,8 @@ class PPOConfig(SamplingFields, TrainConfig):
     overlong_buffer: int = 0  # DAPO's soft overlong penalty over the last N tokens before max_new_tokens (linear to -overlong_penalty); 0 = off
     overlong_penalty: float = 1.0  # the penalty of a response reaching max_new_tokens when overlong_buffer > 0
     mask_truncated: bool = False  # responses that never reached EOS count in the baselines but are masked out of the loss
+    tis_cap: float = 2.0  # truncated importance sampling: each token's policy-gradient term weighted by min(pi_old/pi_sampler, C) (Yao et al. 2025); 0 = off
+    tis_level: Literal["token", "sequence"] = "token"  # token: the capped per-token weight; sequence: drop the sequences whose ratio leaves [1/C, C]
     value_clip: float = 0.2  # ppo: value clip range around the rollout's values
     whiten_advantages: bool = True  # ppo: normalise advantages to zero mean, unit variance over each rollout
     grpo_scale_by_std: bool = True  # grpo: divide by the group's reward std (off = Dr. GRPO)
@@ -99,7 +101,7 @@ class PPOConfig(SamplingFields, TrainConfig):
             "guard_patience": self.guard_patience >= 1,
             "clip_low": self.clip_low is None or 0 < self.clip_low < 1,
             "clip_high": self.clip_high is None or self.clip_high > 0,
-            "entropy_coef": self.entropy_coef >= 0,
+            "entropy_coef": self.entropy_coef >= 0, "tis_cap": self.tis_cap == 0 or self.tis_cap >= 1,
             "max_sampling_rounds": self.max_sampling_rounds >= 1,
             "overlong_buffer": 0 <= self.overlong_buffer <= self.max_new_tokens,
             "overlong_penalty": self.overlong_penalty >= 0,

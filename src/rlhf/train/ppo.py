@@ -172,7 +172,8 @@ def ppo_step(rt, cfg: PPOConfig, opts: Options, learner: Learner, sampler: Sampl
         "loss": stats["policy_loss"] + stats.get("value_loss", 0.0) + kl_coef * stats.get("kl_loss", 0.0),
         "tokens_per_s": generated / seconds, "samples_per_s": rows / seconds, "rollout_s": rollout_s,
         "update_s": seconds - rollout_s, **rewards, "kl": sequence_kl, "kl_coef": kl_coef,
-        **rollout_stats(exp, kl_by_kind, advantages, returns), **stats, **guard_metrics}, generated)
+        **rollout_stats(exp, kl_by_kind, advantages, returns, opts.tis_cap), **stats,
+        **guard_metrics}, generated)
 
 
 @torch.no_grad()

@@ -37,6 +37,8 @@ class Options:
     max_new_tokens: int = 48  # the constant normaliser of seq-mean-token-sum-norm (Dr. GRPO)
     mask_truncated: bool = False  # responses that never reached EOS are masked out of the loss
     entropy_coef: float = 0.0  # weight of the entropy bonus
+    tis_cap: float = 0.0  # truncated importance sampling's cap C (rlhf.algos.importance); 0 = off
+    tis_level: str = "token"  # token (capped weights) or sequence (drop sequences outside [1/C, C])
     dynamic_sampling: bool = False  # DAPO: keep groups whose rewards differ, sample more to fill the batch
     max_sampling_rounds: int = 4  # dynamic sampling: sampling rounds per step at most
 
@@ -63,6 +65,7 @@ def resolve_options(cfg: PPOConfig) -> Options:
         ratio_level=_flag_or(cfg.ratio_level, algo.ratio_level),
         loss_agg=_flag_or(cfg.loss_agg, algo.loss_agg),
         max_new_tokens=cfg.max_new_tokens, mask_truncated=cfg.mask_truncated, entropy_coef=cfg.entropy_coef,
+        tis_cap=cfg.tis_cap, tis_level=cfg.tis_level,
         dynamic_sampling=cfg.dynamic_sampling or algo.dynamic_sampling,
         max_sampling_rounds=cfg.max_sampling_rounds,
     )

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 
 from ..algos import (
+    IS_CORRECTIONS,
+    is_correction_stats,
     ADVANTAGE_ESTIMATORS,
     LOG_RATIOS,
     LOSS_AGGREGATIONS,
@@ -94,14 +96,19 @@ class Algorithm(Algo):
 ALGORITHMS: dict[str, Algorithm] = {name: Algorithm(**dataclasses.asdict(spec)) for name, spec in REGISTRY.items()}
 
 
-def policy_loss_of(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, opts) -> tuple[Tensor, dict]:
+def policy_loss_of(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, opts,
+                   sampler_logp: Tensor | None = None) -> tuple[Tensor, dict]:
     """The policy loss of one micro-batch as `opts` assembles it: the importance ratio (per token or
     per sequence), the per-token loss `opts.policy_loss` of rlhf.algos.POLICY_LOSSES with its
-    low/high/dual clips, aggregated by `opts.loss_agg` over `mask` (B, T).
+    low/high/dual clips, weighted by the truncated importance-sampling correction for the
+    sampler's own log-probs `sampler_logp` (B, T) where `opts.tis_cap` > 0 (rlhf.algos.importance),
+    aggregated by `opts.loss_agg` over `mask` (B, T).
     Returns (loss, detached stats: the loss's own (clipfrac, ...), ratio_mean, approx_kl)."""
     log_ratio = LOG_RATIOS[opts.ratio_level](logp, old_logp, mask)
     per_token, stats = POLICY_LOSSES[opts.policy_loss](log_ratio, logp, advantages, mask, opts.clip, opts.clip_high,
                                                        opts.dual_clip)
+    if opts.tis_cap > 0 and sampler_logp is not None:  # the samples came from pi_sampler, not quite pi_old
+        per_token = per_token * IS_CORRECTIONS[opts.tis_level](old_logp, sampler_logp, mask, opts.tis_cap)
     with torch.no_grad():  # how far the policy moved from the rollout's, per token, whatever the ratio level
         token_ratio = logp - old_logp
         stats["approx_kl"] = masked_mean(torch.expm1(token_ratio) - token_ratio, mask)
@@ -187,7 +194,8 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
                             advantages, returns = advantages(exp)
                     values = values_of(critic, part.rollout) if critic is not None else None
                 aggregate = LOSS_AGGREGATIONS[opts.loss_agg]
-                policy_loss, pstats = policy_loss_of(logp, part.old_logp, advantages[micro], loss_mask, opts)
+                policy_loss, pstats = policy_loss_of(logp, part.old_logp, advantages[micro], loss_mask, opts,
+                                                     sampler_logp=part.rollout.logprobs)
                 pstats["policy_loss"] = policy_loss.detach()
                 loss = policy_loss
                 if not opts.kl_in_reward:  # the KL as a loss term (GRPO): its gradient flows through logp
@@ -245,10 +253,25 @@ def optimizer_step(guard: NonFiniteGuard, label: str, stats: dict, models: list,
         opt.zero_grad(set_to_none=True)
 
 
-def rollout_stats(exp: Experience, kl_by_kind: dict[str, Tensor], advantages: Tensor, returns: Tensor | None) -> dict:
+def tis_stats(exp: Experience, cap: float) -> dict:
+    """The sampler-trainer gap over every rank's real tokens (rlhf.algos.importance): its largest
+    |log pi_old - log pi_sampler| (`logprob_gap` is the mean), the share of tokens whose weight the
+    cap `cap` cuts (`tis/capped_share`) and of sequences outside [1/cap, cap] (`tis/dropped_share`,
+    what --tis-level sequence drops)."""
+    local = is_correction_stats(exp.old_logp, exp.rollout.logprobs, exp.mask, cap)
+    tokens, sequences = float(exp.mask.sum()), float((exp.mask.sum(1) > 0).sum())
+    capped, dropped, tokens, sequences = dist.sum_all([float(local["capped_share"]) * tokens,
+                                                       float(local["dropped_share"]) * sequences, tokens, sequences])
+    return {"tis/gap_max": max(dist.gather_objects(float(local["gap_max"]))),
+            "tis/capped_share": capped / max(tokens, 1.0), "tis/dropped_share": dropped / max(sequences, 1.0)}
+
+
+def rollout_stats(exp: Experience, kl_by_kind: dict[str, Tensor], advantages: Tensor, returns: Tensor | None,
+                  tis_cap: float = 0.0) -> dict:
     """What the rollout phase measured, over every rank's rows: per-sequence KL by estimator,
-    entropy, lengths, EOS share, sampler-vs-training log-prob gap, and (with a critic) explained
-    variance of the values."""
+    entropy, lengths, EOS share, sampler-vs-training log-prob gap and what truncated importance
+    sampling makes of it (`tis_stats`, with --tis-cap, or 2 when it is off), and (with a critic)
+    explained variance of the values."""
     mask = exp.mask
     stats = {f"kl_{kind}": global_mean((kl * mask).sum(1)) for kind, kl in kl_by_kind.items()}
     stats.update(
@@ -256,6 +279,7 @@ def rollout_stats(exp: Experience, kl_by_kind: dict[str, Tensor], advantages: Te
         response_length=global_mean(mask.sum(1).float()),
         eos_rate=global_mean(exp.rollout.ended.float()),
         logprob_gap=global_masked_mean((exp.rollout.logprobs - exp.old_logp).abs(), mask),
+        **tis_stats(exp, tis_cap or 2.0),
         advantage_mean=global_masked_mean(advantages, mask),
         advantage_std=global_masked_mean(advantages**2, mask) ** 0.5,
     )
