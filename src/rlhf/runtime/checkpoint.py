@@ -37,6 +37,7 @@ RUN_ONLY_FIELDS = frozenset({
     "out", "resume", "resume_force", "overwrite", "progress", "device",
     "log_every", "save_every", "eval_every", "samples_every", "keep_checkpoints", "rounds",
     "max_bad_steps", "dist_timeout",  # when a run gives up, not what it computes
+    "gradient_checkpointing",  # recomputes what the forward kept: the same gradients, less memory
     "report_to",  # where the metrics are mirrored, not what they are
 })
 

@@ -115,11 +115,14 @@ class Runtime:
 
     def prepare(self, *models: torch.nn.Module):
         """Every replica of each model starts from rank 0's weights (whatever drew their random
-        parts: a LoRA init, a fresh head). The one place a sharding wrapper plugs in. Returns the
-        model (or the tuple of models) to train."""
+        parts: a LoRA init, a fresh head), with gradient checkpointing where the config asks. The
+        one place a sharding wrapper plugs in. Returns the model (or the tuple of models) to train."""
         for model in models:
-            if model is not None:
-                dist.broadcast_parameters(model)
+            if model is None:
+                continue
+            if getattr(self.cfg, "gradient_checkpointing", False) and not enable_activation_checkpointing(model):
+                raise ValueError(f"--gradient-checkpointing: {type(model).__name__} holds no transformers model")
+            dist.broadcast_parameters(model)
         return models[0] if len(models) == 1 else models
 
     def reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
@@ -189,6 +192,20 @@ class Runtime:
         stopped = {"stopped_by_callback": True} if callbacks.stop_requested() else {}
         self.run_dir.write_summary({**summary, **stopped, **self.summary_figures()})
         return model_dir
+
+
+def enable_activation_checkpointing(model) -> int:
+    """transformers' own activation (gradient) checkpointing on `model`, or on the outermost
+    transformers models inside it (a PPO critic's body), non-reentrant: the same gradients, and it
+    works with frozen inputs (LoRA) and keyword inputs. Returns how many models it was enabled on."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        return 1
+    if hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        return 1
+    return sum(enable_activation_checkpointing(child) for child in model.children())
 
 
 def init(cfg, run_dir: bool | RunDir = True, part_of: RunDir | None = None) -> Runtime:
