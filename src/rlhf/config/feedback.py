@@ -98,3 +98,19 @@ class LabelRestoreConfig:
     backup: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="BACKUP")] = ""  # (required) the file `rlhf label backup` wrote
     db: str = DEFAULT_DB  # database to restore into (as for `label serve`)
     overwrite: bool = False  # replace a store that already holds tasks or labels
+
+
+@dataclass(frozen=True)
+class LabelMonitorConfig:
+    """`rlhf label monitor`: what users of `rlhf serve --db` think of each served model version:
+    thumbs-up share with its 95% interval (overall and per day), the arena's Bradley-Terry
+    leaderboard, regenerate rate, answer length; an alert when the newest version is worse than
+    the one before it."""
+
+    db: str = DEFAULT_DB  # the feedback store `rlhf serve --db` writes
+    project: str = "chat"  # the chat page's project prefix (`rlhf serve --project`): PROJECT-thumbs and PROJECT-pairs
+    min_feedback: int = 20  # thumbs the newest version needs before the alert may fire
+    out: str = ""  # also write the report as an HTML page here; "" = print only
+
+    def __post_init__(self):
+        check_fields(self, {"project": bool(self.project.strip()), "min_feedback": self.min_feedback >= 1})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ..intervals import wilson_interval  # noqa: F401  (re-exported: evaluation's intervals)
+
 
 def perplexity(nll_sum: float, n_tokens: int) -> float:
     """exp of the mean negative log-likelihood per token (nats)."""
@@ -103,12 +105,3 @@ def length_controlled_win_rate(outcomes: list[float], lengths: list[float], refe
     return {"lc_win_rate": rate, "lc_ci_low": low, "lc_ci_high": high, "length_coef": coef, "n": len(y)}
 
 
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion successes / n (95% for z = 1.96): unlike mean +- z * se,
-    it stays inside [0, 1] and is not empty at 0 or n successes. (0, 1) when n is 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
