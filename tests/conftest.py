@@ -1,15 +1,73 @@
-"""Shared fixtures: a tiny embedded-default model built once per test session."""
+"""Shared fixtures (a tiny embedded-default model built once per test session), and a run that says
+loudly what it did not run: every skipped test is listed at the end under "NOT RUN", with how to run it.
+
+The browser tests are marked `chromium`: they drive Debian's chromium through Playwright, and
+without it they are not run and listed with the install line (RLHF_TEST_REQUIRE_CHROMIUM=1 makes
+a missing chromium an error instead, as CI wants). The real data the tests read is in tests/assets.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 import rlhf.demo  # noqa: F401  registers the demo's labeler `oracle`, as rlhf.cli does before every command
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NO_CHROMIUM = "Debian's chromium is not installed: apt-get install chromium"
+# how to run the tests a skip left out, by a word of the skip's reason
+HOW_TO_RUN = {
+    "chromium": "install Debian's chromium (Debian, Ubuntu: `sudo apt-get install chromium`; Playwright drives it, "
+                "no browser download)",
+    "wandb": "pip install -e '.[wandb]'",
+    "tensorboard": "pip install -e '.[test]' (it installs tensorboard)",
+    "gloo": "a torch build with torch.distributed and gloo (the PyPI wheels have both)",
+    "oneDNN": "a torch build with oneDNN (the PyPI CPU wheels have it)",
+    "SQLite only": "unset RLHF_TEST_PG_URL",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "chromium: drives Debian's chromium (fixture `chromium`: its path); without "
+                                       "it the test is listed as NOT RUN with the install line")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A `chromium` test without chromium: skipped before its fixtures are built (or an error, when required)."""
+    if item.get_closest_marker("chromium") and CHROMIUM is None:
+        if os.environ.get("RLHF_TEST_REQUIRE_CHROMIUM"):
+            pytest.fail(f"{NO_CHROMIUM} (RLHF_TEST_REQUIRE_CHROMIUM is set)", pytrace=False)
+        pytest.skip(NO_CHROMIUM)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The path of Debian's chromium (a test that takes it is marked `chromium`)."""
+    return CHROMIUM
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Every skipped test by reason, with how to run it: a skip is a test the run did not run."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: dict[str, list[str]] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reasons.setdefault(reason.removeprefix("Skipped: "), []).append(report.nodeid)
+    write = terminalreporter.write_line
+    terminalreporter.write_sep("!", f"{len(skipped)} test{'s' * (len(skipped) != 1)} NOT RUN", red=True, bold=True)
+    for reason, nodeids in reasons.items():
+        write(f"{len(nodeids)} not run: {reason}", yellow=True, bold=True)
+        for nodeid in nodeids:
+            write(f"    {nodeid}")
+        how = next((how for word, how in HOW_TO_RUN.items() if word in reason), "remove the cause above")
+        write(f"  to run them: {how}; then: python -m pytest -q {' '.join(nodeids)}")
 
 
 @pytest.fixture(scope="session")

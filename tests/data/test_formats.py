@@ -3,6 +3,7 @@
 import gzip
 import json
 import logging
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,8 @@ from rlhf.data import (
     read_rankings,
 )
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared beside the clone
-HH, TINYSTORIES = SHARED / "hh-rlhf", SHARED / "tinystories"
+HH = Path(__file__).resolve().parents[1] / "assets" / "hh-rlhf"  # real data in the repository: tests/assets/README.md
+TINYSTORIES = Path(str(files("rlhf.resources") / "tinystories" / "train.txt.gz"))  # what `rlhf pretrain` reads
 
 
 def U(text):
@@ -278,10 +279,9 @@ def test_skip_bad_rows_drops_and_counts(tmp_path, caplog):
         read_comparisons(write(tmp_path, "t.jsonl", "{oops\n"), skip_bad_rows=True)
 
 
-# ---- the shipped data (beside the clone at ../shared in CI) --------------------------------
+# ---- real data: tests/assets and the package's own TinyStories --------------------------------
 
 
-@pytest.mark.skipif(not (HH / "harmless-dev.jsonl.gz").exists(), reason="shared HH data not present")
 def test_real_hh_dev():
     pairs = read_comparisons(HH / "harmless-dev.jsonl.gz")
     assert len(pairs) == 200
@@ -291,17 +291,15 @@ def test_real_hh_dev():
     assert read_comparisons(HH / "harmless-dev.jsonl.gz", strict_hh=True) == pairs
 
 
-@pytest.mark.skipif(not (HH / "harmless-train.jsonl.gz").exists(), reason="shared HH data not present")
 def test_real_hh_train_divergent_pairs():
-    path = HH / "harmless-train.jsonl.gz"
+    path = HH / "harmless-train-sample.jsonl.gz"  # 208 train pairs, with every quirk of the 1,800 (PROVENANCE.md)
     pairs, demos = read_comparisons(path), read_demonstrations(path)
-    assert len(pairs) == len(demos) == 1800
+    assert len(pairs) == len(demos) == 208
     assert sum(c.chosen == "" for c in pairs) == 4  # silence preferred to a harmful reply: kept
     strict = read_comparisons(path, strict_hh=True, skip_bad_rows=True)
-    assert [e.place for e in strict.errors] == [984, 1317, 1532, 1533, 1593]
+    assert [e.place for e in strict.errors] == [204, 205, 206, 207, 208]  # lines 984, 1317, 1532, 1533, 1593 of the 1,800
 
 
-@pytest.mark.skipif(not TINYSTORIES.exists(), reason="shared TinyStories data not present")
-def test_real_tinystories():
-    docs = read_documents(TINYSTORIES / "tinystories_10k_lines_decoding-gpt.txt")
+def test_real_tinystories():  # the corpus the package ships: stories separated by <|endoftext|> lines
+    docs = read_documents(TINYSTORIES)
     assert len(docs) > 1000 and all("<|endoftext|>" not in d.text and d.text.strip() for d in docs)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import pytest
 from rlhf.cli import main
 from rlhf.demo.report import format_number
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 METHODS = ("sft", "ppo", "rloo", "grpo", "dpo", "online_dpo")
 
 
@@ -86,13 +84,13 @@ def test_resume_keeps_finished_steps(demo_dir, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_report_in_a_real_browser(demo_dir):
+@pytest.mark.chromium  # without Debian's chromium: reported as not run, with the install line (conftest)
+def test_report_in_a_real_browser(chromium, demo_dir):
     from playwright.sync_api import sync_playwright
 
     summary = json.loads((demo_dir / "summary.json").read_text())
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu",
                                                                     "--disable-background-networking"])
         try:
             page = browser.new_page()

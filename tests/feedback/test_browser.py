@@ -3,7 +3,6 @@ off, creates a project from a `rlhf generate` file and invites two annotators; e
 by link and labels with the keyboard; one undoes a label and answers again. The export then
 trains a reward model (`rlhf rm`) and a policy (`rlhf dpo`)."""
 
-import shutil
 import socket
 import threading
 import time
@@ -15,8 +14,7 @@ from rlhf.cli import main
 from rlhf.data.formats import read_comparisons
 from rlhf.feedback.tables import Label
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.chromium  # without Debian's chromium: reported as not run, with the install line (conftest)
 
 
 @pytest.fixture
@@ -44,7 +42,7 @@ def _label_with_keys(page, keys: str) -> None:
             page.keyboard.press(key)
 
 
-def test_admin_invites_two_annotators_who_label_with_the_keyboard(server, admin_token, sessions, tmp_path,
+def test_admin_invites_two_annotators_who_label_with_the_keyboard(chromium, server, admin_token, sessions, tmp_path,
                                                                    tiny_model_dir):
     from playwright.sync_api import sync_playwright
 
@@ -52,7 +50,7 @@ def test_admin_invites_two_annotators_who_label_with_the_keyboard(server, admin_
                             [{"prompt": f"Tell story {i}", "responses": [f"story {i} take {j}" for j in range(2)]}
                              for i in range(3)])
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu",
                                                                     "--disable-background-networking"])
         try:
             admin = browser.new_context(java_script_enabled=False).new_page()  # admin pages need no script

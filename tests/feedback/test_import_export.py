@@ -1,6 +1,7 @@
 """`rlhf label import` and `rlhf label export`: every kind of file in, files the toolkit's
 readers (what `rlhf rm`, `rlhf dpo` and `--loss kto` read) accept out."""
 
+import gzip
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from rlhf.feedback.importer import import_file
 from rlhf.feedback.stats import cohen_kappa
 from rlhf.feedback.tables import Label, Task
 
-PANDALM = Path(__file__).resolve().parents[3] / "shared" / "data" / "pandalm" / "testset-v1.json"
+PANDALM = Path(__file__).resolve().parents[1] / "assets" / "pandalm" / "testset-v1.json.gz"  # tests/assets/README.md
 CONVERSATION = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
                 {"role": "user", "content": "Tell me a story"}]
 
@@ -119,16 +120,17 @@ def test_gold_items_measure_annotators_and_filter_the_export(sessions, tmp_path)
         assert sum(r["chosen"] == "right" for r in with_gold) == 4
 
 
-@pytest.mark.skipif(not PANDALM.exists(), reason="needs ../shared/data/pandalm")
-def test_pandalm_three_annotators_agree(db_url, capsys):
-    assert main(["label", "import", "--db", db_url, "--project", "pandalm", "--format", "pandalm", str(PANDALM)]) == 0
+def test_pandalm_three_annotators_agree(db_url, tmp_path, capsys):
+    testset = tmp_path / "testset-v1.json"  # the file as PandaLM publishes it
+    testset.write_bytes(gzip.decompress(PANDALM.read_bytes()))
+    assert main(["label", "import", "--db", db_url, "--project", "pandalm", "--format", "pandalm", str(testset)]) == 0
     from rlhf.feedback.store import open_store
 
     with open_store(db_url)() as s:
         d = dashboard.build(s, repo.project_by_name(s, "pandalm"), rounds=20)
     assert [k["n"] for k in d.kappa] == [999, 999, 999]
     # the same figure straight from the file's labels (1, 2 or 0 per annotator), and the published range
-    items = json.loads(PANDALM.read_text())
+    items = json.loads(testset.read_text())
     for row, (i, j) in zip(d.kappa, ((1, 2), (1, 3), (2, 3))):
         assert (row["a"], row["b"]) == (f"annotator{i}", f"annotator{j}")
         assert row["kappa"] == pytest.approx(cohen_kappa([x[f"annotator{i}"] for x in items],

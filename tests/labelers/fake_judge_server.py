@@ -1,5 +1,5 @@
 """A fake OpenAI-compatible judge for the tests: a tiny FastAPI app served by uvicorn on 127.0.0.1
-in a thread. It counts the requests and answers `/v1/chat/completions` by a rule (`server.mode`):
+in a thread. It counts the requests (models and seeds asked) and answers `/v1/chat/completions` by a rule (`server.mode`):
 
 - "longer": the longer of [Response A] / [Response B] wins ([[C]] when equally long); a score
   request gets `Rating: [[min(10, len // 2 + 1)]]`; critique and revision requests get a
@@ -43,7 +43,7 @@ def rule(mode: str, text: str, temperature: float) -> str:
 
 class FakeJudgeServer:
     def __init__(self, mode: str = "longer"):
-        self.mode, self.requests, self.models_asked = mode, 0, []
+        self.mode, self.requests, self.models_asked, self.seeds = mode, 0, [], []
         app = FastAPI()
 
         @app.post("/v1/chat/completions")
@@ -51,6 +51,7 @@ class FakeJudgeServer:
             body = await request.json()
             self.requests += 1
             self.models_asked.append(body["model"])
+            self.seeds.append(body.get("seed"))
             content = rule(self.mode, body["messages"][-1]["content"], float(body.get("temperature") or 0))
             return {"id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": int(time.time()),
                     "model": body["model"],

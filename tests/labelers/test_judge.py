@@ -65,13 +65,25 @@ def test_rerun_hits_the_cache_and_makes_no_request(server, tmp_path):
     assert other.stats.requests == 6 and server.requests == asked + 6
 
 
-def test_garbage_answers_are_retried_then_a_clear_error(server, tmp_path):
+def test_garbage_answers_are_retried_then_a_clear_error_and_cached(server, tmp_path):
     server.mode = "garbage"
     judge = api_judge(server, tmp_path, retries=2)
-    with pytest.raises(JudgeError, match=r"malformed answer for pair 0 \(prompt 'Once upon a time'\).*after 3 attempts"):
+    with pytest.raises(JudgeError, match=r"malformed answer for pair 0 \(prompt 'Once upon a time'\).*after 3 attempts"
+                                         r".*2 of 2 answers malformed.*instruction-tuned.*--retries 3 or more"):
         judge.prefer(PROMPTS[:1], FIRSTS[:1], SECONDS[:1])
-    assert server.requests == 2 * 3  # both orders, asked three times each, then no more
-    assert not (tmp_path / "cache.jsonl").exists()  # nothing malformed is cached
+    assert server.requests == 2 * 3 and server.seeds == [0, 0, 1, 1, 2, 2]  # both orders, attempts 0, 1, 2
+    again = api_judge(server, tmp_path, retries=2)  # a rerun: the malformed answers come from the cache
+    with pytest.raises(JudgeError, match="after 3 attempts"):
+        again.prefer(PROMPTS[:1], FIRSTS[:1], SECONDS[:1])
+    assert server.requests == 6 and again.stats.requests == 0 and again.stats.malformed_cached == 2
+    more = api_judge(server, tmp_path, retries=3)  # one more attempt each, with a seed not asked before
+    with pytest.raises(JudgeError, match="after 4 attempts"):
+        more.prefer(PROMPTS[:1], FIRSTS[:1], SECONDS[:1])
+    assert server.requests == 8 and server.seeds[6:] == [3, 3] and more.stats.retries == 2
+    longer = api_judge(server, tmp_path, retries=0, max_new_tokens=128)  # room for a longer answer: asked afresh
+    with pytest.raises(JudgeError, match="after 1 attempts"):
+        longer.prefer(PROMPTS[:1], FIRSTS[:1], SECONDS[:1])
+    assert server.requests == 10
 
 
 def test_garbage_as_tie_is_counted(server, tmp_path):
@@ -129,7 +141,7 @@ def test_parsing_is_strict():
 
 def test_local_model_judge(tiny_model_dir, tmp_path):
     """The tiny model never writes a verdict: the local path asks both orders, retries (sampled),
-    then names the pair; as ties it counts every malformed answer; the cache keeps nothing."""
+    then names the pair; as ties it counts every malformed answer, from the cache (asked once)."""
     judge = build_judge(model=str(tiny_model_dir), cache=tmp_path / "c.jsonl", retries=1, max_new_tokens=6)
     assert judge.backend.identity.startswith("local:")
     with pytest.raises(JudgeError, match=r"pair 0 \(prompt 'Once upon a time'\).*after 2 attempts"):
@@ -138,7 +150,7 @@ def test_local_model_judge(tiny_model_dir, tmp_path):
     tied = build_judge(model=str(tiny_model_dir), cache=tmp_path / "c.jsonl", retries=0, max_new_tokens=6,
                        on_malformed="tie")
     assert tied.prefer(PROMPTS[:2], FIRSTS[:2], SECONDS[:2]) == [None, None]
-    assert tied.stats.malformed == 4
+    assert tied.stats.malformed == 4 and tied.stats.requests == 0 and tied.stats.malformed_cached == 4
     assert all(math.isnan(s) for s in tied.score(PROMPTS[:1], FIRSTS[:1]))
 
 
@@ -164,3 +176,18 @@ def test_local_backend_protocol_with_a_scripted_model(tmp_path):
     judge = Judge(model, AnswerCache(tmp_path / "c.jsonl"))
     assert judge.prefer(PROMPTS, FIRSTS, SECONDS) == LONGER
     assert model.calls == [6]  # one batch: every pair in both orders
+
+
+def test_room_left_reads_the_request_and_the_context_from_the_servers_message():
+    from rlhf.labelers.judge_backends import room_left
+
+    serve = "max_tokens 256 + the prompt's 291 tokens exceed this model's context of 512 tokens"  # rlhf serve
+    vllm = ("This model's maximum context length is 512 tokens. However, you requested 547 tokens (291 in the "
+            "messages, 256 in the completion). Please reduce the length of the messages or completion.")  # and OpenAI
+    vllm_010 = ("'max_tokens' or 'max_completion_tokens' is too large: 256. This model's maximum context length is "
+                "512 tokens and your request has 291 input tokens (256 > 512 - 291).")
+    for message in (serve, vllm, vllm_010):
+        assert room_left(message) == (512 - 291, 512)
+    assert room_left(serve, context=1024) == (1024 - 291, 1024)  # the model card's context wins
+    assert room_left("the prompt is 600 tokens; this model's context is 512 tokens") == (-88, 512)  # cannot fit
+    assert room_left("max_tokens must be at least 1, got 0") is None  # not about the context

@@ -60,15 +60,19 @@ def test_judge_writes_comparisons_and_a_summary_and_reruns_from_the_cache(server
     assert out.read_text() == first
 
 
-def test_judge_rejudges_comparisons_with_a_position_biased_judge(server, tmp_path):
+def test_judge_rejudges_comparisons_with_a_position_biased_judge(server, tmp_path, capsys):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"p{i}", "chosen": "short", "rejected": "much longer"}) + "\n"
                             for i in range(3)))
     server.mode = "first"
     out = tmp_path / "judged.jsonl"
-    assert main(judge_args(server, data, out)) == 0
+    assert main(judge_args(server, data, out)) == 1  # nothing usable is a failure, not an empty file
     summary = json.loads((tmp_path / "judged.jsonl.summary.json").read_text())
-    assert summary["ties"] == 3 and summary["position_bias"] == 1.0 and out.read_text() == ""
+    assert summary["ties"] == 3 and summary["position_bias"] == 1.0 and summary["flipped_pairs"] == 3
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert "no usable verdict: 3 pairs -> 0 comparisons (3 pairs whose verdict flipped with the order)" in err
+    assert "position bias 1.00" in err and "stronger judge" in err
 
 
 def test_judge_garbage_is_a_clear_error(server, candidates, tmp_path, capsys):
@@ -83,9 +87,12 @@ def test_judge_with_a_local_model(tiny_model_dir, candidates, tmp_path, capsys):
     args = ["judge", "--data", str(candidates), "--out", str(out), "--model", str(tiny_model_dir),
             "--max-new-tokens", "4", "--retries", "0", "--device", "cpu"]
     assert main(args) == 1 and "malformed answer for pair 0" in capsys.readouterr().err
-    assert main(args + ["--on-malformed", "tie"]) == 0
+    assert main(args + ["--on-malformed", "tie"]) == 1  # no usable verdict; the malformed answers come from the cache
     summary = json.loads((tmp_path / "j.jsonl.summary.json").read_text())
     assert summary["malformed"] == 12 and summary["ties"] == 6 and summary["judge"].startswith("local:")
+    assert summary["requests"] == 0 and summary["malformed_cached"] == 12
+    err = capsys.readouterr().err
+    assert "no usable verdict: 6 pairs -> 0 comparisons (12 answers malformed)" in err and "--model DIR" in err
 
 
 def test_judge_needs_one_backend(candidates, tmp_path, capsys):

@@ -16,6 +16,9 @@ def test_models_lists_both_policies(client, tiny_model_dir):
     models = {m.id: m for m in client.models.list().data}
     assert set(models) == {"tiny", "tiny-b"}
     assert client.models.retrieve("tiny-b").id == "tiny-b"
+    # the context (prompt + answer) on the model card, named as vLLM names it: clients fit max_tokens to it
+    card = client.models.retrieve("tiny-b")
+    assert models["tiny"].model_extra["max_model_len"] == card.model_extra["max_model_len"] == 512
 
 
 def test_chat_completion_and_usage(client, server):

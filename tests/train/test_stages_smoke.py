@@ -12,7 +12,7 @@ from rlhf.train import pretrain, sft
 
 from pathlib import Path
 
-SHARED_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-rlhf" / "harmless-train.jsonl.gz"
+HH_TRAIN = Path(__file__).resolve().parents[1] / "assets" / "hh-rlhf" / "harmless-train-sample.jsonl.gz"  # tests/assets/README.md
 
 
 def weights(model_dir):
@@ -74,12 +74,11 @@ def test_sft_with_lora_saves_a_merged_model(tiny_model_dir, demonstrations_file,
     assert changed(weights(tiny_model_dir), after)
 
 
-@pytest.mark.skipif(not SHARED_HH.exists(), reason="needs ../shared/data/hh-rlhf")
 def test_sft_on_hh_chosen_transcripts(tiny_model_dir, tmp_path):
     import gzip
 
     subset = tmp_path / "hh.jsonl"
-    with gzip.open(SHARED_HH, "rt", encoding="utf-8") as f:
+    with gzip.open(HH_TRAIN, "rt", encoding="utf-8") as f:
         subset.write_text("".join(next(f) for _ in range(16)), encoding="utf-8")
     cfg = SFTConfig(model=str(tiny_model_dir), data=str(subset), out=str(tmp_path / "hh"), max_steps=2,
                     batch_size=4, max_length=64, progress=False)

@@ -19,9 +19,9 @@ class JudgeBackendFields:
     api_model: str | None = None  # endpoint judge: the model name to ask
     api_key_env: str = "OPENAI_API_KEY"  # endpoint judge: environment variable holding the API key
     cache: str | None = None  # JSON-lines cache of answers (a rerun asks nothing twice); default: next to --out
-    retries: int = 2  # a malformed answer is asked again this many times (sampled), then it is an error
+    retries: int = 2  # a malformed answer is asked again this many times (sampled, a new seed each), then it is an error; cached: a rerun with more asks only the new attempts
     on_malformed: Literal["error", "tie"] = "error"  # after the retries: stop with an error naming the item, or count it as a tie
-    max_new_tokens: int = 256  # answer tokens at most
+    max_new_tokens: int = 256  # answer tokens at most; an endpoint's are fitted to what its model's context leaves
     seed: int = 0  # seed of anything drawn at random (revise: the principle for each response)
     device: str = "auto"  # local judge: auto (cuda if available, else cpu), cpu, cuda, cuda:N
     skip_bad_rows: bool = False  # drop malformed input rows (counted) instead of stopping

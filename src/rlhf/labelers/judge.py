@@ -8,9 +8,12 @@ cache of answers keyed by sha256(template version, judge identity, prompt, respo
 - every pair is asked in both orders (A, B) and (B, A); a verdict that does not survive the swap
   is a tie, and `position_bias` is the share of decisive answers that picked the first position;
 - answers are parsed strictly (`[[A]]`, `[[B]]`, `[[C]]` = tie; `Rating: [[N]]`, N in 1..10); a
-  malformed answer is asked again (at temperature RETRY_TEMPERATURE, seeded) up to `retries`
-  times, then is a JudgeError naming the pair (or, with on_malformed="tie", a counted tie);
-- a cached answer is never asked again: a rerun over the same inputs makes no request.
+  malformed answer is asked again (at temperature RETRY_TEMPERATURE, seed = the attempt's number)
+  up to `retries` times, then is a JudgeError naming the pair (or, with on_malformed="tie", a
+  counted tie); a judge that gives no usable verdict at all is an error that says why (`no_verdict`);
+- a cached answer is never asked again, malformed ones included (the cache keeps how many attempts
+  failed): a rerun over the same inputs makes no request, and one with more `retries` asks only
+  the new attempts, with new seeds. Endpoint errors: `judge_backends`.
 
 As a labeller: `rlhf generate --label judge:SPEC` and `rlhf dpo --online --labeler judge:SPEC`
 (registered in `rlhf.labelers.pairs.LABELER_PREFIXES`), where SPEC is a model directory or an
@@ -31,9 +34,9 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from ..data.records import Message, PromptText, is_conversation
+from ..data.records import PromptText, is_conversation
+from .judge_backends import RETRY_TEMPERATURE, ApiBackend, JudgeEndpointError, LocalBackend  # noqa: F401
 
-RETRY_TEMPERATURE = 0.7  # a retry samples, so a deterministic judge is not asked the same thing twice for nothing
 VERDICT = re.compile(r"\[\[([ABC])\]\]")
 RATING = re.compile(r"Rating:\s*\[\[(\d+)\]\]")
 
@@ -58,79 +61,27 @@ def render_prompt(prompt: PromptText) -> str:
     return prompt
 
 
-# ---------------------------------------------------------------- backends: list of requests -> list of answers
-
-
-class ApiBackend:
-    """An OpenAI-compatible endpoint, asked through the official client (chat completions)."""
-
-    def __init__(self, api_base: str, model: str, key_env: str = "OPENAI_API_KEY", max_tokens: int = 512,
-                 timeout: float = 60.0):
-        from openai import OpenAI  # only where an endpoint is used
-
-        if not model:
-            raise ValueError(f"judge endpoint {api_base}: name the model to ask (--api-model NAME or ?model=NAME)")
-        key = os.environ.get(key_env) or "none"  # local servers take any key; a real one comes from key_env
-        self.client = OpenAI(base_url=api_base, api_key=key, max_retries=2, timeout=timeout)
-        self.model, self.max_tokens = model, max_tokens
-        self.identity = f"api:{api_base.rstrip('/')}#{model}"
-
-    def complete(self, texts: list[str], attempt: int = 0) -> list[str]:
-        answers = []
-        for text in texts:
-            response = self.client.chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": text}], max_tokens=self.max_tokens,
-                temperature=0.0 if attempt == 0 else RETRY_TEMPERATURE, seed=attempt)
-            answers.append(response.choices[0].message.content or "")
-        return answers
-
-
-class LocalBackend:
-    """A causal LM directory, decoded with `rlhf.rollout.sample_responses`: greedy, sampled on retries.
-    Its identity names the directory and its weights' sizes and times, so retrained weights miss the cache."""
-
-    def __init__(self, model_dir: str, device="cpu", max_new_tokens: int = 64, batch_size: int = 16,
-                 trust_remote_code: bool = False):
-        from ..models.load import load_causal_lm, load_tokenizer, resolve_model_dir
-        from ..rollout.attention import use_fp32_attention
-
-        path = resolve_model_dir(model_dir)
-        self.tokenizer = load_tokenizer(path, trust_remote_code)
-        self.model = load_causal_lm(path, trust_remote_code).to(device).eval()
-        use_fp32_attention(self.model)
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        stamp = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.glob("*.safetensors"))
-        self.identity = f"local:{path.resolve()}#{hashlib.sha256(repr(stamp).encode()).hexdigest()[:12]}"
-
-    def complete(self, texts: list[str], attempt: int = 0) -> list[str]:
-        import torch
-
-        from ..rollout.generate import SamplingConfig, sample_responses
-
-        sampling = SamplingConfig(self.max_new_tokens, 0.0 if attempt == 0 else RETRY_TEMPERATURE)
-        # a chat model reads the request as a user turn, through its chat template
-        prompts = [(Message("user", t),) for t in texts] if self.tokenizer.chat_template else texts
-        with torch.no_grad():
-            out = sample_responses(self.model, self.tokenizer, prompts, sampling, k=1, seed=attempt,
-                                   batch_size=self.batch_size)
-        return [rs[0] for rs in out]
-
-
 # ---------------------------------------------------------------- cache
 
 
 class AnswerCache:
-    """Parsed answers in a JSON-lines file, one `{"key", "answer"}` per line, appended as they come."""
+    """Answers in a JSON-lines file, appended as they come: `{"key", "answer"}` for a parsed answer,
+    `{"key", "malformed", "attempts", "max_tokens"}` for a request whose `attempts` answers (the last
+    one kept) were all malformed, so that a rerun does not ask it again the same way."""
 
     def __init__(self, path: str | os.PathLike | None):
         self.path = Path(path) if path else None
         self.answers: dict[str, object] = {}
+        self.malformed: dict[str, dict] = {}  # key -> {"malformed": last answer, "attempts", "max_tokens"}
         if self.path is not None and self.path.exists():
             for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
                 if line.strip():
                     try:
                         row = json.loads(line)
-                        self.answers[row["key"]] = row["answer"]
+                        if "answer" in row:
+                            self.answers[row["key"]] = row["answer"]
+                        else:
+                            self.malformed[row["key"]] = {k: row[k] for k in ("malformed", "attempts", "max_tokens")}
                     except (json.JSONDecodeError, KeyError, TypeError):
                         raise ValueError(f"{self.path}:{n}: not a judge cache line") from None
 
@@ -138,12 +89,24 @@ class AnswerCache:
     def key(*parts) -> str:
         return hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
+    def attempts(self, key: str, max_tokens) -> int:
+        """Malformed answers already had for `key` at this answer length (0 when none)."""
+        entry = self.malformed.get(key)
+        return entry["attempts"] if entry and entry["max_tokens"] == max_tokens else 0
+
     def put(self, key: str, answer) -> None:
         self.answers[key] = answer
+        self._append({"key": key, "answer": answer})
+
+    def put_malformed(self, key: str, answer: str, attempts: int, max_tokens) -> None:
+        self.malformed[key] = {"malformed": answer[:500], "attempts": attempts, "max_tokens": max_tokens}
+        self._append({"key": key, **self.malformed[key]})
+
+    def _append(self, row: dict) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"key": key, "answer": answer}) + "\n")
+                f.write(json.dumps(row) + "\n")
 
 
 # ---------------------------------------------------------------- parsing
@@ -178,11 +141,13 @@ def parse_critique(answer: str) -> str | None:
 @dataclass
 class Stats:
     requests: int = 0  # requests sent to the backend (retries included)
-    cache_hits: int = 0  # answers read from the cache
+    cache_hits: int = 0  # answers read from the cache (malformed_cached included)
+    malformed_cached: int = 0  # cached malformed answers, not asked again (more --retries asks them with new seeds)
     retries: int = 0  # malformed answers asked again
     malformed: int = 0  # answers still malformed after the retries (on_malformed="tie" only)
     first_wins: int = 0  # decisive pairwise answers that picked the first position
     decisive: int = 0  # pairwise answers that picked a position (not [[C]], not malformed)
+    flipped: int = 0  # pairs decided in both orders whose verdict flipped with the order
 
     @property
     def position_bias(self) -> float | None:
@@ -203,32 +168,66 @@ class Judge:
     stats: Stats = field(default_factory=Stats)
 
     def ask(self, version: str, fills: list[dict], parse, names: list[str], expected: str) -> list:
-        """Parsed answers to `template(version)` filled with each of `fills`; cached ones are not asked."""
+        """Parsed answers to `template(version)` filled with each of `fills`. Cached answers are not asked
+        again, nor are cached malformed ones past their retries: attempt n of a request is asked once
+        (seed n), in this run or a later one with more `retries`."""
         text = template(version)
+        budget = getattr(self.backend, "max_tokens", None)  # a longer answer may hold what a short one cut off
         keys = [AnswerCache.key(version, self.backend.identity, f) for f in fills]
         out = [self.cache.answers.get(k) for k in keys]
+        tried = [0 if a is not None else self.cache.attempts(k, budget) for k, a in zip(keys, out)]
+        last = {i: self.cache.malformed[keys[i]]["malformed"] for i, n in enumerate(tried) if n}
         self.stats.cache_hits += sum(a is not None for a in out)
-        todo = [i for i, a in enumerate(out) if a is None]
-        raw: dict[int, str] = {}
+        asked: set[int] = set()
         for attempt in range(self.retries + 1):
+            todo = [i for i, a in enumerate(out) if a is None and tried[i] == attempt]
             if not todo:
-                break
+                continue
+            asked.update(todo)
             if attempt:
                 self.stats.retries += len(todo)
             answers = self.backend.complete([text.format(**fills[i]) for i in todo], attempt)
             self.stats.requests += len(todo)
             for i, answer in zip(todo, answers):
-                raw[i], parsed = answer, parse(answer)
-                if parsed is not None:
+                parsed = parse(answer)
+                if parsed is None:
+                    tried[i], last[i] = attempt + 1, answer
+                    self.cache.put_malformed(keys[i], answer, attempt + 1, budget)
+                else:
                     out[i] = parsed
                     self.cache.put(keys[i], parsed)
-            todo = [i for i in todo if out[i] is None]
-        if todo and self.on_malformed == "error":
-            i = todo[0]
+        left = [i for i, a in enumerate(out) if a is None]
+        cached = sum(i not in asked for i in left)  # malformed in an earlier run, past the retries: not asked now
+        self.stats.cache_hits += cached
+        self.stats.malformed_cached += cached
+        if left and self.on_malformed == "error":
+            i = left[0]
             raise JudgeError(f"judge {self.backend.identity} ({version}): malformed answer for {names[i]} after "
-                             f"{self.retries + 1} attempts, expected {expected}; last answer: {raw[i][:200]!r}")
-        self.stats.malformed += len(todo)
+                             f"{tried[i]} attempts, expected {expected}; last answer: {last[i][:200]!r}; "
+                             f"{len(left)} of {len(fills)} answers malformed. "
+                             f"{self.malformed_hint(none_parsed=len(left) == len(fills))}")
+        self.stats.malformed += len(left)
         return out
+
+    def malformed_hint(self, none_parsed: bool = True) -> str:
+        """What to change when answers do not parse: the judge model (when `none_parsed`: no answer held
+        what the template asks for), the answer length (when answers stopped at it), the retries."""
+        backend, hint = self.backend, ""
+        if none_parsed:
+            flag = "--api-model NAME" if isinstance(backend, ApiBackend) else "--model DIR"
+            hint = (f"The judge does not answer in the form the template asks for: use an instruction-tuned judge "
+                    f"model ({flag}; a policy trained here is not one). ")
+        if getattr(backend, "truncated", None):
+            fitted = getattr(backend, "fitted", {})
+            hint += (f"{backend.truncated} answers stopped at the token limit ({backend.max_tokens}; as few as "
+                     f"{min(fitted.values())} to fit the model's context of {backend.context}): a judge with a "
+                     f"longer context gives them room. " if fitted else
+                     f"{backend.truncated} answers stopped at the token limit ({backend.max_tokens}): raise "
+                     f"--max-new-tokens. ")
+        retry = f"--retries {self.retries + 1} or more asks them again with new seeds"
+        if self.cache.path is None:
+            return hint + retry[0].upper() + retry[1:] + "."
+        return hint + f"Malformed answers are cached (in {self.cache.path}): a rerun does not ask them again; {retry}."
 
     def prefer(self, prompts: Sequence[PromptText], firsts: Sequence[str], seconds: Sequence[str]) -> list[int | None]:
         """For each pair: 0 when the first response wins in both orders, 1 when the second does,
@@ -249,6 +248,7 @@ class Judge:
                     self.stats.first_wins += v == "A"
             # in the swapped order "B" names the first response
             wins = {"A": 0, "B": 1}.get(forward), {"A": 1, "B": 0}.get(backward)
+            self.stats.flipped += None not in wins and wins[0] != wins[1]
             picks.append(wins[0] if wins[0] is not None and wins[0] == wins[1] else None)
         return picks
 
@@ -311,11 +311,32 @@ def score(prompts: Sequence[PromptText], responses: Sequence[str]) -> list[float
 
 
 def summary(judge: Judge) -> dict:
+    s, backend = judge.stats, judge.backend
+    return {"judge": backend.identity, "requests": s.requests, "cache_hits": s.cache_hits, "retries": s.retries,
+            "malformed": s.malformed, "malformed_cached": s.malformed_cached, "position_bias": s.position_bias,
+            "decisive_answers": s.decisive, "flipped_pairs": s.flipped, "max_tokens": backend.max_tokens,
+            "truncated_answers": getattr(backend, "truncated", None),
+            "max_tokens_fitted": len(getattr(backend, "fitted", {})), "context": getattr(backend, "context", None)}
+
+
+def no_verdict(judge: Judge, pairs: int) -> str:
+    """Why `pairs` pairs gave no comparison, and what to change (a JudgeError's message)."""
     s = judge.stats
-    return {"judge": judge.backend.identity, "requests": s.requests, "cache_hits": s.cache_hits, "retries": s.retries,
-            "malformed": s.malformed, "position_bias": s.position_bias, "decisive_answers": s.decisive}
+    parts = [f"{s.malformed} answers malformed"] if s.malformed else []
+    if s.flipped:
+        parts.append(f"{s.flipped} pairs whose verdict flipped with the order")
+    hint = []
+    if s.malformed:
+        hint.append(judge.malformed_hint(none_parsed=s.decisive == 0))
+    if s.flipped:
+        hint.append(f"The verdicts follow the position, not the responses (position bias "
+                    f"{s.position_bias:.2f}): use a stronger judge model.")
+    if not hint:
+        hint.append("The judge called every pair a tie ([[C]]): the responses may not differ enough to judge.")
+    return (f"no usable verdict: {pairs} pairs -> 0 comparisons" + (f" ({', '.join(parts)})" if parts else "")
+            + ". " + " ".join(hint))
 
 
-__all__ = ["Judge", "JudgeError", "AnswerCache", "ApiBackend", "LocalBackend", "build_judge", "judge_from_spec",
-           "labeler", "score", "template", "parse_verdict", "parse_rating", "parse_revision", "parse_critique",
-           "summary"]
+__all__ = ["Judge", "JudgeError", "JudgeEndpointError", "AnswerCache", "ApiBackend", "LocalBackend", "build_judge",
+           "judge_from_spec", "no_verdict", "labeler", "score", "template", "parse_verdict", "parse_rating",
+           "parse_revision", "parse_critique", "summary"]

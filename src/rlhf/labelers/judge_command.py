@@ -5,14 +5,16 @@
   as in `rlhf generate --label`; a comparisons file is re-judged pair by pair. Each pair is asked
   in both orders; a verdict that flips with the order (or [[C]]) is a tie, left out and counted.
   Writes comparisons {"prompt","chosen","rejected"} to --out and the summary (pairs, ties,
-  position bias, cache hits, requests) to OUT.summary.json.
+  position bias, cache hits, requests) to OUT.summary.json. No comparison at all (every answer
+  malformed, every verdict flipping) is an error that says why and what to change; --out is
+  then not written.
 
 `rlhf judge revise --data RESPONSES [--constitution FILE] [--pairs FILE]`:
   for each prompt and response, a principle drawn (seeded) from the constitution; the judge
   critiques the response against it, then revises it (Bai et al. 2022, the SL stage of CAI).
   Writes demonstrations {"prompt","completion": revision} to --out and, with --pairs,
   comparisons {"prompt","chosen": revision, "rejected": original} (a revision equal to the
-  original says nothing and is skipped, counted).
+  original says nothing and is skipped, counted); no revision at all is an error, as above.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..data import formats, rows
 from ..data.files import write_jsonl
 from ..data.records import PromptText, prompt_as_json
 from ..runtime.files import atomic_write_text
-from .judge import build_judge, parse_critique, parse_revision, render_prompt, summary
+from .judge import JudgeError, build_judge, no_verdict, parse_critique, parse_revision, render_prompt, summary
 
 
 def read_responses(path: str, skip_bad_rows: bool) -> list[tuple[PromptText, tuple[str, ...]]]:
@@ -68,10 +70,13 @@ def judge_pairs(cfg: JudgeConfig) -> Path:
     picks = judge.prefer([p for p, _, _ in pairs], [a for _, a, _ in pairs], [b for _, _, b in pairs])
     records = [{"prompt": prompt_as_json(p), "chosen": a if pick == 0 else b, "rejected": b if pick == 0 else a}
                for (p, a, b), pick in zip(pairs, picks) if pick is not None]
-    write_jsonl(out, records)
     stats = {"pairs": len(pairs), "comparisons": len(records), "ties": len(pairs) - len(records),
              "template": cfg.template, **summary(judge), "seconds": round(time.perf_counter() - start, 3)}
-    atomic_write_text(out.with_name(out.name + ".summary.json"), json.dumps(stats, indent=2) + "\n")
+    summary_path = out.with_name(out.name + ".summary.json")
+    atomic_write_text(summary_path, json.dumps(stats, indent=2) + "\n")
+    if not records:  # an empty file would train nothing, and say nothing about why
+        raise JudgeError(f"{no_verdict(judge, len(pairs))} Nothing written to {out}; the counts are in {summary_path}.")
+    write_jsonl(out, records)
     bias = "n/a" if stats["position_bias"] is None else f"{stats['position_bias']:.2f}"
     print(f"rlhf judge: {stats['pairs']} pairs -> {stats['comparisons']} comparisons, {stats['ties']} ties; "
           f"position bias (first-position wins) {bias}; {stats['cache_hits']} cache hits, {stats['requests']} requests")
@@ -113,14 +118,21 @@ def revise(cfg: JudgeReviseConfig) -> Path:
                                           for i in asked], parse_revision, [names[i] for i in asked],
                           '"Revision:" followed by the revised response')
     revised = [(items[i][0], items[i][1], rev) for i, rev in zip(asked, revisions) if rev is not None]
-    write_jsonl(out, [{"prompt": prompt_as_json(p), "completion": rev} for p, _, rev in revised])
     comparisons = [{"prompt": prompt_as_json(p), "chosen": rev, "rejected": orig} for p, orig, rev in revised if rev != orig]
-    if cfg.pairs:
-        write_jsonl(cfg.pairs, comparisons)
     stats = {"responses": len(items), "revisions": len(revised), "unchanged": len(revised) - len(comparisons),
+             "critiques": len(asked),
              "principles": {c.get("name", str(n)): sum(d is c for d in drawn) for n, c in enumerate(principles)},
              **summary(judge), "seconds": round(time.perf_counter() - start, 3)}
-    atomic_write_text(out.with_name(out.name + ".summary.json"), json.dumps(stats, indent=2) + "\n")
+    summary_path = out.with_name(out.name + ".summary.json")
+    atomic_write_text(summary_path, json.dumps(stats, indent=2) + "\n")
+    if not revised:
+        raise JudgeError(f"no usable revision: {len(items)} responses -> 0 revisions ({len(items) - len(asked)} "
+                         f"critiques and {len(asked)} revisions malformed, expected \"Revision:\" and the revised "
+                         f"response). {judge.malformed_hint()} Nothing written to {out}; the counts are in "
+                         f"{summary_path}.")
+    write_jsonl(out, [{"prompt": prompt_as_json(p), "completion": rev} for p, _, rev in revised])
+    if cfg.pairs:
+        write_jsonl(cfg.pairs, comparisons)
     print(f"rlhf judge revise: {len(items)} responses -> {len(revised)} revisions"
           + (f", {len(comparisons)} comparisons -> {cfg.pairs}" if cfg.pairs else "")
           + f"; {stats['cache_hits']} cache hits, {stats['requests']} requests")

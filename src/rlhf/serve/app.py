@@ -95,13 +95,11 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
 
     @app.get("/v1/models")
     async def list_models():
-        return {"object": "list", "data": [{"id": m.name, "object": "model", "created": m.created,
-                                             "owned_by": "rlhf", "root": m.path} for m in models.values()]}
+        return {"object": "list", "data": [_card(m) for m in models.values()]}
 
     @app.get("/v1/models/{name:path}")
     async def get_model(name: str):
-        served = _model(models, name)
-        return {"id": served.name, "object": "model", "created": served.created, "owned_by": "rlhf", "root": served.path}
+        return _card(_model(models, name))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -128,6 +126,13 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
                              request_timeout=request_timeout)
 
     return app
+
+
+def _card(served: ServedModel) -> dict:
+    """A model's entry on /v1/models; `max_model_len` is its context (prompt + answer), named as vLLM names it,
+    so a client can fit `max_tokens` to what a prompt leaves (the judge does)."""
+    return {"id": served.name, "object": "model", "created": served.created, "owned_by": "rlhf", "root": served.path,
+            "max_model_len": served.context}
 
 
 def _model(models: dict[str, ServedModel], name: str) -> ServedModel:
