@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
 # command -> (config class name in rlhf.config, module whose run(cfg) executes it)
 COMMANDS = {
@@ -44,6 +45,23 @@ PLUGINS = ("rlhf.demo",)
 # `rlhf.train.loop.fit`, and the online RL loop of `rlhf ppo`, rlhf.train.ppo_dist); the others
 # refuse to start as one of several processes.
 DATA_PARALLEL = frozenset({"pretrain", "sft", "rm", "dpo", "ppo"})
+
+
+def fresh_run_dir(command: str, cfg) -> str | None:
+    """The run directory of a training command when it does not exist yet or is empty: a run that
+    then fails before writing anything but config.yaml removes it (`discard_unstarted`)."""
+    if command not in DATA_PARALLEL or not getattr(cfg, "out", None):
+        return None
+    out = Path(cfg.out)
+    return str(out) if not out.exists() or (out.is_dir() and not any(out.iterdir())) else None
+
+
+def discard_unstarted(path: str | None) -> None:
+    """Remove `path` (from `fresh_run_dir`) when the failed run left nothing in it but config.yaml."""
+    if path is not None and "rlhf.runtime" in sys.modules:  # no stage started: nothing was written
+        from .runtime.rundir import discard_unstarted as discard
+
+        discard(path)
 
 
 def _usage() -> str:
@@ -196,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"rlhf {command}: error: {err}", file=sys.stderr)
         return 1
+    fresh = fresh_run_dir(command, cfg)
     try:
         stage = importlib.import_module(COMMANDS[command][1])
         out = stage.run(cfg)
@@ -204,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"\nrlhf {command}: {interrupted_message()}", file=sys.stderr)
         return 130
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except Exception as err:
+        discard_unstarted(fresh)  # a run that failed at its start leaves no folder behind
+        if not isinstance(err, (FileNotFoundError, FileExistsError, ValueError)):
+            raise
         # Bad input (data rows, model directories, run directories) is the user's to fix: no traceback.
         print(f"rlhf {command}: error: {err}", file=sys.stderr)
         return 1
