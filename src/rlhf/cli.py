@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlhf {command}: missing required option(s) {flags} (see rlhf {command} --help)", file=sys.stderr)
         return 2
     try:  # before the stage's heavy imports and before anything is written: data, models, tokenizers
+        if command in ("serve", "label serve"):  # the port free before the models load (rlhf.doctor.ports)
+            from .doctor.ports import check_port
+
+            check_port(cfg.host, cfg.port)
         # `rlhf label` needs only the web dependencies (no torch): its commands check their own files.
         if not COMMANDS[command][1].startswith("rlhf.feedback."):
             from .doctor.inputs import check_inputs, pin_hub_models

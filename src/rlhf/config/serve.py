@@ -23,7 +23,7 @@ class ServeConfig:
     db: str = ""  # feedback store (SQLite path or URL, e.g. feedback.db): serves the chat page at /chat and keeps its feedback; "" = no page
     project: str = "chat"  # the chat page's feedback goes to projects PROJECT-thumbs and PROJECT-pairs (`rlhf label export --project`)
     host: str = "127.0.0.1"  # interface to listen on; 0.0.0.0 exposes the server to the network
-    port: int = 8000  # TCP port
+    port: int = 8000  # TCP port, as OpenAI-compatible servers take (rlhf label serve takes 8080)
     engine: Literal["continuous", "serial"] = "continuous"  # continuous: batch concurrent requests; serial: one at a time with transformers' generate (the baseline)
     max_batch: int = 64  # sequences decoded together at most per model (continuous engine)
     max_tokens: int = 256  # default max_tokens of a request that sets none (always cut to the model's context)
