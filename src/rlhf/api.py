@@ -115,8 +115,13 @@ def run_command(command: str, config=None, *, on_step: Callable | None = None, o
     check_inputs(command, cfg)  # the CLI's preflight: bad data or models fail before anything is written
     cfg = pin_hub_models(command, cfg)  # config.yaml names the exact Hub commit
     stage = importlib.import_module(cli.COMMANDS[command][1])
-    with callbacks.active(on_step, on_eval, on_checkpoint):
-        out = Path(stage.run(cfg))
+    fresh = cli.fresh_run_dir(command, cfg)
+    try:
+        with callbacks.active(on_step, on_eval, on_checkpoint):
+            out = Path(stage.run(cfg))
+    except Exception:
+        cli.discard_unstarted(fresh)  # a run that failed at its start leaves no folder behind, as from the CLI
+        raise
     if out.name == "model" and (out.parent / "summary.json").exists():  # a training stage: OUT/model
         run_dir, model_dir = out.parent, out
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 
 # command -> (config class name in rlhf.config, module whose run(cfg) executes it)
 COMMANDS = {
@@ -49,6 +50,23 @@ PLUGINS = ("rlhf.demo",)
 # `rlhf.train.loop.fit`, and the online RL loop of `rlhf ppo`, rlhf.train.ppo_dist); the others
 # refuse to start as one of several processes.
 DATA_PARALLEL = frozenset({"pretrain", "sft", "rm", "dpo", "ppo"})
+
+
+def fresh_run_dir(command: str, cfg) -> str | None:
+    """The run directory of a training command when it does not exist yet or is empty: a run that
+    then fails before writing anything but config.yaml removes it (`discard_unstarted`)."""
+    if command not in DATA_PARALLEL or not getattr(cfg, "out", None):
+        return None
+    out = Path(cfg.out)
+    return str(out) if not out.exists() or (out.is_dir() and not any(out.iterdir())) else None
+
+
+def discard_unstarted(path: str | None) -> None:
+    """Remove `path` (from `fresh_run_dir`) when the failed run left nothing in it but config.yaml."""
+    if path is not None and "rlhf.runtime" in sys.modules:  # no stage started: nothing was written
+        from .runtime.rundir import discard_unstarted as discard
+
+        discard(path)
 
 
 def _usage() -> str:
@@ -157,6 +175,18 @@ def _doctor(argv: list[str]) -> int:
     return run(argv[0], cfg)
 
 
+def _peer_stopped(command: str, err: RuntimeError) -> None:
+    """One line for a rank whose collective failed because another process of the run went away."""
+    from .runtime.progress import interrupted_message
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher's SIGTERM must not cut this message
+    rank = os.environ.get("RANK", "?")
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", str(err).splitlines()[0]).split(". This is typically")[0][:160]
+    print(f"\nrlhf {command} (rank {rank}): another process of this run stopped, so a collective failed "
+          f"({reason}); the launcher's report names it. {interrupted_message()}: run the same launch command "
+          "with --resume (any number of processes).", file=sys.stderr)
+
+
 def _collective_failed(err: RuntimeError) -> bool:
     """A collective that failed because a peer went away (gloo's or NCCL's error, or a timeout)."""
     import torch
@@ -205,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlhf {command}: missing required option(s) {flags} (see rlhf {command} --help)", file=sys.stderr)
         return 2
     try:  # before the stage's heavy imports and before anything is written: data, models, tokenizers
+        if command in ("serve", "label serve"):  # the port free before the models load (rlhf.doctor.ports)
+            from .doctor.ports import check_port
+
+            check_port(cfg.host, cfg.port)
         # `rlhf label` needs only the web dependencies (no torch): its commands check their own files.
         if not COMMANDS[command][1].startswith("rlhf.feedback."):
             from .doctor.inputs import check_inputs, pin_hub_models
@@ -222,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if launched:  # the launcher stops the other ranks with SIGTERM when one dies: say so, and how to go on
         signal.signal(signal.SIGTERM, _stopped_by_launcher)
+    fresh = fresh_run_dir(command, cfg)
     try:
         stage = importlib.import_module(COMMANDS[command][1])
         out = stage.run(cfg)
@@ -236,22 +271,16 @@ def main(argv: list[str] | None = None) -> int:
             return 143
         print(f"\nrlhf {command}: {interrupted_message()}", file=sys.stderr)
         return 130
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        # Bad input (data rows, model directories, run directories) is the user's to fix: no traceback.
-        print(f"rlhf {command}: error: {err}", file=sys.stderr)
-        return 1
-    except RuntimeError as err:
-        if not (launched and _collective_failed(err)):
-            raise
-        from .runtime.progress import interrupted_message
-
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher's SIGTERM must not cut this message
-        rank = os.environ.get("RANK", "?")
-        reason = re.sub(r"^\[[^\]]*\]\s*", "", str(err).splitlines()[0]).split(". This is typically")[0][:160]
-        print(f"\nrlhf {command} (rank {rank}): another process of this run stopped, so a collective failed "
-              f"({reason}); the launcher's report names it. {interrupted_message()}: run the same launch command "
-              "with --resume (any number of processes).", file=sys.stderr)
-        return 1
+    except Exception as err:
+        discard_unstarted(fresh)  # a run that failed at its start leaves no folder behind
+        if isinstance(err, (FileNotFoundError, FileExistsError, ValueError)):
+            # Bad input (data rows, model directories, run directories) is the user's to fix: no traceback.
+            print(f"rlhf {command}: error: {err}", file=sys.stderr)
+            return 1
+        if isinstance(err, RuntimeError) and launched and _collective_failed(err):
+            _peer_stopped(command, err)
+            return 1
+        raise
     if command in DATA_PARALLEL:
         from .runtime import dist
 

@@ -31,7 +31,7 @@ def other_tokenizer_dir(tiny_model_dir, tmp_path_factory):
 @pytest.fixture
 def prompts_file(tmp_path):
     path = tmp_path / "prompts.jsonl"
-    path.write_text('{"prompt": "Once upon a time"}\n{"prompt": "The dog"}\n', encoding="utf-8")
+    path.write_text("".join(f'{{"prompt": "Once upon a time {i}"}}\n' for i in range(32)), encoding="utf-8")  # a batch
     return path
 
 
@@ -74,11 +74,11 @@ def test_broken_data_file_fails_through_the_cli_without_importing_torch(tiny_mod
 def test_skip_bad_rows_is_honoured(tiny_model_dir, bad_demos):
     with pytest.raises(DataError, match="bad.jsonl:2:"):
         check_inputs("sft", SFTConfig(model=str(tiny_model_dir), data=str(bad_demos)))
-    check_inputs("sft", SFTConfig(model=str(tiny_model_dir), data=str(bad_demos), skip_bad_rows=True))
+    check_inputs("sft", SFTConfig(model=str(tiny_model_dir), data=str(bad_demos), skip_bad_rows=True, batch_size=1))
     # held-out data is read strictly by the stage, so by the check too
     with pytest.raises(DataError):
         check_inputs("sft", SFTConfig(model=str(tiny_model_dir), data=str(bad_demos), eval_data=str(bad_demos),
-                                      skip_bad_rows=True))
+                                      skip_bad_rows=True, batch_size=1))
 
 
 def test_missing_model_directory_names_the_option(tiny_model_dir, prompts_file, tmp_path):

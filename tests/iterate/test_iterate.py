@@ -79,7 +79,7 @@ def test_two_rounds_train_on_new_labels_only_and_record_lineage(start, tiny_mode
     openings = [p.prompt for p in story_prompts("train", 24, seed=1)]
     first_ids = oracle_feedback(db, tiny_model_dir, openings[:12], seed=1)
 
-    # round 1 through the command line: rm+ppo from a plain run directory, judged by the new reward model
+    # round 1 through the command line: rm+ppo from a plain run directory (no gold), judged by held-out labels
     code = main(["iterate", "--from", str(start["policy_run"]), "--project", "story", "--db", str(db),
                  "--out", str(root / "round1"), "--reward-model", str(start["rm"]), "--eval-data", str(start["eval"]),
                  "--rl-steps", "2", "--rl-batch-size", "4", "--rm-batch-size", "4", "--max-new-tokens", "8",
@@ -91,7 +91,17 @@ def test_two_rounds_train_on_new_labels_only_and_record_lineage(start, tiny_mode
     assert sorted(one["labels"]["ids"]) == sorted(first_ids)
     assert one["labels"]["sources"] == {"story/oracle": {"read": 8, "used": 8}, "story-pairs/chat": {"read": 4, "used": 4}}
     assert one["labels"]["comparisons"] == 12
-    assert one["eval"]["judge"] == str(root / "round1" / "rm" / "model") and one["eval"]["n"] == 4
+    # never judged by the reward model trained on the same labels (issue 27 item 5): a share of the new
+    # comparisons, whole prompts, was kept out of training and the new policy is judged by them
+    assert one["eval"]["judge_kind"] == "held-out labels" and "rm/model" not in one["eval"]["judge"]
+    heldout = [json.loads(line) for line in (root / "round1" / "data" / "heldout.jsonl").read_text().splitlines()]
+    trained = [json.loads(line) for line in (root / "round1" / "data" / "comparisons.jsonl").read_text().splitlines()]
+    assert len(heldout) == 2 and len(trained) == 10 and one["eval"]["n"] == 2
+    assert not {json.dumps(r["prompt"]) for r in heldout} & {json.dumps(r["prompt"]) for r in trained}
+    assert 0 <= one["eval"]["label_accuracy"] <= 1 and 0 <= one["eval"]["reward_model_accuracy"] <= 1
+    assert one["eval"]["kl_to_parent"] >= 0 and one["judge"] == {"kind": "held-out labels", "spec": None}
+    summary = json.loads((root / "round1" / "summary.json").read_text())
+    assert summary["judge"].startswith("held-out labels") and (summary["trained_on"], summary["heldout"]) == (10, 2)
     for stage in ("rm", "ppo"):
         assert (root / "round1" / stage / "model" / "config.json").exists()
     assert (root / "round1" / "policy").resolve() == (root / "round1" / "ppo" / "model").resolve()
@@ -100,8 +110,7 @@ def test_two_rounds_train_on_new_labels_only_and_record_lineage(start, tiny_mode
     assert list(json.loads((root / "round1" / "timings.json").read_text())) == steps
     assert all((root / "round1" / "logs" / f"{step}.log").is_file() for step in steps)
     # the comparisons the stages read are the store's labels: the chat ones keep their conversation
-    rows = [json.loads(line) for line in (root / "round1" / "data" / "comparisons.jsonl").read_text().splitlines()]
-    assert sum(isinstance(r["prompt"], list) for r in rows) == 4
+    assert sum(isinstance(r["prompt"], list) for r in trained + heldout) == 4
 
     # users of the deployed round-1 policy give more feedback; round 2 trains by DPO from round 1
     second_ids = oracle_feedback(db, root / "round1" / "policy", openings[12:], seed=2)
@@ -114,7 +123,7 @@ def test_two_rounds_train_on_new_labels_only_and_record_lineage(start, tiny_mode
     assert sorted(two["labels"]["ids"]) == sorted(second_ids)  # the watermark left round 1's labels out
     assert two["labels"]["watermarks"]["before"] == one["labels"]["watermarks"]["after"]
     assert two["reward_model"] == one["reward_model"]  # DPO keeps the reward model it was given
-    assert two["eval"]["judge"] == GOLD and 0 <= two["eval"]["win_rate"] <= 1
+    assert two["eval"]["judge_kind"] == "given" and two["judge"]["spec"] == GOLD and 0 <= two["eval"]["win_rate"] <= 1
 
     with open_store(str(db))() as s:
         rounds = repo.rounds_of(s, "story")
@@ -166,3 +175,29 @@ def test_bad_starts_are_clear_errors(start, tmp_path):
         run(IterateConfig(from_run=str(start["policy_run"]), reward_model=str(start["rm"]),
                           eval_data=str(start["eval"]), **{**common, "project": "nobody"}))
     assert not (tmp_path / "o").exists()  # nothing written for a round that cannot start
+
+
+def test_a_small_export_trains_with_batches_it_fills(start, tiny_model_dir, tmp_path, capsys):
+    """Issue 27 item 3: five new labels at the default --rm-batch-size 16 used to fail in the reward
+    model after the round's folder was made; now the batch shrinks to the four training comparisons
+    (one of the five is held out to judge by)."""
+    db, out = tmp_path / "small.db", tmp_path / "round1"
+    oracle_feedback(db, tiny_model_dir, [p.prompt for p in story_prompts("train", 5, seed=4)], seed=4, chat_share=0)
+    code = main(["iterate", "--from", str(start["policy_run"]), "--project", "story", "--db", str(db),
+                 "--out", str(out), "--reward-model", str(start["rm"]), "--eval-data", str(start["eval"]),
+                 "--min-pairs", "1", "--rl-steps", "1", "--max-new-tokens", "8", "--max-length", "64",
+                 "--eval-prompts", "4", "--precision", "fp32", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert "4 comparisons to train on, fewer than --rm-batch-size 16: batches of 4" in capsys.readouterr().out
+    assert "batch_size: 4" in (out / "rm" / "config.yaml").read_text()
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["eval"]["judge_kind"] == "held-out labels" and lineage["eval"]["n"] == 1
+
+
+def test_one_label_without_a_judge_is_refused_before_anything_is_written(start, tiny_model_dir, tmp_path):
+    db, out = tmp_path / "one.db", tmp_path / "round1"
+    oracle_feedback(db, tiny_model_dir, [story_prompts("train", 1, seed=5)[0].prompt], seed=5, chat_share=0)
+    with pytest.raises(ValueError, match="too few to hold 20% out .*--judge SCORER"):
+        run(IterateConfig(from_run=str(start["policy_run"]), project="story", db=str(db), out=str(out),
+                          reward_model=str(start["rm"]), eval_data=str(start["eval"]), min_pairs=1))
+    assert not out.exists()

@@ -24,7 +24,7 @@ class LabelServeConfig:
 
     db: str = DEFAULT_DB  # database: a SQLite file path or URL (default), or postgresql+psycopg://user:pw@host/db
     host: str = "127.0.0.1"  # interface to listen on; 0.0.0.0 exposes the app to the network
-    port: int = 8000  # TCP port
+    port: int = 8080  # TCP port (rlhf serve takes 8000, so the two run side by side)
     max_body_mb: float = 10.0  # requests with a larger body get 413 (uploads of files to import included)
     new_admin_token: bool = False  # print a fresh admin token and revoke the old one
 

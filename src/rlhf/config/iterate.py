@@ -20,8 +20,10 @@ class IterateConfig:
     NAME-pairs, the chat page's regenerate and arena votes; people's and imported judge labels
     alike), trains the next policy from the current one (rm+ppo: the reward model warm-started on
     the new pairs, then PPO/RLOO/GRPO against it; dpo: DPO on the new pairs), evaluates it against
-    the current policy, and records the lineage in OUT/lineage.json and in the store. Every stage
-    is an ordinary run directory inside --out; deploy with `rlhf serve --model OUT/policy`."""
+    the current policy by a judge independent of the new labels (--judge, the gold scorer the
+    current round names, or the labels --holdout kept out of training), and records the lineage
+    in OUT/lineage.json and in the store. Every stage is an ordinary run directory inside --out;
+    deploy with `rlhf serve --model OUT/policy`."""
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("from_run", "project")
 
@@ -38,11 +40,12 @@ class IterateConfig:
     reward_model: str | None = None  # rm+ppo: the reward model to warm-start; default: the current round's (iterate or demo: rm/model)
     prompts: str | None = None  # rm+ppo: prompts for RL; default: the prompts of the exported comparisons
     eval_data: str | None = None  # held-out prompts for the evaluation; default: the current round's (iterate: its eval data, demo: data/prompts-eval.jsonl)
-    judge: str | None = None  # scorer of the win rate against the current policy (reward-model dir or module:function); default: the new reward model (rm+ppo) or the current one (dpo)
+    judge: str | None = None  # scorer of the win rate against the current policy (reward-model dir or module:function, e.g. an AI judge's); default: the gold scorer the current round names (the demo's oracle), else held-out labels (--holdout); never the reward model trained on the same labels
+    holdout: float = 0.2  # with no --judge and no gold: share of the new comparisons (whole prompts) kept out of training to judge the new policy by; 0 = require a judge
     algo: Literal["ppo", "rloo", "grpo", "reinforce"] = "ppo"  # rm+ppo: the online RL algorithm
     rm_epochs: float = 1.0  # reward model: passes over the new comparisons
     rm_lr: float = 3e-5  # reward model: peak learning rate (a warm start wants small steps)
-    rm_batch_size: int = 16  # reward model: comparisons per micro-batch
+    rm_batch_size: int = 16  # reward model: comparisons per micro-batch (at most: fewer new comparisons train in one batch of all)
     rl_steps: int = 20  # rm+ppo: rollout steps
     rl_batch_size: int = 16  # rm+ppo: prompts per rollout step
     num_samples: int = 0  # rm+ppo: responses per prompt; 0 = the algorithm's default (ppo 1, rloo/grpo 4)
@@ -51,7 +54,7 @@ class IterateConfig:
     dpo_beta: float = 0.1  # dpo: KL strength beta
     dpo_lr: float = 5e-5  # dpo: peak learning rate
     dpo_epochs: float = 1.0  # dpo: passes over the new comparisons
-    dpo_batch_size: int = 8  # dpo: comparisons per micro-batch
+    dpo_batch_size: int = 8  # dpo: comparisons per micro-batch (at most: fewer new comparisons train in one batch of all)
     max_new_tokens: int = 48  # response tokens at most (RL samples and the evaluation)
     max_length: int = 128  # prompt + response tokens
     eval_prompts: int = 128  # held-out prompts in the evaluation (the first N of the eval data)
@@ -69,6 +72,7 @@ class IterateConfig:
                   "num_samples": self.num_samples >= 0, "rl_lr": self.rl_lr > 0, "kl_coef": self.kl_coef >= 0,
                   "dpo_beta": self.dpo_beta > 0, "dpo_lr": self.dpo_lr > 0, "dpo_epochs": self.dpo_epochs > 0,
                   "dpo_batch_size": self.dpo_batch_size >= 1, "eval_prompts": self.eval_prompts >= 1,
+                  "holdout": 0 <= self.holdout < 1,
                   "max_new_tokens": 1 <= self.max_new_tokens < self.max_length}
         check_fields(self, checks)
         if self.algo in ("rloo", "grpo") and self.num_samples == 1:

@@ -25,7 +25,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # interface to listen on; 0.0.0.0 exposes the server to the network (then an API key is required)
     api_key_env: str = ""  # environment variable holding the API key(s), comma-separated: /v1/ requests need `Authorization: Bearer KEY`; "" = no key
     allow_unauthenticated: bool = False  # serve a non-loopback --host without an API key (anyone who reaches the port may use it)
-    port: int = 8000  # TCP port
+    port: int = 8000  # TCP port, as OpenAI-compatible servers take (rlhf label serve takes 8080)
     engine: Literal["continuous", "serial"] = "continuous"  # continuous: batch concurrent requests; serial: one at a time with transformers' generate (the baseline)
     max_batch: int = 64  # sequences decoded together at most per model (continuous engine)
     max_queue: int = 256  # sequences that may wait for a decode slot per model; a request beyond it gets 429 with Retry-After

@@ -6,7 +6,9 @@ raises the first problem it finds:
 1. data: each file the config names is read with the stage's own reader, so a bad row is
    reported as `file:line: problem` (with --skip-bad-rows, bad rows are dropped as the stage
    will drop them, and only a file left with none is an error). The readers need no torch, so
-   these, the commonest mistakes, are reported within a second of starting;
+   these, the commonest mistakes, are reported within a second of starting; then the training
+   data must fill one batch over the processes (`rlhf.data.batches`: the message names the flag
+   and a batch size that fits), so a 5-pair export fails at once, not after the model loaded;
 2. models: each model directory exists, holds safetensors weights and a tokenizer that loads
    and fits its embedding matrix (`rlhf.models.compat`); the models that read the policy's token
    ids (the reference, the critic) share the policy's tokenizer; a `module:function` scorer
@@ -20,7 +22,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
+from pathlib import Path
 from typing import Callable
+
+from ..data.batches import check_batch
 
 from ..data.formats import (read_comparisons, read_demonstrations, read_documents, read_feedback, read_preferences,
                             read_prompts)
@@ -75,8 +81,10 @@ def _quiet_skips():
 
 
 def check_data(command: str, cfg) -> None:
-    """Read every data file of `cfg` with its stage's reader (DataError: `file:line: problem`)."""
+    """Read every data file of `cfg` with its stage's reader (DataError: `file:line: problem`),
+    then check that the training data fill a batch (`check_fill`)."""
     readers = dpo_readers(cfg) if command == "dpo" else DATA_READERS.get(command, {})
+    training = None
     for field, read in readers.items():
         path = getattr(cfg, field, None)
         if path is None:
@@ -85,8 +93,42 @@ def check_data(command: str, cfg) -> None:
         skip = field == "data" and getattr(cfg, "skip_bad_rows", False)
         files = cfg.data_files if field == "data" and hasattr(type(cfg), "data_files") else (path,)  # eval rm: several
         with _quiet_skips():
-            for file in files:
-                read(file, skip_bad_rows=skip)
+            records = [read(file, skip_bad_rows=skip) for file in files]
+        if field == "data":
+            training = records[0]
+    if training is not None:
+        check_fill(command, cfg, training)
+
+
+# training command -> what its batches are made of (rlhf ppo: prompts per rollout step)
+BATCH_UNITS = {"pretrain": "documents", "sft": "demonstrations", "rm": "preferences", "dpo": "comparisons",
+               "ppo": "prompts"}
+
+
+def check_fill(command: str, cfg, records) -> None:
+    """Refuse training data that cannot fill one batch of `cfg.batch_size` over the processes a
+    launcher started (WORLD_SIZE), naming the flag to change (rlhf.data.batches.check_batch).
+
+    Counted as the stage counts them, after --skip-bad-rows: pretrain, at most one block of
+    --max-length tokens per max_length bytes of the corpus (a token holds at least one byte; the
+    stage checks the exact count once it has tokenized, still before it writes anything); sft,
+    demonstrations (--packing packs them into fewer rows: the stage checks those too); rm,
+    preferences; dpo, comparisons (kto: completions); ppo, prompts. `rlhf dpo --online` sizes
+    each round's batch to the pairs it labelled, so only the division among processes is checked."""
+    if command not in BATCH_UNITS:
+        return
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    source = Path(str(cfg.data)).name
+    if command == "dpo" and cfg.online:
+        check_batch(cfg.batch_size, cfg.batch_size, world)
+        return
+    n, what = len(records), BATCH_UNITS[command]
+    if command == "dpo" and cfg.loss == "kto":
+        what = "completions (thumbs up and down)"
+    if command == "pretrain":
+        n = sum(len(d.text.encode("utf-8")) + 2 for d in records) // cfg.max_length  # + EOS, a tokenizer's prefix
+        what = f"blocks of --max-length {cfg.max_length} tokens at most"
+    check_batch(n, cfg.batch_size, world, what, source)
 
 
 def check_models(command: str, cfg) -> None:

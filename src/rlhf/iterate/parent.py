@@ -68,9 +68,6 @@ def _check(parent: Parent, cfg: IterateConfig) -> None:
                                 "pass --reward-model DIR (or use --method dpo)")
     if parent.reward_model is not None and not parent.reward_model.is_dir():
         raise FileNotFoundError(f"reward model {parent.reward_model} is not a directory (--reward-model DIR)")
-    if cfg.method == "dpo" and cfg.judge is None and parent.reward_model is None:
-        raise ValueError("--method dpo evaluates with the current reward model by default and there is none: "
-                         "pass --judge SCORER (a reward-model dir or module:function) or --reward-model DIR")
     if parent.eval_data is None:
         raise FileNotFoundError(f"{parent.run_dir} names no held-out prompts for the evaluation: pass --eval-data FILE")
     if not parent.eval_data.exists():

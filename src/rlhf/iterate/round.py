@@ -1,12 +1,14 @@
 """`rlhf iterate --from RUN_DIR --project NAME`: one round of deploy, collect, retrain.
 
     OUT/config.yaml          this round's configuration
-    OUT/data/                comparisons.jsonl (the new labels, exported), labels.json (their ids and
-                             sources), prompts.jsonl (rm+ppo: the RL prompts)
+    OUT/data/                comparisons.jsonl (the new labels the stages train on), heldout.jsonl
+                             (those kept out to judge by, when no gold or --judge exists), labels.json
+                             (their ids and sources), prompts.jsonl (rm+ppo: the RL prompts)
     OUT/rm, OUT/ppo|rloo|..  rm+ppo: the reward model warm-started from the current one, then RL from
     OUT/dpo                  the current policy against it; dpo: DPO from the current policy
     OUT/policy               the new policy (a link to the stage's model/): `rlhf serve --model OUT/policy`
-    OUT/eval.json            the new policy against the current one (`rlhf eval policy`)
+    OUT/eval.json            the new policy against the current one, by a judge that never is the reward
+                             model trained on the same labels (rlhf.iterate.judge)
     OUT/lineage.json         round, parent, labels and their sources, stages, evaluation
     OUT/summary.json         the round's figures and wall time
 
@@ -35,10 +37,12 @@ from ..runtime import lock
 from ..runtime.files import atomic_write_text, dumps
 from ..runtime.steps import Runner, Step
 from .collect import Collected, collect
+from .judge import HELDOUT, HELDOUT_FILE, choose_judge, heldout_evaluation, recorded_gold, split_heldout
 from .parent import LINEAGE, POLICY_LINK, Parent, resolve_parent
 
 # Fields a resumed round must share with the round it continues: they decide what it trains on and how.
-RESUME_FIELDS = ("from_run", "project", "db", "method", "rule", "drop_ties", "min_gold_accuracy", "algo", "seed")
+RESUME_FIELDS = ("from_run", "project", "db", "method", "rule", "drop_ties", "min_gold_accuracy", "algo", "seed",
+                 "judge", "holdout")
 
 
 def planned_seconds(cfg: IterateConfig, comparisons: int) -> dict:
@@ -69,7 +73,22 @@ class Round:
         self.trained = cfg.algo if cfg.method == "rm+ppo" else "dpo"  # the stage whose model is the new policy
         # rm+ppo trains a new reward model; DPO keeps the one it was given
         self.reward_model_dir = self.out / "rm" / "model" if cfg.method == "rm+ppo" else parent.reward_model
-        self.judge = cfg.judge or str(self.reward_model_dir)
+        self.judge = choose_judge(cfg, parent, self.reward_model_dir if cfg.method == "rm+ppo" else None)
+        self.train_rows: list[dict] = []  # the new comparisons the stages train on
+        self.heldout_rows: list[dict] = []  # those kept out to judge by (HELDOUT)
+
+    def split(self, collected: Collected) -> None:
+        """Training and held-out comparisons (a resumed round's were read back by saved_labels), and
+        batch sizes the training comparisons fill; ValueError before anything is written."""
+        if not self.train_rows:
+            self.train_rows, self.heldout_rows = (split_heldout(collected.rows, self.cfg.holdout, self.cfg.seed)
+                                                  if self.judge.kind == HELDOUT else (collected.rows, []))
+        n, cfg = len(self.train_rows), self.cfg
+        self.rm_batch_size, self.dpo_batch_size = min(cfg.rm_batch_size, n), min(cfg.dpo_batch_size, n)
+        asked = cfg.rm_batch_size if cfg.method == "rm+ppo" else cfg.dpo_batch_size
+        if n < asked:  # a small export still trains: one batch of all it holds
+            flag = "--rm-batch-size" if cfg.method == "rm+ppo" else "--dpo-batch-size"
+            print(f"rlhf iterate: {n} comparisons to train on, fewer than {flag} {asked}: batches of {n}", flush=True)
 
     def steps(self, collected: Collected) -> list[Step]:
         """Export, then rm -> RL (rm+ppo) or DPO, then the evaluation; the record runs on every resume
@@ -99,8 +118,10 @@ class Round:
         comparisons, record = self.data / "comparisons.jsonl", self.data / "labels.json"
         if not (record.exists() and comparisons.exists()):
             return None
-        rows = [json.loads(line) for line in comparisons.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return Collected.from_json(_read_json(record), rows)
+        read = lambda path: [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()  # noqa: E731
+                             if line.strip()] if path.exists() else []
+        self.train_rows, self.heldout_rows = read(comparisons), read(self.data / HELDOUT_FILE)
+        return Collected.from_json(_read_json(record), self.train_rows + self.heldout_rows)
 
     def new_labels(self) -> Collected:
         """The store's labels since the last round, refused when they give fewer than --min-pairs comparisons."""
@@ -116,13 +137,16 @@ class Round:
         return collected
 
     def save_labels(self, collected: Collected) -> None:
-        """The comparisons and the labels' record; rm+ppo without --prompts: each distinct prompt once."""
-        _write_jsonl(self.data / "comparisons.jsonl", collected.rows)
+        """The training and held-out comparisons and the labels' record; rm+ppo without --prompts: each
+        distinct prompt of the training comparisons once."""
+        _write_jsonl(self.data / "comparisons.jsonl", self.train_rows)
+        if self.heldout_rows:
+            _write_jsonl(self.data / HELDOUT_FILE, self.heldout_rows)
         atomic_write_text(self.data / "labels.json", dumps(collected.to_json(), indent=1) + "\n")
         path, seen, rows = self.prompts(), set(), []
         if self.cfg.method != "rm+ppo" or self.cfg.prompts or path.exists():
             return
-        for row in collected.rows:
+        for row in self.train_rows:
             key = json.dumps(row["prompt"], sort_keys=True)
             if key not in seen:
                 seen.add(key)
@@ -141,7 +165,7 @@ class Round:
         cfg, run = self.cfg, self.out / "rm"
         if not _finished(run):  # a stage that finished before the runner recorded it
             reward.run(RewardConfig(model=str(self.parent.reward_model), data=str(self.data / "comparisons.jsonl"),
-                                    epochs=cfg.rm_epochs, lr=cfg.rm_lr, batch_size=cfg.rm_batch_size,
+                                    epochs=cfg.rm_epochs, lr=cfg.rm_lr, batch_size=self.rm_batch_size,
                                     max_length=cfg.max_length, **self._common("rm")))
 
     def rl(self) -> None:
@@ -165,7 +189,7 @@ class Round:
         cfg, run = self.cfg, self.out / "dpo"
         if not _finished(run):
             dpo.run(DPOConfig(model=str(self.parent.policy), data=str(self.data / "comparisons.jsonl"), loss="dpo",
-                              beta=cfg.dpo_beta, lr=cfg.dpo_lr, epochs=cfg.dpo_epochs, batch_size=cfg.dpo_batch_size,
+                              beta=cfg.dpo_beta, lr=cfg.dpo_lr, epochs=cfg.dpo_epochs, batch_size=self.dpo_batch_size,
                               max_length=cfg.max_length, max_new_tokens=cfg.max_new_tokens, kl_prompts=0,
                               **self._common("dpo")))
 
@@ -178,24 +202,46 @@ class Round:
         return link
 
     def evaluate(self) -> None:
-        """OUT/policy, and the new policy against the current one on the held-out prompts."""
+        """OUT/policy, and the new policy against the current one: by held-out labels, or on the
+        held-out prompts by the judge's scores."""
+        from ..data.formats import read_prompts
         from ..eval import policy as eval_policy
 
         cfg, path = self.cfg, self.out / "eval.json"
         policy = self.link_policy(self.out / self.trained / "model").resolve()
-        if not path.exists():
+        if not path.exists() and self.judge.kind == HELDOUT:
+            reward_model = self.reward_model_dir if cfg.method == "rm+ppo" else None  # trained on the other labels
+            prompts = [p.prompt for p in read_prompts(self.parent.eval_data)]
+            report = heldout_evaluation(policy, self.parent.policy, self.data / HELDOUT_FILE, reward_model, prompts,
+                                        cfg)
+            atomic_write_text(path, dumps({"judge": self.judge.to_json(), **report}, indent=2) + "\n")
+        elif not path.exists():
             with contextlib.redirect_stdout(io.StringIO()):  # the stage prints its whole report; one line here
                 eval_policy.run(EvalPolicyConfig(
                     model=str(policy), reference=str(self.parent.policy), data=str(self.parent.eval_data),
-                    judge=self.judge, out=str(path), max_prompts=cfg.eval_prompts, max_new_tokens=cfg.max_new_tokens,
+                    judge=self.judge.spec, out=str(path), max_prompts=cfg.eval_prompts,
+                    max_new_tokens=cfg.max_new_tokens,
                     max_length=cfg.max_length, seed=cfg.seed + 7, precision=cfg.precision, device=cfg.device,
                     progress=cfg.progress))
 
     def result(self) -> dict:
+        """The evaluation's figures: `judge` says by whom (`judge_kind`: given, gold or held-out labels)."""
         report = _read_json(self.out / "eval.json")
-        keys = ("win_rate", "ci_low", "ci_high", "wins", "ties", "losses", "n", "policy_score", "reference_score")
-        return {"judge": self.judge, **{k: report[k] for k in keys}, "kl_to_parent": report["kl_to_reference"],
-                "file": "eval.json"}
+        if self.judge.kind == HELDOUT:
+            keys = ("label_accuracy", "ci_low", "ci_high", "wins", "ties", "losses", "n", "reward_model_accuracy")
+        else:
+            keys = ("win_rate", "ci_low", "ci_high", "wins", "ties", "losses", "n", "policy_score", "reference_score")
+        return {"judge": self.judge.describe(), "judge_kind": self.judge.kind, **{k: report.get(k) for k in keys},
+                "kl_to_parent": report["kl_to_reference"], "file": "eval.json"}
+
+    def headline(self) -> str:
+        """One line on how the new policy did, and by which judge."""
+        r, parent = self.result(), self.parent.round
+        if self.judge.kind == HELDOUT:
+            return (f"agrees with {r['label_accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] of {r['n']} "
+                    f"held-out labels (moves towards the chosen response more than round {parent}'s policy does)")
+        return (f"win rate against round {parent} {r['win_rate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] judged "
+                f"by {self.judge.describe()} over {r['n']} prompts")
 
     # ------------------------------------------------------------ lineage
 
@@ -226,7 +272,7 @@ class Round:
             "parent": {"run": str(parent.run_dir), "kind": parent.kind, "round": parent.round,
                        "policy": str(parent.policy), "reward_model": _str(parent.reward_model)},
             "policy": str((self.out / POLICY_LINK).resolve()), "reward_model": _str(reward_model),
-            "eval_data": str(parent.eval_data),
+            "eval_data": str(parent.eval_data), "judge": self.judge.to_json(), "gold": recorded_gold(parent),
             "labels": {"read": len(collected.labels), "used": sum(label.used for label in collected.labels),
                        "comparisons": len(collected.rows), "rule": cfg.rule, "sources": collected.sources(),
                        "ids": [label.id for label in collected.labels],
@@ -246,7 +292,9 @@ class Round:
         lineage = self.lineage(collected, stages, self.reward_model_dir, result, round_id)
         atomic_write_text(self.out / LINEAGE, dumps(lineage, indent=2) + "\n")
         summary = {"round": self.number, "method": self.cfg.method, "labels": lineage["labels"]["read"],
-                   "comparisons": len(collected.rows), "eval": result, "wall_s": time.perf_counter() - self.started}
+                   "comparisons": len(collected.rows), "trained_on": len(self.train_rows),
+                   "heldout": len(self.heldout_rows), "judge": result["judge"], "eval": result,
+                   "wall_s": time.perf_counter() - self.started}
         atomic_write_text(self.out / "summary.json", dumps(summary, indent=2) + "\n")
 
 
@@ -296,18 +344,18 @@ def run(cfg: IterateConfig) -> Path:
     collected = rnd.saved_labels() if cfg.resume else None
     if collected is None:
         collected = rnd.new_labels()
+    rnd.split(collected)  # held-out labels and batch sizes, refused before anything is written
     _prepare_out(cfg, out)
     sources = ", ".join(f"{name}: {counts['read']}" for name, counts in collected.sources().items())
-    print(f"rlhf iterate: {len(collected.labels)} new labels -> {len(collected.rows)} comparisons ({sources})",
-          flush=True)
+    held = f", {len(rnd.heldout_rows)} of them held out" if rnd.heldout_rows else ""
+    print(f"rlhf iterate: {len(collected.labels)} new labels -> {len(collected.rows)} comparisons ({sources}){held}; "
+          f"judge: {rnd.judge.describe()}", flush=True)
     runner = Runner(out, label=f"rlhf iterate round {rnd.number}", seconds=planned_seconds(cfg, len(collected.rows)),
                     resume=cfg.resume)
     runner.run(rnd.steps(collected))
     lock.release(out)
-    result, policy = rnd.result(), out / POLICY_LINK
-    print(f"rlhf iterate: round {rnd.number}: win rate against round {parent.round} {result['win_rate']:.3f} "
-          f"[{result['ci_low']:.3f}, {result['ci_high']:.3f}] judged by {rnd.judge} over {result['n']} prompts; "
-          f"deploy with rlhf serve --model {policy}", flush=True)
+    policy = out / POLICY_LINK
+    print(f"rlhf iterate: round {rnd.number}: {rnd.headline()}; deploy with rlhf serve --model {policy}", flush=True)
     return policy
 
 

@@ -52,3 +52,8 @@ def release(run_path: Path) -> None:
     if fd is not None:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def held(run_path: Path) -> bool:
+    """Whether this process holds the lock on `run_path`."""
+    return (Path(run_path) / LOCK_NAME).resolve() in _held

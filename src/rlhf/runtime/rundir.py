@@ -133,3 +133,18 @@ class RunDir:
             self.tracker.close()
         if self.owns_lock:
             lock.release(self.path)
+
+
+def discard_unstarted(path) -> bool:
+    """Delete the run directory `path` when the run that made it stopped before writing anything
+    but config.yaml, so that a retry is not refused as "already holds a run". Only a directory this
+    process locked (never another run's) and only by rank 0. The CLI and the Python API call it
+    when a run whose --out was new (or empty) fails; True when it was deleted."""
+    path = Path(path)
+    if not dist.is_main() or not path.is_dir() or not lock.held(path):
+        return False
+    if {entry.name for entry in path.iterdir()} - {CONFIG_NAME, lock.LOCK_NAME}:
+        return False  # metrics, checkpoints, a stage's own files: kept for --resume or a look
+    lock.release(path)
+    shutil.rmtree(path)
+    return True

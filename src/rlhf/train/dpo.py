@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .. import runtime
 from ..config import DPOConfig
+from ..data.batches import check_batch
 from ..models.load import load_policy, load_tokenizer
 from ..rollout.attention import use_fp32_attention
 from . import loop
@@ -40,6 +41,8 @@ def run(cfg: DPOConfig) -> Path:
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     data = load_data(cfg, cfg.data, tokenizer, cfg.skip_bad_rows)
     eval_data = load_data(cfg, cfg.eval_data, tokenizer, False) if cfg.eval_data else None
+    check_batch(len(data), cfg.batch_size, runtime.dist.world_size(),
+                "completions (thumbs up and down)" if cfg.loss == "kto" else "comparisons", Path(cfg.data).name)
     rt = runtime.init(cfg)
     device = rt.device
     model, tokenizer = load_policy(cfg, device, tokenizer)

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from ..config import TrainConfig
+from ..data.batches import check_batch
 from ..runtime import dist
 from ..runtime import Runtime, autocast, record_step, to_device
 from ..runtime.guard import NonFiniteGuard, advance_schedulers
@@ -43,12 +44,8 @@ class BatchPlan:
     GROUP_WINDOW = 32
 
     def __init__(self, n_examples: int, batch_size: int, seed: int, lengths: list[int] | None = None):
-        if n_examples < batch_size:
-            raise ValueError(f"only {n_examples} training examples for a batch size of {batch_size}")
         self.rank, self.world = dist.rank(), dist.world_size()
-        if batch_size % self.world:
-            raise ValueError(f"the batch size {batch_size} does not divide among {self.world} processes: "
-                             f"choose a multiple of {self.world}")
+        check_batch(n_examples, batch_size, self.world)  # the stages check first, naming their data (rlhf.data.batches)
         self.n, self.batch_size, self.seed, self.lengths = n_examples, batch_size, seed, lengths
         self.per_epoch = n_examples // batch_size
         self._epoch: tuple[int, list[list[int]]] | None = None

@@ -34,6 +34,7 @@ from .. import runtime
 from ..runtime.files import atomic_write_text, notice
 from ..runtime.files import dumps as strict_json
 from ..config import DPOConfig
+from ..data.batches import check_batch
 from ..data.files import write_jsonl
 from ..data.formats import read_prompts
 from ..data.records import PromptText
@@ -163,6 +164,7 @@ def run(cfg: DPOConfig) -> Path:
         raise ValueError("dpo --online needs --model DIR (the SFT policy) and --data FILE of prompts")
     overopt = OverOptGuard(cfg.guard_window, cfg.guard_patience, cfg.guard_thresholds, cfg.stop_on_overoptimisation,
                            unit="round")  # over-optimisation guard on each round's samples; settings checked first
+    check_batch(cfg.batch_size, cfg.batch_size, runtime.dist.world_size())  # it must divide among the processes
     rt = runtime.init(cfg)
     device = rt.device
     model, tokenizer = load_policy(cfg, device)
@@ -231,7 +233,9 @@ def run(cfg: DPOConfig) -> Path:
         else:
             ref_ctx = lambda: reference.context(before_training=r == 0)  # noqa: E731
         reference_s, _ = attach_reference(data, "train", cfg, ref_ctx, round_rt.run_dir, pad_id, device)
-        plan = loop.BatchPlan(len(data), min(cfg.batch_size, len(data)), cfg.seed + r,
+        # the round's pairs may be fewer than a batch: the batch shrinks to them (a share per process)
+        batch = min(cfg.batch_size, len(data) // rt.world_size * rt.world_size) or cfg.batch_size
+        plan = loop.BatchPlan(len(data), batch, cfg.seed + r,
                               lengths=data.lengths() if cfg.group_by_length else None)
         evaluate = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)
         result = loop.fit(round_rt, model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn,

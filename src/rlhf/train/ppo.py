@@ -35,6 +35,7 @@ import torch
 from .. import runtime
 from ..algos import kl_estimate
 from ..config import PPOConfig
+from ..data.batches import check_batch
 from ..data.formats import read_prompts
 from ..data.records import prompt_as_json
 from ..eval.policy import evaluate_policy
@@ -71,9 +72,10 @@ def run(cfg: PPOConfig, sampler: Sampler | None = None) -> Path:
     sampler scored by cfg.reward). Writes the run directory; returns its model/."""
     check_inputs(cfg, sampler)
     overopt = OverOptGuard(cfg.guard_window, cfg.guard_patience, cfg.guard_thresholds, cfg.stop_on_overoptimisation)
+    prompts = read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)  # with their reference answers, if any
+    check_batch(len(prompts), cfg.batch_size, dist.world_size(), "prompts", Path(cfg.data).name)
     rt = runtime.init(cfg)  # seed, device, the run directory (after every check above: a refusal writes nothing)
     opts = resolve_options(cfg)
-    prompts = read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)  # with their reference answers, if any
     plan = loop.BatchPlan(len(prompts), cfg.batch_size, cfg.seed)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * plan.per_epoch))
     actor, tokenizer, reference = build_policy(cfg, rt.device)

@@ -13,6 +13,7 @@ import torch
 
 from .. import runtime
 from ..config import PretrainConfig
+from ..data.batches import check_batch
 from ..data.formats import read_documents
 from ..data.tokenize import count_bytes, tokenize_documents
 from ..eval.metrics import bits_per_byte, perplexity
@@ -31,24 +32,24 @@ def _blocks_to_batch(blocks: list[list[int]]) -> dict:
 def run(cfg: PretrainConfig) -> Path:
     data_path = cfg.data or TINYSTORIES_TRAIN
     eval_path = cfg.eval_data or (TINYSTORIES_VALIDATION if cfg.data is None else None)
-    # Inputs first: a broken corpus fails in seconds, before the run directory is created.
+    # Inputs first: a broken corpus, or one too short to fill a batch of blocks, fails in seconds,
+    # before the run directory is created and before the model loads.
     documents = [d.text for d in read_documents(data_path, skip_bad_rows=cfg.skip_bad_rows)]
     eval_documents = [d.text for d in read_documents(eval_path)] if eval_path else []
+    # Without --model the tokenizer is part of the model being built, so it is trained (and saved) with it.
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code) if cfg.model else train_tokenizer(documents,
+                                                                                                   cfg.vocab_size)
+    blocks = tokenize_documents(tokenizer, documents, cfg.max_length)
+    check_batch(len(blocks), cfg.batch_size, runtime.dist.world_size(),
+                f"blocks of --max-length {cfg.max_length} tokens", Path(data_path).name)
     rt = runtime.init(cfg)
     device = rt.device
 
-    if cfg.model:
-        tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-        model = load_causal_lm(cfg.model, cfg.trust_remote_code)
-    else:
-        # The tokenizer is part of the model being built, so it is trained (and saved) with it.
-        tokenizer = train_tokenizer(documents, cfg.vocab_size)
-        model = build_model(cfg.preset, tokenizer)
+    model = load_causal_lm(cfg.model, cfg.trust_remote_code) if cfg.model else build_model(cfg.preset, tokenizer)
     if cfg.compile:
         model.config._attn_implementation = "eager"  # compiles into fused kernels; faster than SDPA on CPU here
     model.to(device)
 
-    blocks = tokenize_documents(tokenizer, documents, cfg.max_length)
     plan = loop.BatchPlan(len(blocks), cfg.batch_size, cfg.seed)
     forward_model = torch.compile(model, dynamic=False) if cfg.compile else model
 

@@ -24,6 +24,7 @@ import torch
 from .. import runtime
 from ..algos.preference import bradley_terry, plackett_luce
 from ..config import RewardConfig
+from ..data.batches import check_batch
 from ..data.collate import collate_rewards, pack_rewards
 from ..data.formats import read_comparisons, read_preferences
 from ..data.records import Comparison
@@ -160,9 +161,11 @@ def run(cfg: RewardConfig) -> Path:
 def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Path:
     """One reward model: the whole `rlhf rm` run of the module docstring; `part_of` is the run
     directory of the ensemble this model is a member of."""
-    # Inputs first: a broken data file fails in seconds, before the run directory and the model.
+    # Inputs first: a broken data file, or too few preferences for a batch, fail in seconds, before
+    # the run directory and the model.
     records = read_preferences(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     eval_records = read_comparisons(cfg.eval_data) if cfg.eval_data else []
+    check_batch(len(records), cfg.batch_size, runtime.dist.world_size(), "preferences", Path(cfg.data).name)
     rt = runtime.init(cfg, part_of=part_of)
     device = rt.device
     init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
@@ -257,6 +260,8 @@ def run_members(cfg: RewardConfig) -> Path:
     from . import reward_ensemble
 
     runtime.dist.require_single_process("rlhf rm --ensemble/--warm")  # members are trained one after another
+    check_batch(len(read_preferences(cfg.data, skip_bad_rows=cfg.skip_bad_rows)), cfg.batch_size, 1, "preferences",
+                Path(cfg.data).name)  # before OUT/ is made: each member checks again, inside it
     rt = runtime.init(cfg)
     members = reward_ensemble.train_members(cfg, rt.run_dir, train_single)
     member_dirs = [model_dir for model_dir, _ in members]

@@ -16,7 +16,8 @@ from ..config import SFTConfig
 from ..data.collate import collate_completions, pack_completions, pad_right
 from ..data.formats import read_demonstrations
 from ..data.tokenize import TokenizedExample, tokenize_completion
-from ..models.load import load_policy, resolve_model_dir
+from ..data.batches import check_batch
+from ..models.load import load_policy, load_tokenizer, resolve_model_dir
 from . import loop
 from ..models.lm import lm_loss_sum, score_nll
 
@@ -46,16 +47,13 @@ def make_packed_batch(rows: list[dict], pad_id: int) -> dict:
 def run(cfg: SFTConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("sft needs --model DIR (e.g. runs/pretrain/model) and --data FILE of demonstrations")
-    # Inputs first: a broken data file or model directory fails in seconds, before the run
-    # directory is created and before the model loads.
+    # Inputs first: a broken data file or model directory, or data that cannot fill a batch, fail
+    # in seconds, before the run directory is created and before the model loads.
     resolve_model_dir(cfg.model)
     demonstrations = read_demonstrations(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     eval_demonstrations = read_demonstrations(cfg.eval_data) if cfg.eval_data else []
-    rt = runtime.init(cfg)
-    device = rt.device
-    model, tokenizer = load_policy(cfg, device)
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     pad_id = tokenizer.pad_token_id
-
     examples = tokenize_demonstrations(tokenizer, demonstrations, cfg.max_length)
     if cfg.packing:
         units = pack_completions(examples, cfg.max_length)
@@ -63,6 +61,13 @@ def run(cfg: SFTConfig) -> Path:
     else:
         units = examples
         batch_of = lambda idx: make_batch([units[j] for j in idx], pad_id)  # noqa: E731
+    what = f"packed rows of --max-length {cfg.max_length} (from {len(examples)} demonstrations)" if cfg.packing \
+        else "demonstrations"
+    check_batch(len(units), cfg.batch_size, runtime.dist.world_size(), what, Path(cfg.data).name)
+    rt = runtime.init(cfg)
+    device = rt.device
+    model, tokenizer = load_policy(cfg, device, tokenizer)
+
     lengths = [len(u.input_ids) if not cfg.packing else len(u["input_ids"]) for u in units]
     plan = loop.BatchPlan(len(units), cfg.batch_size, cfg.seed, lengths=lengths if cfg.group_by_length else None)
 
