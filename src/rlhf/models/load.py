@@ -7,6 +7,7 @@ files) or a Hub id (`org/name[@revision]`), resolved into the Hugging Face cache
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -64,6 +65,26 @@ def load_tokenizer(model_dir: str | os.PathLike, trust_remote_code: bool = False
     return tokenizer
 
 
+@contextlib.contextmanager
+def no_loading_bar():
+    """transformers' "Loading weights" bar off while a model loads: one bar per load, on every
+    command, that says nothing a user needs. Only that bar: every other bar of transformers' tqdm
+    goes on as it was (through any hook set before), and the bars the user asks for (training,
+    downloads by huggingface_hub) are not transformers' and stay."""
+    from transformers.utils import logging as transformers_logging
+
+    def hook(factory, args, kwargs):
+        if kwargs.get("desc") == "Loading weights":
+            return transformers_logging.EmptyTqdm(*args, **kwargs)
+        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+    previous = transformers_logging.set_tqdm_hook(hook)
+    try:
+        yield
+    finally:
+        transformers_logging.set_tqdm_hook(previous)
+
+
 def load_causal_lm(
     model_dir: str | os.PathLike,
     trust_remote_code: bool = False,
@@ -74,14 +95,15 @@ def load_causal_lm(
     path = resolve_model_dir(model_dir, trust_remote_code)
     if not any(path.glob("*.safetensors")):
         raise ModelNotFound(f"{path} holds no .safetensors weights (pickled .bin weights are refused for safety)")
-    return AutoModelForCausalLM.from_pretrained(
-        path,
-        local_files_only=True,
-        use_safetensors=True,
-        trust_remote_code=trust_remote_code,
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-    )
+    with no_loading_bar():
+        return AutoModelForCausalLM.from_pretrained(
+            path,
+            local_files_only=True,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+        )
 
 
 def add_lora(model: PreTrainedModel, r: int, alpha: float, dropout: float, target_modules: str | list[str] = "all-linear"):
