@@ -7,7 +7,6 @@ files) or a Hub id (`org/name[@revision]`), resolved into the Hugging Face cache
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from .hub import HubModelError, looks_like_hub_id, resolve_hub_model
 from ..runtime.model_dir import COMPLETE_MARKER, TMP_INFIX, publish_model_dir, save_pretrained  # noqa: F401 (re-exported)
+from ..runtime.model_dir import no_file_bars
 
 
 class ModelNotFound(FileNotFoundError):
@@ -65,26 +65,6 @@ def load_tokenizer(model_dir: str | os.PathLike, trust_remote_code: bool = False
     return tokenizer
 
 
-@contextlib.contextmanager
-def no_loading_bar():
-    """transformers' "Loading weights" bar off while a model loads: one bar per load, on every
-    command, that says nothing a user needs. Only that bar: every other bar of transformers' tqdm
-    goes on as it was (through any hook set before), and the bars the user asks for (training,
-    downloads by huggingface_hub) are not transformers' and stay."""
-    from transformers.utils import logging as transformers_logging
-
-    def hook(factory, args, kwargs):
-        if kwargs.get("desc") == "Loading weights":
-            return transformers_logging.EmptyTqdm(*args, **kwargs)
-        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
-
-    previous = transformers_logging.set_tqdm_hook(hook)
-    try:
-        yield
-    finally:
-        transformers_logging.set_tqdm_hook(previous)
-
-
 def load_causal_lm(
     model_dir: str | os.PathLike,
     trust_remote_code: bool = False,
@@ -95,7 +75,7 @@ def load_causal_lm(
     path = resolve_model_dir(model_dir, trust_remote_code)
     if not any(path.glob("*.safetensors")):
         raise ModelNotFound(f"{path} holds no .safetensors weights (pickled .bin weights are refused for safety)")
-    with no_loading_bar():
+    with no_file_bars():
         return AutoModelForCausalLM.from_pretrained(
             path,
             local_files_only=True,
