@@ -169,3 +169,21 @@ def test_missing_optional_keys_show_a_dash_and_missing_run_dir_is_named(tmp_path
     shutil.rmtree(root / "rloo")
     with pytest.raises(FileNotFoundError, match="'rloo'"):
         write_report(root)
+
+
+def test_quick_mode_and_chance_level_numbers_are_called_noise(demo):
+    """Issue 27 item 6: a quick run's reward model at 0.500 and win-rate intervals of 0.17-0.72 carried
+    no word that they are noise."""
+    from rlhf.demo.report import noise_notes
+
+    _, report, _ = demo
+    page = report.read_text(encoding="utf-8")
+    assert 'class="note noise">Quick mode' in page and "read the numbers below as noise" in page
+    quick = {"quick": False, "rm": {"accuracy_vs_gold": 0.5, "n_vs_gold": 30},
+             "ppo": {"ci_low": 0.17, "ci_high": 0.72}, "rloo": {"ci_low": 0.3, "ci_high": 0.76}}
+    notes = noise_notes(quick)
+    assert len(notes) == 2 and "0.500 on 30 pairs" in notes[0] and "not distinguishable from chance" in notes[0]
+    assert "holds 0.5" in notes[1] and "0.550" in notes[1]  # the widest interval's span
+    clear = {"rm": {"accuracy_vs_gold": 0.81, "n_vs_gold": 100}, "ppo": {"ci_low": 0.6, "ci_high": 0.9},
+             "rloo": {"ci_low": 0.3, "ci_high": 0.7}}
+    assert noise_notes(clear) == []  # one interval clear of 0.5 is a result

@@ -73,6 +73,16 @@ def test_healthy_sft_passes_with_every_check(tiny_model_dir, demonstrations_file
     assert not (tmp_path / "runs").exists()
 
 
+def test_the_trial_runs_print_nothing_of_their_own(tiny_model_dir, demonstrations_file, capsys, monkeypatch, tmp_path):
+    """Issue 27 item 8: the doctor printed its trial run's resume notice
+    (`--resume: continuing /tmp/rlhf-doctor-.../killed from step 2`) among its own lines."""
+    monkeypatch.chdir(tmp_path)
+    assert main(sft_args(tiny_model_dir, demonstrations_file)) == 0
+    captured = capsys.readouterr()
+    assert "--resume" not in captured.out + captured.err and "rlhf-doctor-" not in captured.out + captured.err
+    assert "kill and resume" in captured.out  # the check itself is still reported
+
+
 def test_ratio_off_one_at_lr0_fails(tiny_model_dir, prompts_file, capsys, monkeypatch):
     """pi_old from the rollout at another temperature than the update's forward: a real bug class."""
     from rlhf.train import ppo

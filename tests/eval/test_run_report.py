@@ -73,3 +73,24 @@ def test_a_demo_directory_gets_the_demo_report(tmp_path, monkeypatch):
     assert cli.main(["report", str(demo)]) == 0 and called == [demo]
     with pytest.raises(ValueError, match="demo directory"):  # the stage report refuses it: the CLI picks the demo's
         write_run_report(demo)
+
+
+def test_samples_kl_and_steps_read_plainly(tmp_path):
+    """Issue 27 item 6: sample scores with 16 digits, "first and last logged steps (1 and 1)", and a
+    summary `kl -0.033` with no word that it is the k1 estimate (KL itself is never negative)."""
+    import re
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": 1, "loss": 0.5, "reward": 0.1, "gold": 0.2, "kl": -0.033, "kl_k3": 0.031}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (run / "summary.json").write_text(json.dumps({"stage": "ppo", "steps": 1, "kl": -0.033, "kl_estimator": "k1"}))
+    samples = [{"step": 1, "prompt": "Once", "response": " upon", "score": 0.6726133227348328, "ended": False}]
+    (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
+    page = write_run_report(run).read_text(encoding="utf-8")
+    assert "0.6726133227348328" not in page and "<td class=text>0.673</td>" in page
+    assert "<td class=text>no</td>" in page  # ended: False, as the page writes booleans
+    assert "(1 and 1)" not in page and "at step 1, the only step that logged samples" in page
+    kl_row = re.search(r"<tr><td>kl</td>.*?</tr>", page).group(0)
+    assert "-0.033" in kl_row and "k1 estimator" in kl_row and "KL itself never is" in kl_row
+    assert "k3 on the same step, never negative: 0.031" in kl_row

@@ -141,3 +141,15 @@ def test_a_task_filled_while_the_page_was_open_refuses_the_late_answer(app, admi
     assert r.status_code == 403
     with sessions() as s:
         assert s.query(Label).count() == 1
+
+
+def test_every_page_has_an_icon(app):
+    """Issue 27 item 8: a favicon 404 on every page of the labelling app."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(app)
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg")
+    assert '<link rel="icon" href="/favicon.ico"' in client.get("/").text
+    assert '<link rel="icon" href="/favicon.ico"' in client.get("/admin/login").text

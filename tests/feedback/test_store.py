@@ -82,3 +82,17 @@ def test_admin_token_is_shown_once_and_stored_hashed(sessions):
         assert token not in repo.setting(s, repo.ADMIN_TOKEN)
         rotated = repo.issue_admin_token(s, rotate=True)
         assert repo.is_admin(s, rotated) and not repo.is_admin(s, token) and not repo.is_admin(s, None)
+
+
+def test_opening_the_store_logs_no_alembic_info(tmp_path, caplog):
+    """Issue 27 item 8: under a server's INFO logging, Alembic's "Context impl SQLiteImpl." and
+    "Will assume non-transactional DDL." printed at every start."""
+    import logging
+
+    from rlhf.feedback.store import open_store
+
+    caplog.set_level(logging.INFO)
+    open_store(str(tmp_path / "new.db"))  # creates the schema
+    open_store(str(tmp_path / "new.db"))  # already at head
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
+    assert logging.getLogger("alembic").level == logging.NOTSET  # restored: the app's own settings stand

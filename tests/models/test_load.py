@@ -41,3 +41,28 @@ def test_disable_dropout_reaches_llama_attention_dropout(tiny_model_dir):
     assert not torch.equal(model(ids).logits, model(ids).logits)  # the dropout is really there
     disable_dropout(model)
     assert torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_model_loads_and_saves_draw_no_bar(tiny_model_dir, tmp_path, capfd):
+    """Issue 27 item 8: transformers' "Loading weights" bar (and "Writing model shards" on save)
+    showed on every command; the bars a user asks for (transformers' others, downloads) stay."""
+    from rlhf.models.load import load_tokenizer
+    from rlhf.runtime.model_dir import save_pretrained
+
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.enable_progress_bar()  # as a fresh process has it (another test may have turned it off)
+    try:
+        capfd.readouterr()
+        model = load_causal_lm(tiny_model_dir)
+        save_pretrained(model, load_tokenizer(tiny_model_dir), tmp_path / "model")
+        err = capfd.readouterr().err
+        assert "Loading weights" not in err and "Writing model shards" not in err
+        assert transformers_logging.is_progress_bar_enabled()
+        other = transformers_logging.tqdm(range(2), desc="other")
+        assert not isinstance(other, transformers_logging.EmptyTqdm)
+        other.close()
+    finally:
+        if not was_enabled:
+            transformers_logging.disable_progress_bar()

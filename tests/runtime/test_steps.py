@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from rlhf.runtime.steps import Runner, Step, StepFailed
+from rlhf.runtime.steps import Progress, Runner, Step, StepFailed
 
 SECONDS = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
 
@@ -80,3 +81,17 @@ def test_a_step_that_waits_for_a_later_or_unknown_step_is_refused(tmp_path):
     with pytest.raises(ValueError, match="step b .* not before it"):
         Runner(tmp_path, label="test", seconds=SECONDS).run([steps[1], steps[0]])
     assert order(tmp_path) == []
+
+
+def test_step_headers_count_in_the_order_steps_start(capsys):
+    """Issue 27 item 8: side by side, steps start out of the list's order, and the headers read
+    [4/15], [8/15], [9/15], [5/15]; they count starts, after the steps an earlier run finished."""
+    steps = diamond("unused")
+    progress = Progress(steps, SECONDS, workers=2, label="test")
+    for step in (steps[0], steps[2], steps[1], steps[3]):  # c starts before b
+        progress.begin(step, [step])
+    assert re.findall(r"\[(\d)/4\] (\w)", capsys.readouterr().out) == [("1", "a"), ("2", "c"), ("3", "b"), ("4", "d")]
+    resumed = Progress(steps, SECONDS, workers=2, label="test", finished=1)  # a finished before
+    for step in (steps[2], steps[1]):
+        resumed.begin(step, [step])
+    assert re.findall(r"\[(\d)/4\] (\w)", capsys.readouterr().out) == [("2", "c"), ("3", "b")]

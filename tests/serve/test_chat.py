@@ -110,3 +110,22 @@ def test_chat_rejects_forged_requests_and_an_unknown_model(chat_server):
     for token in ("", "0" * 64):  # another site's form cannot know the token
         r = httpx.post(f"{base}/chat/send", data={"model": "alpha", "message": "hi", "history": "[]", "csrf": token})
         assert r.status_code == 403 and r.json()["error"]["code"] == "csrf"
+
+
+def test_the_chat_page_has_an_icon(tmp_path):
+    """Issue 27 item 8: a favicon 404 on the chat page (its routes on a bare app, no model needed)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from rlhf.feedback.store import open_store
+    from rlhf.serve.chat import mount_chat
+
+    async def generate(served, conversation, temperature, seed) -> str:
+        return "hello"
+
+    app = FastAPI()
+    mount_chat(app, {"alpha": object()}, open_store(str(tmp_path / "feedback.db")), "chat", generate)
+    client = TestClient(app)
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert '<link rel="icon" href="/favicon.ico"' in client.get("/chat").text

@@ -35,7 +35,8 @@ def draw_figures(demo_dir: Path, summary: dict, runs: dict) -> dict[str, str]:
     rl = {p["name"]: runs[p["dir"]].rows for p in summary.get("policies", [])[1:] if p["dir"] in runs and runs[p["dir"]].rows}
     if rl:
         path = plots.training_curves(rl, CURVES, "RL against the exact-match checker", figures_dir / "curves-rl.png")
-        figures["curves_rl"] = path.relative_to(demo_dir).as_posix()
+        if path is not None:  # None: no run logged any of the curves' metrics
+            figures["curves_rl"] = path.relative_to(demo_dir).as_posix()
     return figures
 
 

@@ -24,6 +24,7 @@ outputs included, goes through html.escape.
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 from ..eval import plots
@@ -39,8 +40,9 @@ def draw_figures(demo_dir: Path, summary: dict, runs: dict[str, Run], eval_gold:
     figures_dir = demo_dir / "figures"
     figures: dict[str, str] = {}
 
-    def keep(name: str, path: Path) -> None:
-        figures[name] = path.relative_to(demo_dir).as_posix()
+    def keep(name: str, path: Path | None) -> None:
+        if path is not None:  # None: the figure had nothing to show
+            figures[name] = path.relative_to(demo_dir).as_posix()
 
     headline = {m: summary[m]["dir"] for m in METHODS if isinstance(summary.get(m), dict) and "dir" in summary[m]}
     strength = {"ppo": "KL coef", "dpo": "β"}  # labels only for a sweep; one run's strength is in the table
@@ -234,6 +236,41 @@ def _config_section(summary: dict, runs: dict[str, Run]) -> str:
     return "\n".join(parts)
 
 
+def _wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a proportion `share` observed on `n` trials."""
+    centre, half = share + z * z / (2 * n), z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def noise_notes(summary: dict) -> list[str]:
+    """Plain sentences for the top of the page where the numbers below cannot be told from noise:
+    quick mode, a reward model whose accuracy against the oracle is within chance of 0.5, and win
+    rates whose every interval holds 0.5. Empty when the numbers stand."""
+    notes = []
+    if summary.get("quick"):
+        notes.append(f"Quick mode: {format_number(summary.get('label_budget'))} labels, "
+                     f"{format_number(summary.get('eval_prompts'))} eval prompts and a few steps per method. It shows "
+                     "that every step of the pipeline runs, not what the methods do: read the numbers below as noise. "
+                     "<code>rlhf demo</code> without --quick gives results.")
+    rm = summary.get("rm") if isinstance(summary.get("rm"), dict) else {}
+    accuracy, n = rm.get("accuracy_vs_gold"), rm.get("n_vs_gold")
+    if isinstance(accuracy, (int, float)) and isinstance(n, int) and n > 0:
+        low, high = _wilson(accuracy, n)
+        if low <= 0.5 <= high:
+            notes.append(f"The reward model's accuracy against the oracle, {format_number(accuracy)} on {n} pairs "
+                         f"(95% interval {format_number(low)}–{format_number(high)}), is not distinguishable from "
+                         "chance (0.5): the policies below were optimised against a reward that may carry no signal.")
+    intervals = [(m, summary[m].get("ci_low"), summary[m].get("ci_high")) for m in METHODS[1:]
+                 if isinstance(summary.get(m), dict)]
+    intervals = [(m, lo, hi) for m, lo, hi in intervals
+                 if isinstance(lo, (int, float)) and isinstance(hi, (int, float))]
+    if intervals and all(lo <= 0.5 <= hi for _, lo, hi in intervals):
+        widest = max(hi - lo for _, lo, hi in intervals)
+        notes.append(f"Every win rate's 95% interval holds 0.5 (the widest spans {format_number(widest)}): on these "
+                     "prompts no method is shown better or worse than SFT.")
+    return notes
+
+
 def render(summary: dict, runs: dict[str, Run], figures: dict[str, str], eval_gold: dict | None,
            max_samples: int = 6) -> str:
     """The whole page as a string."""
@@ -241,6 +278,7 @@ def render(summary: dict, runs: dict[str, Run], figures: dict[str, str], eval_go
             f'{_keyed(summary, "label_budget")} comparisons · oracle temperature '
             f'{_keyed(summary, "oracle_temperature")} · eval prompts {_keyed(summary, "eval_prompts")} · quick mode '
             f'{_keyed(summary, "quick")}</p>')
+    notes = "".join(f'<p class="note noise">{note}</p>' for note in noise_notes(summary))
     sections = [_headline_section(summary), _frontier_section(summary, figures), _overoptimisation_section(figures),
                 _reward_model_section(summary, figures, eval_gold), _curves_section(figures),
                 _samples_section(summary, runs, max_samples), _config_section(summary, runs)]
@@ -250,6 +288,7 @@ def render(summary: dict, runs: dict[str, Run], figures: dict[str, str], eval_go
 preference pairs (with human-like noise) to train a reward model; SFT is then optimised with PPO, RLOO,
 GRPO and DPO, and every policy is judged by the same oracle without noise (the gold reward).</p>
 {meta}
+{notes}
 <nav><a href="#headline">Headline</a> · <a href="#frontier">Reward vs KL</a> ·
 <a href="#overoptimisation">Proxy vs gold</a> · <a href="#reward-model">Reward model</a> ·
 <a href="#curves">Training curves</a> · <a href="#samples">Samples</a> · <a href="#config">Configuration</a></nav>

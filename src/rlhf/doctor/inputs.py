@@ -131,8 +131,31 @@ def check_fill(command: str, cfg, records) -> None:
     check_batch(n, cfg.batch_size, world, what, source)
 
 
+def locate_models(command: str, cfg) -> None:
+    """Each model directory `cfg` names (scorers aside) exists, or is a Hub id that resolves:
+    checked without torch (`rlhf.models.hub` needs none), so a mistyped --model is named as fast
+    as a missing --data file; the checks of `check_models` load tokenizers, which takes torch."""
+    from pathlib import Path
+
+    from ..models.hub import looks_like_hub_id, resolve_hub_model
+
+    for field, relation in MODEL_OPTIONS.get(command, {}).items():
+        value = getattr(cfg, field, None)
+        for spec in value if isinstance(value, tuple) else (value,):
+            if relation == SCORER or not isinstance(spec, str) or Path(spec).expanduser().is_dir():
+                continue
+            flag = "--" + field.replace("_", "-")
+            if not looks_like_hub_id(spec):
+                raise FileNotFoundError(f"{flag}: model directory {spec!r} does not exist")
+            try:
+                resolve_hub_model(spec, getattr(cfg, "trust_remote_code", False))
+            except FileNotFoundError as err:  # HubModelError: not cached and not fetchable, with what to do
+                raise FileNotFoundError(f"{flag}: {err}") from None
+
+
 def check_models(command: str, cfg) -> None:
     """Check every model directory and scorer of `cfg` (see the module docstring)."""
+    locate_models(command, cfg)
     from ..labelers.pairs import is_named_labeler
     from ..models import compat
     from ..rollout.scorers import is_callable_spec, load_callable

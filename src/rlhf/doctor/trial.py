@@ -95,6 +95,21 @@ def _step_seconds(run_dir: Path) -> float:
     return elapsed[2] - elapsed[1]
 
 
+@contextlib.contextmanager
+def _quiet():
+    """The trial runs' own lines off the console: what they print and their notices on stderr
+    (`--resume: continuing /tmp/rlhf-doctor-.../killed from step 2` is the doctor's business, not
+    the user's). A run that fails keeps them: its error carries their end as a note."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            yield
+    except BaseException as err:
+        if captured.getvalue().strip():
+            err.add_note(f"the trial run's output:\n{captured.getvalue()[-2000:]}")
+        raise
+
+
 def run_trial(stage: str, cfg, rows: int, workdir: Path, resume: bool = True) -> Trial:
     """Runs A (uninterrupted) and, with `resume`, B (killed after the checkpoint, then resumed) in `workdir`."""
     run = importlib.import_module(STAGE_MODULES[stage]).run
@@ -103,7 +118,7 @@ def run_trial(stage: str, cfg, rows: int, workdir: Path, resume: bool = True) ->
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     straight, killed = workdir / "straight", workdir / "killed"
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():
         run(trial_config(cfg, straight, data, resume=False))
     peak = runtime.peak_memory_mb(device)
     summary = json.loads((straight / "summary.json").read_text(encoding="utf-8"))
@@ -111,7 +126,7 @@ def run_trial(stage: str, cfg, rows: int, workdir: Path, resume: bool = True) ->
     if not resume:
         return trial
     shutil.copytree(straight, killed, ignore=shutil.ignore_patterns(*NOT_YET_WRITTEN))
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():
         run(trial_config(cfg, killed, data, resume=True))
     a, b = _weights(straight / "model"), _weights(killed / "model")
     trial.differing = sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or not torch.equal(a[k], b[k]))

@@ -78,6 +78,8 @@ figcaption { color: #555; font-size: .9rem; max-width: 900px; }
 details, p.step { margin: .4rem 0 .4rem 1.1rem; } summary { cursor: pointer; margin-left: -1.1rem; }
 pre { background: #f7f7f9; padding: .6rem .9rem; overflow-x: auto; font-size: .85rem; }
 .note { color: #8a6d3b; }
+.noise { background: #fff4e5; border-left: 4px solid #e69500; padding: .5rem .8rem; color: #5a4200; }
+td.meaning { color: #555; font-size: .85rem; max-width: 560px; }
 """
 
 

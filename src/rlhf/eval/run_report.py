@@ -80,8 +80,9 @@ def draw_run_figures(run_dir: Path, rows: list[dict], summary: dict) -> dict[str
     figures_dir, figures = run_dir / "figures", {}
     kind, name = run_kind(run_dir, rows), run_dir.name
 
-    def keep(key: str, path: Path) -> None:
-        figures[key] = path.relative_to(run_dir).as_posix()
+    def keep(key: str, path: Path | None) -> None:
+        if path is not None:  # None: the figure had nothing to show (no panel with data)
+            figures[key] = path.relative_to(run_dir).as_posix()
 
     curve_kinds = [k for k in plots.STAGE_CURVES if k.split("-")[0] == kind] or ["other"]
     for curve in curve_kinds:
@@ -120,17 +121,35 @@ def _img(figures: dict[str, str], key: str, alt: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _summary_section(summary: dict) -> str:
+def _kl_note(summary: dict, rows: list[dict]) -> str:
+    """What summary.json's `kl` is: the KL of the last batch by the reward's estimator, which with
+    k1 can be negative on a batch (KL itself never is), and the k3 figure of the same step."""
+    estimator = summary.get("kl_estimator")
+    if "kl" not in summary or not estimator:
+        return ""
+    note = f"KL to the reference on the last batch, {estimator} estimator"
+    if estimator == "k1":
+        note += (" (log π − log π_ref per token: unbiased, but a batch's mean can come out below 0; "
+                 "KL itself never is)")
+    last = next((r["kl_k3"] for r in reversed(rows) if isinstance(r.get("kl_k3"), (int, float))), None)
+    if last is not None and estimator != "k3":
+        note += f"; k3 on the same step, never negative: {format_number(last)}"
+    return note
+
+
+def _summary_section(summary: dict, metrics: list[dict] | None = None) -> str:
     scalars = [(k, v) for k, v in summary.items() if not isinstance(v, (dict, list))]
     if not scalars:
         return '<h2 id="summary">Summary</h2>\n<p class="note">No summary.json: the run has not finished.</p>'
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td class=num>{_esc(v)}</td></tr>" for k, v in scalars)
+    notes = {"kl": _kl_note(summary, metrics or [])}
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td class=num>{_esc(v)}</td>"
+                   f"<td class=meaning>{html.escape(notes.get(k, ''))}</td></tr>" for k, v in scalars)
     parts = ['<h2 id="summary">Summary</h2>']
     stop = summary.get("stopped_early")
     if isinstance(stop, dict):
         parts.append(f'<p class="note"><strong>Stopped early at step {_esc(stop.get("step"))}</strong> by the '
                      f"over-optimisation guard: {_esc(stop.get('reason', ''))}</p>")
-    parts.append(f"<table><tr><th>figure</th><th class=num>value</th></tr>{rows}</table>")
+    parts.append(f"<table><tr><th>figure</th><th class=num>value</th><th></th></tr>{rows}</table>")
     return "\n".join(parts)
 
 
@@ -159,6 +178,11 @@ def _guard_section(summary: dict, figures: dict[str, str]) -> str:
                          f"</th><th class=num>threshold</th><th>message</th></tr>{rows}</table>")
         else:
             parts.append("<p>No warning.</p>")
+        if "guard_signals" not in figures:
+            below = " (the per-step measures are below)" if "guard_measures" in figures else ""
+            parts.append(f'<p class="note">No signal yet: the signals compare the latest {unit}s with a baseline of '
+                         f"the first {_esc(guard.get('window'))}, and this run ended before that baseline was "
+                         f"complete, so there is no signal figure{below}.</p>")
         thresholds = guard.get("thresholds") or {}
         if thresholds:
             rows = "".join(f"<tr><td>{_esc(name)}</td><td class=num>{_esc(value)}</td><td>"
@@ -182,11 +206,18 @@ def _curves_section(figures: dict[str, str]) -> str:
     return '<h2 id="curves">Training curves</h2>\n' + "\n".join(parts)
 
 
+def _cell(value) -> str:
+    """A sample's field as text: numbers by the page's one rule (`format_number`: 0.673, not
+    0.6726133227348328), strings as they are, anything else as JSON."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return format_number(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _sample_table(rows: list[dict]) -> str:
     cells = []
     for row in rows:
-        body = "".join(f"<tr><th>{html.escape(str(k))}</th><td class=text>"
-                       f"{html.escape(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))}</td></tr>"
+        body = "".join(f"<tr><th>{html.escape(str(k))}</th><td class=text>{html.escape(_cell(v))}</td></tr>"
                        for k, v in row.items())
         cells.append(f'<div class="sample"><table>{body}</table></div>')
     return "\n".join(cells)
@@ -197,8 +228,11 @@ def _samples_section(samples: list[dict], eval_samples: list[dict]) -> str:
     if samples:
         steps = sorted({s.get("step") for s in samples if isinstance(s.get("step"), int)})
         shown = [s for s in samples if steps and s.get("step") in (steps[0], steps[-1])][:MAX_SAMPLES]
-        parts.append(f"<p>The policy's responses during training (samples.jsonl), at the first and last logged "
-                     f"steps ({_esc(steps[0]) if steps else '–'} and {_esc(steps[-1]) if steps else '–'}).</p>")
+        if len(steps) > 1:
+            when = f"at the first and last steps that logged samples ({_esc(steps[0])} and {_esc(steps[-1])})"
+        else:
+            when = f"at step {_esc(steps[0])}, the only step that logged samples" if steps else "(no step numbers)"
+        parts.append(f"<p>The policy's responses during training (samples.jsonl), {when}.</p>")
         parts.append(_sample_table(shown))
     if eval_samples:
         parts.append("<p>Held-out prompts at the end (eval_samples.jsonl).</p>")
@@ -215,7 +249,7 @@ def render_run(run_dir: Path, rows: list[dict], summary: dict, figures: dict[str
     title = f"rlhf {stage} run: {run_dir.name}"
     config = (f"<pre>{html.escape(config_text)}</pre>" if config_text
               else '<p class="note">No config.yaml.</p>')
-    sections = [_summary_section(summary), _guard_section(summary, figures), _curves_section(figures),
+    sections = [_summary_section(summary, rows), _guard_section(summary, figures), _curves_section(figures),
                 _samples_section(samples, eval_samples),
                 f'<h2 id="config">Configuration</h2>\n{config}',
                 f'<h2 id="summary-json">summary.json</h2>\n<pre>{html.escape(json.dumps(summary, indent=2))}</pre>']

@@ -6,7 +6,9 @@ Requests go route -> `repo` -> tables. Who may do what:
 - annotation pages need an annotator token (a cookie set by the invite link /join/TOKEN, or a
   Bearer header) and reach only that annotator's project, tasks and labels;
 - a POST authenticated by cookie must carry the form's CSRF token;
-- bodies over the limit get 413 (`security.BodyLimit`).
+- bodies over the limit get 413 (`security.BodyLimit`);
+- a POST to a page that needs a token and carries none gets 401 before its body is read
+  (`AuthBeforeBody`).
 Responses carry a strict Content-Security-Policy; templates escape everything they show.
 Access logs never hold a token: uvicorn's own access log is off and this app logs paths with
 the invite token cut out.
@@ -22,14 +24,16 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.types import ASGIApp
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rlhf.feedback import repo, routes_admin, routes_annotate
 from rlhf.feedback.security import BodyLimit
-from rlhf.feedback.web import HERE, render
+from rlhf.feedback.web import ADMIN_COOKIE, ANNOTATOR_COOKIE, HERE, caller, favicon, render
 
 log = logging.getLogger("rlhf.feedback")
 _SECRET_IN_PATH = re.compile(r"(/join/)[^/?#]+")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -69,8 +73,51 @@ def create_app(sessions: sessionmaker[Session], max_body_bytes: int = 10 * 2**20
     def home(request: Request):
         return render(request, "home.html")
 
+    app.get("/favicon.ico", include_in_schema=False)(favicon)
+
     @app.get("/healthz")
     def healthz():
         return {"ok": True}
 
-    return BodyLimit(app, max_body_bytes)
+    return AuthBeforeBody(BodyLimit(app, max_body_bytes), sessions)
+
+
+def _guard(path: str):
+    """(cookie, token check, message) for a path whose requests with a body need a token, else None."""
+    if path == "/admin" or (path.startswith("/admin/") and path != "/admin/login"):
+        return ADMIN_COOKIE, repo.is_admin, "admin token required: sign in at /admin/login"
+    if path.startswith("/annotate/") or path == "/undo":
+        return (ANNOTATOR_COOKIE, lambda s, token: repo.annotator_by_token(s, token) is not None,
+                "annotator token required: open your invite link")
+    return None
+
+
+class AuthBeforeBody:
+    """ASGI middleware: a request with a body (POST) to a page that needs a token is answered 401
+    before its body is read when it carries no valid token. FastAPI parses a form before the
+    route's own check runs, so without this an anonymous post had its upload read and a large
+    field got 400 "Field exceeded maximum size" instead of 401. Which token fits which page is
+    still the route's to decide (an annotator of another project gets the route's 403)."""
+
+    def __init__(self, app: ASGIApp, sessions: sessionmaker[Session]):
+        self.app, self.sessions = app, sessions
+
+    def _valid(self, check, token: str) -> bool:
+        with self.sessions() as s:
+            return check(s, token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        guard = _guard(scope["path"]) if scope["type"] == "http" and scope["method"] not in SAFE_METHODS else None
+        if guard is not None:
+            cookie, check, message = guard
+            request = Request(scope)
+            who = caller(request, cookie)
+            if who is None or not await run_in_threadpool(self._valid, check, who.token):
+                if request.headers.get("accept", "").startswith("application/json"):
+                    response = JSONResponse({"detail": message}, status_code=401)
+                else:
+                    response = render(request, "error.html", 401, status=401, detail=message)
+                response.headers.update(SECURITY_HEADERS)
+                log.info("%s %s 401 (no token; body not read)", scope["method"], scope["path"])
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)

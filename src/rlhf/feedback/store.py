@@ -8,6 +8,8 @@ writers wait instead of failing. PostgreSQL works by URL (`postgresql+psycopg://
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -46,11 +48,25 @@ def make_engine(db: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+@contextlib.contextmanager
+def _quiet_alembic():
+    """Alembic's INFO lines ("Context impl SQLiteImpl.", "Will assume non-transactional DDL.",
+    "Running upgrade ...") off: under a server's INFO logging they printed on every start and
+    told the user nothing. Its warnings and errors still show."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (a no-op when it already is)."""
+    """Bring the schema to the newest Alembic revision (a no-op when it already is), quietly."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with _quiet_alembic(), engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,17 @@ from rlhf.feedback.tables import Annotator
 HERE = Path(__file__).parent
 ADMIN_COOKIE, ANNOTATOR_COOKIE = "rlhf_admin", "rlhf_annotator"
 templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)  # escape every value shown
+
+
+# The icon of every page (the labelling app's and the chat page): a browser asks for /favicon.ico
+# on each page it opens, and a 404 there fills its console.
+FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+               'fill="#1f77b4"/><path d="M5 13V3.5h3.5a2.6 2.6 0 0 1 0 5.2H5M8.4 8.7 11.5 13" stroke="#fff" '
+               'stroke-width="1.7" fill="none"/></svg>')
+
+
+def favicon() -> Response:
+    return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"cache-control": "public, max-age=86400"})
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from .hub import HubModelError, looks_like_hub_id, resolve_hub_model
 from ..runtime.model_dir import COMPLETE_MARKER, TMP_INFIX, publish_model_dir, save_pretrained  # noqa: F401 (re-exported)
+from ..runtime.model_dir import no_file_bars
 
 
 class ModelNotFound(FileNotFoundError):
@@ -74,14 +75,15 @@ def load_causal_lm(
     path = resolve_model_dir(model_dir, trust_remote_code)
     if not any(path.glob("*.safetensors")):
         raise ModelNotFound(f"{path} holds no .safetensors weights (pickled .bin weights are refused for safety)")
-    return AutoModelForCausalLM.from_pretrained(
-        path,
-        local_files_only=True,
-        use_safetensors=True,
-        trust_remote_code=trust_remote_code,
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-    )
+    with no_file_bars():
+        return AutoModelForCausalLM.from_pretrained(
+            path,
+            local_files_only=True,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+        )
 
 
 def add_lora(model: PreTrainedModel, r: int, alpha: float, dropout: float, target_modules: str | list[str] = "all-linear"):

@@ -39,7 +39,7 @@ from ..data.records import PromptText
 from ..data.tokenize import REWARD_INPUT_FORMATS, RewardExample, tokenize_for_reward
 from ..runtime.device import autocast as runtime_autocast
 from .ensemble import EnsembleRewardModel, is_ensemble_dir, member_dirs
-from .load import ModelNotFound, load_tokenizer, resolve_model_dir
+from .load import ModelNotFound, load_tokenizer, no_file_bars, resolve_model_dir
 
 INPUT_FORMAT, MAX_LENGTH, REWARD_MEAN, REWARD_STD = "rlhf_input_format", "rlhf_max_length", "reward_mean", "reward_std"
 CONTEXT_TURNS = "rlhf_context_turns"
@@ -116,7 +116,7 @@ def load_reward_backbone(
     if not any(path.glob("*.safetensors")):
         raise ModelNotFound(f"{path} holds no .safetensors weights (pickled .bin weights are refused for safety)")
     tokenizer = load_tokenizer(path, trust_remote_code)
-    with _quiet_transformers():
+    with _quiet_transformers(), no_file_bars():
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=1, local_files_only=True, use_safetensors=True, dtype=torch.float32,
             attn_implementation="sdpa", trust_remote_code=trust_remote_code,
@@ -242,9 +242,10 @@ def load_reward_model(model_dir: str | os.PathLike, device: str | torch.device =
         return EnsembleRewardModel([load_reward_model(member, device, precision, max_length)
                                     for member in member_dirs(path)], path)
     tokenizer = load_tokenizer(path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, local_files_only=True, use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa"
-    )
+    with no_file_bars():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa"
+        )
     if model.config.num_labels != 1:
         raise ValueError(f"{path} is a classifier with {model.config.num_labels} labels, not a reward model (1 label)")
     if model.config.pad_token_id is None:

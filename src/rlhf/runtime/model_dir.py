@@ -5,6 +5,7 @@ every run's `model/` through it (`Runtime.finish`); `rlhf.models.load` reads it 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +16,29 @@ from .guard import assert_finite
 
 COMPLETE_MARKER = "rlhf-complete.json"  # written last into every model/ that save_pretrained writes
 TMP_INFIX = ".tmp-"  # save_pretrained writes `.model.tmp-PID` first
+
+
+# transformers' bars of one model file operation: one per load and per save, on every command,
+# saying nothing a user needs. The bars a user asks for (training, downloads) are not among them.
+FILE_BARS = frozenset({"Loading weights", "Writing model shards"})
+
+
+@contextlib.contextmanager
+def no_file_bars():
+    """transformers' "Loading weights" and "Writing model shards" bars off inside the block; every
+    other bar of transformers' tqdm as it was (through any hook set before)."""
+    from transformers.utils import logging as transformers_logging
+
+    def hook(factory, args, kwargs):
+        if kwargs.get("desc") in FILE_BARS:
+            return transformers_logging.EmptyTqdm(*args, **kwargs)
+        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+    previous = transformers_logging.set_tqdm_hook(hook)
+    try:
+        yield
+    finally:
+        transformers_logging.set_tqdm_hook(previous)
 
 
 def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
@@ -35,7 +59,8 @@ def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model.save_pretrained(tmp, safe_serialization=True)
+    with no_file_bars():
+        model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     published = publish_model_dir(tmp, out)
     dist.barrier()

@@ -10,7 +10,8 @@ every pipeline the same five things:
   reads everything) run by themselves in this process with every core;
 - resume: each finished step's seconds go into `OUT/timings.json`; with `resume`, a step found
   there is not run again (unless it is marked `always`);
-- progress: one line as each step starts, with the time spent and an estimate of the time left;
+- progress: one line as each step starts, numbered in the order steps start, with the time spent
+  and an estimate of the time left;
 - logs: what a step prints goes into `OUT/logs/STEP.log` (and to the console too when it runs in
   this process); a step that fails stops the run, and the message names its log.
 
@@ -82,7 +83,7 @@ class Progress:
     them, and steps that will share the cores count `SHARED_CORE_SLOWDOWN / workers` of their
     time. Every estimate is kept so a summary can show how good they were."""
 
-    def __init__(self, steps: list[Step], seconds: dict, workers: int = 1, label: str = "rlhf"):
+    def __init__(self, steps: list[Step], seconds: dict, workers: int = 1, label: str = "rlhf", finished: int = 0):
         missing = sorted({s.kind for s in steps} - set(seconds))
         if missing:
             raise ValueError(f"no planned seconds for step kinds {missing}")
@@ -91,6 +92,9 @@ class Progress:
         self.expected_done = 0.0  # planned seconds of the steps measured in this process
         self.measured_done = 0.0  # their measured seconds, as if run alone
         self.estimates: list[dict] = []
+        # Headers count steps in the order they start ([5/15] is the fifth to start, after `finished`
+        # done by an earlier run): side by side, steps start out of the list's order.
+        self.started = finished
 
     def _wall_left(self, steps, speed: float, running_for: dict[str, float]) -> float:
         """Wall seconds the `steps` still need: a step alone counts its own time, a step beside
@@ -110,7 +114,8 @@ class Progress:
         left = self._wall_left(remaining, speed, running_for or {})
         self.estimates.append({"step": step.name, "elapsed_s": round(elapsed, 1), "estimated_left_s": round(left, 1)})
         side_by_side = f", {running} side by side" if running > 1 else ""
-        print(f"\n=== {self.label} [{self.steps.index(step) + 1}/{len(self.steps)}] {step.title}  "
+        self.started += 1
+        print(f"\n=== {self.label} [{self.started}/{len(self.steps)}] {step.title}  "
               f"({clock(elapsed)} elapsed, about {clock(left)} left{side_by_side})", flush=True)
 
     def end(self, step: Step, seconds: float, shared: bool = False) -> None:
@@ -150,7 +155,7 @@ class Runner:
         todo = [s for s in steps if s.name not in self.timings or s.always]
         done = set(names) - {s.name for s in todo}
         workers = self.workers if rebuild is not None else 1
-        self.progress = Progress(steps, self.seconds, workers, self.label)
+        self.progress = Progress(steps, self.seconds, workers, self.label, finished=len(done))
         self.logs.mkdir(parents=True, exist_ok=True)
         pending, running = list(todo), {}
         pool = None

@@ -25,9 +25,11 @@ from starlette.concurrency import run_in_threadpool
 from ..feedback import repo
 from ..feedback.security import csrf_ok, csrf_token
 from ..feedback.tables import Task
+from ..feedback.web import favicon
 from .protocol import ApiError
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rlhf chat</title>
+<link rel="icon" href="/favicon.ico" type="image/svg+xml">
 <style>body{font-family:sans-serif;max-width:60em;margin:1em auto}.turn{margin:.5em 0}.user{color:#036}
 .answers{display:flex;gap:1em}.answer{flex:1;border:1px solid #999;padding:.5em}textarea{width:100%}</style>
 </head><body><h1>rlhf chat</h1>
@@ -110,6 +112,8 @@ def mount_chat(app: FastAPI, models: dict, sessions, prefix: str, generate) -> N
             return history
         except (ValueError, AssertionError, KeyError, TypeError):
             raise ApiError(400, "the conversation field is malformed") from None
+
+    app.get("/favicon.ico", include_in_schema=False)(favicon)
 
     @app.get("/chat", response_class=HTMLResponse)
     async def chat_home():
