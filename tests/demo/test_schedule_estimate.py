@@ -18,6 +18,9 @@ SECONDS = {"sft": 10.0, "rm": 100.0, "dpo": 60.0, "report": 4.0}
 def test_steps_side_by_side_share_the_cores_and_a_running_step_counts_what_is_left(capsys):
     steps = [fake_step("sft", "sft"), fake_step("rm", "rm"), fake_step("dpo", "dpo"), fake_step("report", "report")]
     progress = Progress(steps, SECONDS, workers=2)
+    progress.begin(steps[0], steps)  # headers count steps in the order they start: sft, then rm
+    progress.begin(steps[1], steps[1:], running=1)
+    capsys.readouterr()
     # rm has run for 50 s beside dpo: its own wall time sharing a core is 100 x 1.7 = 170 s, 120 s of it left
     progress.begin(steps[2], [steps[1], steps[2], steps[3]], running=2, running_for={"rm": 50.0})
     expected = (100 * SHARED_CORE_SLOWDOWN - 50) / 2 + 60 * SHARED_CORE_SLOWDOWN / 2 + 4.0
