@@ -26,7 +26,8 @@ LAYERS = {
     "rlhf.config": 0,
     "rlhf.data.records": 0,
     "rlhf.resources": 0,
-    "rlhf.intervals": 0,  # confidence intervals, plain Python: evaluation and the feedback app share them
+    "rlhf.intervals": 0,
+    "rlhf.logs": 0,  # logging helpers, plain Python: every layer, the feedback app included  # confidence intervals, plain Python: evaluation and the feedback app share them
     "rlhf.data": 1,
     "rlhf.runtime": 1,
     "rlhf.models": 2,

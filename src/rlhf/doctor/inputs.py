@@ -19,7 +19,6 @@ raises the first problem it finds:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..data.batches import check_batch
+from ..logs import quieted
 
 from ..data.formats import (read_comparisons, read_demonstrations, read_documents, read_feedback, read_preferences,
                             read_prompts)
@@ -67,17 +67,10 @@ def dpo_readers(cfg) -> dict[str, Callable]:
     return DATA_READERS["dpo"]
 
 
-@contextlib.contextmanager
 def _quiet_skips():
     """The readers log one warning per file with skipped rows; the stage reads the file again and
     logs it then, so the check stays silent."""
-    logger = logging.getLogger("rlhf.data.formats")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    return quieted("rlhf.data.formats", logging.ERROR)
 
 
 def check_data(command: str, cfg) -> None:

@@ -8,7 +8,6 @@ writers wait instead of failing. PostgreSQL works by URL (`postgresql+psycopg://
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from rlhf.logs import quieted
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -48,18 +49,11 @@ def make_engine(db: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-@contextlib.contextmanager
 def _quiet_alembic():
     """Alembic's INFO lines ("Context impl SQLiteImpl.", "Will assume non-transactional DDL.",
     "Running upgrade ...") off: under a server's INFO logging they printed on every start and
     told the user nothing. Its warnings and errors still show."""
-    logger = logging.getLogger("alembic")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    return quieted("alembic", logging.WARNING)
 
 
 def migrate(engine: Engine) -> None:

@@ -37,6 +37,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from ..data.collate import collate_rewards
 from ..data.records import PromptText
 from ..data.tokenize import REWARD_INPUT_FORMATS, RewardExample, tokenize_for_reward
+from ..logs import quieted
 from ..runtime.device import autocast as runtime_autocast
 from .ensemble import EnsembleRewardModel, is_ensemble_dir, member_dirs
 from .load import ModelNotFound, load_tokenizer, no_file_bars, resolve_model_dir
@@ -66,16 +67,9 @@ def infer_input_format(config) -> str:
     return "causal" if is_decoder else "pair"
 
 
-@contextlib.contextmanager
 def _quiet_transformers():
     """Loading a causal LM as a sequence classifier warns that the new head is untrained: that is the point."""
-    logger = logging.getLogger("transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    return quieted("transformers", logging.ERROR)
 
 
 class _DropMessage(logging.Filter):
