@@ -64,6 +64,14 @@ def test_sft_fsdp2_two_processes_match_one(tiny_model_dir, demonstrations_file, 
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["sharding"] == "none"
 
 
+def test_sft_under_accelerate_fsdp2_cpu_config_matches_one(tiny_model_dir, demonstrations_file, tmp_path):
+    # configs/accelerate/fsdp2-cpu.yaml (FSDP, fsdp_version 2) means --sharding fsdp2
+    args = lambda out: ["sft", *common(tiny_model_dir, demonstrations_file, out), "--batch-size", "4"]  # noqa: E731
+    run(args(tmp_path / "one"))
+    run(args(tmp_path / "two"), nproc=2, launcher="accelerate", config="fsdp2-cpu.yaml")
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
 def test_dpo_fsdp2_two_processes_match_one(tiny_model_dir, pairs_file, tmp_path):
     args = lambda out: ["dpo", *common(tiny_model_dir, pairs_file, out), "--batch-size", "4",  # noqa: E731
                         "--kl-prompts", "0"]

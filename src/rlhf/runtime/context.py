@@ -83,8 +83,9 @@ class Runtime:
 
     @property
     def sharding(self) -> str:
-        """The sharding in use: the config's `sharding` with several processes; "none" alone."""
-        return getattr(self.cfg, "sharding", "none") if dist.launched() else "none"
+        """The sharding in use: the config's `sharding` (or the launcher's FSDP2 config) with
+        several processes; "none" alone."""
+        return _sharding_of(self.cfg) if dist.launched() else "none"
 
     @property
     def path(self) -> Path:
@@ -283,12 +284,19 @@ def init(cfg, run_dir: bool | RunDir = True, part_of: RunDir | None = None) -> R
     return Runtime(cfg, run_dir, device, t_start)
 
 
+def _sharding_of(cfg) -> str:
+    """`cfg.sharding`, or "fsdp2" under `accelerate launch` with an FSDP version 2 config."""
+    return dist.launcher_sharding() or getattr(cfg, "sharding", "none")
+
+
 def _check_sharding(cfg) -> None:
     """Refuse `--sharding fsdp2` where it is not wired in yet, before the run directory exists."""
-    if getattr(cfg, "sharding", "none") != "fsdp2":
+    if _sharding_of(cfg) != "fsdp2":
         return
     from ..config import DPOConfig, PPOConfig
 
     if isinstance(cfg, PPOConfig) or (isinstance(cfg, DPOConfig) and cfg.online):
         raise ValueError("--sharding fsdp2 covers the supervised stages (pretrain, sft, rm, offline dpo) so far; "
                          "ppo and online dpo run data-parallel: use --sharding none")
+    if getattr(cfg, "lora_r", 0) > 0:
+        raise ValueError("LoRA under FSDP2 sharding is not supported yet: launch data-parallel (--sharding none)")
