@@ -5,8 +5,8 @@ by step and the same weights. Gradients are summed over the ranks (the loss is a
 by the global token count), not averaged as FSDP2 does by default.
 
 A sharded run's checkpoint is gathered on rank 0 into the unsharded layout, so a two-process
-FSDP2 run killed with SIGKILL resumes with one process (unsharded) and with two (sharded) to the
-weights of an uninterrupted run. The tiny Llama has no dropout, so runs are deterministic.
+FSDP2 run killed with SIGKILL resumes with one process (unsharded), with two and with four
+(sharded) to the weights of an uninterrupted run. The tiny Llama has no dropout, so runs are deterministic.
 """
 
 from __future__ import annotations
@@ -86,19 +86,21 @@ def resume_args(model, data, out, *extra) -> list[str]:
             "--log-every", "5", "--no-progress", *extra]
 
 
-def test_fsdp2_run_killed_resumes_with_one_and_two_processes(tiny_model_dir, demonstrations_file, tmp_path):
+def test_fsdp2_run_killed_resumes_with_one_two_and_four_processes(tiny_model_dir, demonstrations_file, tmp_path):
     straight = tmp_path / "straight"
     run(resume_args(tiny_model_dir, demonstrations_file, straight))
 
     killed = tmp_path / "killed"
     kill_two_process_run(resume_args(tiny_model_dir, demonstrations_file, killed, "--sharding", "fsdp2"), killed,
                          at_step=5)
-    copy = tmp_path / "killed-copy"
+    copy, four = tmp_path / "killed-copy", tmp_path / "killed-four"
     shutil.copytree(killed, copy)
+    shutil.copytree(killed, four)
 
     run(resume_args(tiny_model_dir, demonstrations_file, killed, "--resume"), nproc=1)  # unsharded
     run(resume_args(tiny_model_dir, demonstrations_file, copy, "--resume", "--sharding", "fsdp2"), nproc=2)
+    run(resume_args(tiny_model_dir, demonstrations_file, four, "--resume", "--sharding", "fsdp2"), nproc=4)
 
-    for resumed in (killed, copy):
+    for resumed in (killed, copy, four):
         assert max_weight_difference(straight, resumed) <= 1e-5
         assert [m["step"] for m in metrics(resumed)] == [5, 10, 15, 20]  # no line lost or written twice
