@@ -51,9 +51,9 @@ def state():
         sharded = [name for name, var in SHARDED_ENGINES.items() if _env_true(var)]
         if sharded and launcher_sharding() is None:
             raise ValueError(f"launched under accelerate's {sharded[0]} config, but rlhf's loop is data-parallel only so "
-                             "far (every rank holds the whole model): launch with configs/accelerate/multi-gpu-ddp.yaml "
-                             "(or torchrun) instead of running unsharded under a sharding config; FSDP version 2 "
-                             "runs: configs/accelerate/fsdp2-cpu.yaml, or --sharding fsdp2 under torchrun)")
+                             "far (every rank holds the whole model) except under FSDP version 2: launch with "
+                             "configs/accelerate/multi-gpu-ddp.yaml (or torchrun) instead of running unsharded under a "
+                             "sharding config, or shard with configs/accelerate/fsdp2.yaml (or --sharding fsdp2)")
 
         # Under plain torchrun accelerate only goes distributed on CPU when told `cpu=True`;
         # `accelerate launch --cpu` says so through ACCELERATE_USE_CPU.
