@@ -28,14 +28,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def command(args: list[str], nproc: int = 1, launcher: str = "torchrun") -> list[str]:
-    """`python -m rlhf ARGS` as one process, or under torchrun / accelerate launch with `nproc`."""
+def command(args: list[str], nproc: int = 1, launcher: str = "torchrun", config: str = "cpu-2proc.yaml") -> list[str]:
+    """`python -m rlhf ARGS` as one process, or under torchrun / accelerate launch (with
+    configs/accelerate/CONFIG) with `nproc`."""
     if nproc == 1:
         return [sys.executable, "-m", "rlhf", *args]
     port = str(free_port())
     if launcher == "accelerate":  # the CPU config of configs/accelerate, as the README shows it
         return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "--num_processes", str(nproc),
+                str(ROOT / "configs" / "accelerate" / config), "--num_processes", str(nproc),
                 "--main_process_port", port, "-m", "rlhf", *args]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
             "--master_port", port, "-m", "rlhf", *args]
@@ -46,8 +47,9 @@ def environment() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def run(args: list[str], nproc: int = 1, launcher: str = "torchrun", timeout: float = 1800) -> subprocess.CompletedProcess:
-    result = subprocess.run(command(args, nproc, launcher), env=environment(), capture_output=True, text=True,
+def run(args: list[str], nproc: int = 1, launcher: str = "torchrun", timeout: float = 1800,
+        config: str = "cpu-2proc.yaml") -> subprocess.CompletedProcess:
+    result = subprocess.run(command(args, nproc, launcher, config), env=environment(), capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, f"{' '.join(args[:1])} x{nproc} failed:\n{result.stderr[-3000:]}"
     return result

@@ -13,6 +13,7 @@ EXPECTED = {  # file -> (distributed type, processes)
     "cpu-2proc.yaml": (DistributedType.MULTI_GPU, 2),  # accelerate's torchrun launcher; gloo on a CPU (see the file)
     "multi-gpu-ddp.yaml": (DistributedType.MULTI_GPU, 8),
     "fsdp2.yaml": (DistributedType.FSDP, 8),
+    "fsdp2-cpu.yaml": (DistributedType.FSDP, 2),  # rlhf's --sharding fsdp2 on two CPU processes (see the file)
     "zero2.yaml": (DistributedType.DEEPSPEED, 8),
     "zero3.yaml": (DistributedType.DEEPSPEED, 8),
 }

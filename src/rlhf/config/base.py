@@ -65,6 +65,7 @@ class TrainConfig:
     save_every: int = 200  # checkpoint every N optimiser steps (0 = only at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     dist_timeout: float = 600.0  # with several processes: seconds a collective waits for the others before the run fails
+    sharding: Literal["none", "fsdp2"] = "none"  # with several processes: none = every rank holds the whole model (data parallel); fsdp2 = parameters, gradients and optimiser state split over the ranks (torch FSDP2); the same result
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (transformers' own, non-reentrant): less memory, about a third more compute
     log_every: int = 10  # log metrics every N optimiser steps
     eval_every: int = 0  # evaluate every N optimiser steps (0 = only at the end)
@@ -93,6 +94,8 @@ class TrainConfig:
             "max_bad_steps": self.max_bad_steps >= 1, "dist_timeout": self.dist_timeout > 0,
         }
         check_fields(self, checks)
+        check_fields(self, {"sharding": not (self.sharding == "fsdp2" and self.lora_r > 0)},
+                     "LoRA under --sharding fsdp2 is not supported yet: use --sharding none")
 
 
 def load_yaml(path: str | Path, cls) -> dict:

@@ -38,6 +38,7 @@ RUN_ONLY_FIELDS = frozenset({
     "log_every", "save_every", "eval_every", "samples_every", "keep_checkpoints", "rounds",
     "max_bad_steps", "dist_timeout",  # when a run gives up, not what it computes
     "gradient_checkpointing",  # recomputes what the forward kept: the same gradients, less memory
+    "sharding",  # where the parameters live (whole on every rank or split): the same update (tests/dist/test_fsdp2.py)
     "report_to",  # where the metrics are mirrored, not what they are
 })
 

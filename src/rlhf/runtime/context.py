@@ -13,9 +13,12 @@ scheduler, a guard, a KL controller), or a list of them; any other keyword is a 
 `rlhf.runtime.checkpoint` (atomic, `weights_only`, the config hash); `rt.resume` checks the
 config, cuts the logs back, loads each holder in place and returns the plain values.
 
-Sharding plugs in here: `prepare` is where a model is wrapped (today: rank 0's weights broadcast
-to every replica), `reduce_gradients` is where gradients meet, and `checkpoint`/`finish` are
-where a sharded state would be gathered or written per rank.
+Sharding plugs in here (`--sharding`, rlhf.runtime.sharding): `prepare` is where a model is
+wrapped (rank 0's weights broadcast to every replica, then, under `fsdp2`, `fully_shard` per
+decoder layer and on the root), `reduce_gradients` is where gradients meet (FSDP2 has already
+summed them in the backward), `clip_gradients` takes the norm over every rank's shard, and
+`checkpoint`/`finish` gather a sharded model's full state on rank 0, which writes it as an
+unsharded run would: a checkpoint resumes with any process count and either sharding.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from typing import Any
 
 import torch
 
-from . import callbacks, dist
+from . import callbacks, dist, sharding
 from .checkpoint import load_latest_checkpoint, resume_state, save_checkpoint, set_rng_state
+from .guard import NonFiniteError, non_finite_entries
 from .model_dir import save_pretrained
 from .device import autocast, effective_precision, peak_memory_mb, pick_device, seed_everything
 from .progress import record_step
@@ -37,24 +41,6 @@ from .rundir import RunDir
 
 def _is_holder(value: Any) -> bool:
     return hasattr(value, "state_dict") and hasattr(value, "load_state_dict")
-
-
-def _state_of(value: Any):
-    if _is_holder(value):
-        return value.state_dict()
-    if isinstance(value, (list, tuple)) and value and all(_is_holder(v) for v in value):
-        return [v.state_dict() for v in value]
-    return value
-
-
-def _load_into(value: Any, state, name: str) -> None:
-    if _is_holder(value):
-        value.load_state_dict(state)
-    elif isinstance(value, (list, tuple)):
-        if len(value) != len(state):
-            raise ValueError(f"the checkpoint holds {len(state)} {name}, this run has {len(value)}")
-        for holder, s in zip(value, state):
-            holder.load_state_dict(s)
 
 
 @dataclass
@@ -79,6 +65,7 @@ class Runtime:
         self.t_start = t_start
         self.precision = effective_precision(getattr(cfg, "precision", "fp32"), device)
         self.dist = dist  # the collectives (sum_all, gather_objects, ...): one process or several
+        self._sharded: list[torch.nn.Module] = []  # the models `prepare` sharded (FSDP2)
 
     # ------------------------------------------------------------ who and where
 
@@ -93,6 +80,12 @@ class Runtime:
     @property
     def is_main(self) -> bool:
         return dist.is_main()
+
+    @property
+    def sharding(self) -> str:
+        """The sharding in use: the config's `sharding` (or the launcher's FSDP2 config) with
+        several processes; "none" alone."""
+        return _sharding_of(self.cfg) if dist.launched() else "none"
 
     @property
     def path(self) -> Path:
@@ -115,20 +108,69 @@ class Runtime:
 
     def prepare(self, *models: torch.nn.Module):
         """Every replica of each model starts from rank 0's weights (whatever drew their random
-        parts: a LoRA init, a fresh head), with gradient checkpointing where the config asks. The
-        one place a sharding wrapper plugs in. Returns the model (or the tuple of models) to train."""
+        parts: a LoRA init, a fresh head), with gradient checkpointing where the config asks; under
+        `--sharding fsdp2` each is then sharded over the ranks (in place: build the optimiser
+        after). Returns the model (or the tuple of models) to train."""
         for model in models:
-            if model is None:
+            if model is None or any(model is m for m in self._sharded):
                 continue
             if getattr(self.cfg, "gradient_checkpointing", False) and not enable_activation_checkpointing(model):
                 raise ValueError(f"--gradient-checkpointing: {type(model).__name__} holds no transformers model")
             dist.broadcast_parameters(model)
+            if self.sharding == "fsdp2":
+                self._sharded.append(sharding.shard(model, self.world_size))
         return models[0] if len(models) == 1 else models
 
     def reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """The gradients of `params` summed over the ranks (each rank's loss is already divided by
-        the global count): the update one process makes."""
-        dist.sum_gradients(params)
+        the global count): the update one process makes. A sharded parameter's gradient was
+        already summed (reduce-scattered) in the backward pass."""
+        replicated = [p for p in params if not hasattr(p, "full_tensor")]  # DTensors: sharded
+        if replicated or not self._sharded:
+            dist.sum_gradients(replicated)
+
+    def clip_gradients(self, params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+        """Clip the gradients of `params` to a global norm of `max_norm` (0: no clipping); returns
+        the norm before clipping, over every rank's shard when the model is sharded."""
+        return sharding.clip_grad_norm(params, max_norm if max_norm > 0 else float("inf"))
+
+    def _sharded_owner(self, value) -> torch.nn.Module | None:
+        """The sharded model `value` is, or whose parameters the optimiser `value` updates."""
+        for model in self._sharded:
+            if value is model:
+                return model
+            if isinstance(value, torch.optim.Optimizer):
+                params = {id(p) for p in model.parameters()}
+                if any(id(p) in params for group in value.param_groups for p in group["params"]):
+                    return model
+        return None
+
+    def _state_of(self, value: Any):
+        """A holder's state as an unsharded run saves it (gathered to rank 0 when sharded)."""
+        owner = self._sharded_owner(value) if self._sharded else None
+        if owner is not None:
+            if value is owner:
+                return sharding.full_model_state(owner)
+            return sharding.full_optimizer_state(owner, value)
+        if _is_holder(value):
+            return value.state_dict()
+        if isinstance(value, (list, tuple)) and value and all(_is_holder(v) for v in value):
+            return [self._state_of(v) for v in value]
+        return value
+
+    def _load_into(self, value: Any, state, name: str) -> None:
+        owner = self._sharded_owner(value) if self._sharded else None
+        if owner is not None and value is owner:
+            sharding.load_full_model_state(owner, state)
+        elif owner is not None:
+            sharding.load_full_optimizer_state(owner, value, state)
+        elif _is_holder(value):
+            value.load_state_dict(state)
+        elif isinstance(value, (list, tuple)):
+            if len(value) != len(state):
+                raise ValueError(f"the checkpoint holds {len(state)} {name}, this run has {len(value)}")
+            for holder, s in zip(value, state):
+                self._load_into(holder, s, name)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -145,7 +187,7 @@ class Runtime:
                              "by another kind of run or an older rlhf; start a new run in another --out")
         for name, holder in holders.items():
             if holder is not None:
-                _load_into(holder, state[name], name)
+                self._load_into(holder, state[name], name)
         set_rng_state(state["rng"])
         record_step(state["step"])
         values = {k: v for k, v in state.items() if k not in holders and k not in ("step", "rng", "config", "config_hash")}
@@ -153,11 +195,14 @@ class Runtime:
 
     def checkpoint(self, step: int, *, keep: int | None = None, **holders) -> None:
         """checkpoints/step-N with every holder's state and every plain value (rank 0 writes one
-        copy of the replicated state; it resumes with any process count). `keep`: the newest
-        checkpoints left on disk (default: the config's keep_checkpoints; 0 keeps all)."""
+        copy of the replicated state, or of a sharded model's state gathered from every rank; it
+        resumes with any process count and sharding). `keep`: the newest checkpoints left on disk
+        (default: the config's keep_checkpoints; 0 keeps all). Every rank calls it."""
+        if not dist.is_main() and not self._sharded:
+            return
+        state = {name: self._state_of(value) for name, value in holders.items() if value is not None}  # collective when sharded
         if not dist.is_main():
             return
-        state = {name: _state_of(value) for name, value in holders.items() if value is not None}
         keep = getattr(self.cfg, "keep_checkpoints", 0) if keep is None else keep
         save_checkpoint(self.run_dir, step, state, keep)
 
@@ -176,22 +221,34 @@ class Runtime:
     # ------------------------------------------------------------ the end
 
     def summary_figures(self) -> dict:
-        """The figures every summary.json carries: wall time, peak memory, processes."""
+        """The figures every summary.json carries: wall time, peak memory, processes, sharding."""
         return {"wall_s": self.elapsed(), "peak_memory_mb": peak_memory_mb(self.device),
-                "processes": self.world_size, "precision": self.precision}
+                "processes": self.world_size, "sharding": self.sharding, "precision": self.precision}
 
     def finish(self, model, tokenizer, summary: dict, figures: dict | None = None) -> Path | None:
         """model/ (a Hugging Face directory, atomic, finite weights only; rank 0 writes), then
         summary.json with the stage's `summary` and the common figures, the last file of the run.
         `figures`: name -> matplotlib figure, saved as OUT/NAME.png beside it. Returns the model
         directory (None when `model` is None: a stage whose result is not a model)."""
-        model_dir = save_pretrained(model, tokenizer, self.run_dir.model_dir) if model is not None else None
+        model_dir = self._save_model(model, tokenizer) if model is not None else None
         if figures and dist.is_main():
             for name, figure in figures.items():
                 figure.savefig(self.path / f"{name}.png", dpi=120, bbox_inches="tight")
         stopped = {"stopped_by_callback": True} if callbacks.stop_requested() else {}
         self.run_dir.write_summary({**summary, **stopped, **self.summary_figures()})
         return model_dir
+
+
+    def _save_model(self, model, tokenizer) -> Path:
+        if not any(model is m for m in self._sharded):
+            return save_pretrained(model, tokenizer, self.run_dir.model_dir)
+        state = sharding.without_tied_copies(model, sharding.full_model_state(model))  # on rank 0; every rank takes part
+        bad = dist.broadcast_object(non_finite_entries(state) if dist.is_main() else None)
+        if bad:  # every rank stops, not rank 0 alone (the others would wait for it at the barrier)
+            raise NonFiniteError(f"refusing to save the model for {self.run_dir.model_dir}: non-finite values in "
+                                 f"{', '.join(bad[:5])}. Nothing was written")
+        with sharding.unsharded_class(model):
+            return save_pretrained(model, tokenizer, self.run_dir.model_dir, state_dict=state)
 
 
 def enable_activation_checkpointing(model) -> int:
@@ -215,6 +272,7 @@ def init(cfg, run_dir: bool | RunDir = True, part_of: RunDir | None = None) -> R
     it: a refused run leaves no folder behind. A config without a `seed` (an evaluation that
     samples nothing) leaves the random state as it is."""
     t_start = time.perf_counter()
+    _check_sharding(cfg)
     if getattr(cfg, "seed", None) is not None:
         seed_everything(cfg.seed)
     dist.set_timeout(getattr(cfg, "dist_timeout", 600.0))  # before the process group starts
@@ -224,3 +282,21 @@ def init(cfg, run_dir: bool | RunDir = True, part_of: RunDir | None = None) -> R
     elif run_dir is False:
         run_dir = None
     return Runtime(cfg, run_dir, device, t_start)
+
+
+def _sharding_of(cfg) -> str:
+    """`cfg.sharding`, or "fsdp2" under `accelerate launch` with an FSDP version 2 config."""
+    return dist.launcher_sharding() or getattr(cfg, "sharding", "none")
+
+
+def _check_sharding(cfg) -> None:
+    """Refuse `--sharding fsdp2` where it is not wired in yet, before the run directory exists."""
+    if _sharding_of(cfg) != "fsdp2":
+        return
+    from ..config import DPOConfig, PPOConfig
+
+    if isinstance(cfg, PPOConfig) or (isinstance(cfg, DPOConfig) and cfg.online):
+        raise ValueError("--sharding fsdp2 covers the supervised stages (pretrain, sft, rm, offline dpo) so far; "
+                         "ppo and online dpo run data-parallel: use --sharding none")
+    if getattr(cfg, "lora_r", 0) > 0:
+        raise ValueError("LoRA under FSDP2 sharding is not supported yet: launch data-parallel (--sharding none)")

@@ -19,8 +19,22 @@ import torch
 
 _STATE = None  # accelerate.PartialState once a multi-process run has asked for it
 _TIMEOUT_S = 600.0  # how long a collective waits for the other ranks (`--dist-timeout`)
-# What `accelerate launch` sets under a sharding config: not wired into rlhf's loop yet.
+# What `accelerate launch` sets under a sharding config: not wired into rlhf's loop yet (FSDP
+# version 2 is: rlhf's own `--sharding fsdp2`, see `launcher_sharding`).
 SHARDED_ENGINES = {"FSDP": "ACCELERATE_USE_FSDP", "DeepSpeed": "ACCELERATE_USE_DEEPSPEED"}
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true")
+
+
+def launcher_sharding() -> str | None:
+    """"fsdp2" when `accelerate launch` started this process under an FSDP version 2 config
+    (configs/accelerate/fsdp2*.yaml): rlhf then shards as with `--sharding fsdp2` (its own
+    `fully_shard`; the config's other FSDP options are not read). None otherwise."""
+    if launched() and _env_true("ACCELERATE_USE_FSDP") and os.environ.get("FSDP_VERSION") == "2":
+        return "fsdp2"
+    return None
 
 
 def launched() -> bool:
@@ -34,11 +48,12 @@ def state():
     if _STATE is None and launched():
         from accelerate import PartialState
 
-        sharded = [name for name, var in SHARDED_ENGINES.items() if os.environ.get(var, "").lower() in ("1", "true")]
-        if sharded:
+        sharded = [name for name, var in SHARDED_ENGINES.items() if _env_true(var)]
+        if sharded and launcher_sharding() is None:
             raise ValueError(f"launched under accelerate's {sharded[0]} config, but rlhf's loop is data-parallel only so "
-                             "far (every rank holds the whole model): launch with configs/accelerate/multi-gpu-ddp.yaml "
-                             "(or torchrun) instead of running unsharded under a sharding config")
+                             "far (every rank holds the whole model) except under FSDP version 2: launch with "
+                             "configs/accelerate/multi-gpu-ddp.yaml (or torchrun) instead of running unsharded under a "
+                             "sharding config, or shard with configs/accelerate/fsdp2.yaml (or --sharding fsdp2)")
 
         # Under plain torchrun accelerate only goes distributed on CPU when told `cpu=True`;
         # `accelerate launch --cpu` says so through ACCELERATE_USE_CPU.

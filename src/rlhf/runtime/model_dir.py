@@ -41,15 +41,18 @@ def no_file_bars():
         transformers_logging.set_tqdm_hook(previous)
 
 
-def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+def save_pretrained(model, tokenizer, out_dir: str | os.PathLike, state_dict: dict | None = None) -> Path:
     """Save a plain `transformers` directory (LoRA adapters merged in) loadable without rlhf.
 
     Written atomically: into a temporary sibling directory, fsynced, marked complete
     (COMPLETE_MARKER) and renamed into place, so `out_dir` is the old model or the new one,
     never half of one. An earlier model at `out_dir` is replaced.
     With several processes rank 0 writes it and every rank returns once it is in place.
+    `state_dict`: the weights to write instead of the model's own (a sharded model's, gathered on
+    rank 0; the caller checks them).
     """
-    assert_finite(model, f"the model for {out_dir}")  # NaN weights are never saved
+    if state_dict is None:
+        assert_finite(model, f"the model for {out_dir}")  # NaN weights are never saved
     out = Path(out_dir)
     if not dist.is_main():
         dist.barrier()
@@ -60,7 +63,7 @@ def save_pretrained(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     with no_file_bars():
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(tmp)
     published = publish_model_dir(tmp, out)
     dist.barrier()

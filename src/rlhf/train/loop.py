@@ -151,6 +151,9 @@ def fit(
     cfg, device, run = rt.cfg, rt.device, rt.run_dir
     forward_model = model if forward_model is None else forward_model
     total_steps = plan.total_steps(cfg)
+    # replicas start equal, whatever drew their random parts; a sharding wrapper replaces the
+    # parameters in place, so the optimiser is built after it
+    rt.prepare(model)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -161,7 +164,6 @@ def fit(
     start_step = resumed.step if resumed else 0
     tokens_seen = resumed.get("tokens", 0) if resumed else 0
     wall_before = resumed.get("wall_s", 0.0) if resumed else 0.0
-    rt.prepare(model)  # replicas start equal, whatever drew their random parts
 
     def checkpoint(step: int, wall: float) -> None:
         rt.checkpoint(step, model=model, optimizer=optimizer, scheduler=scheduler, guard=guard, tokens=tokens_seen,
@@ -189,7 +191,7 @@ def fit(
         rt.reduce_gradients(trainable)
         loss_total, step_tokens = dist.sum_all([loss_total, sum(b["n_tokens"] for b in batches)])
         step_tokens = int(step_tokens)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        grad_norm = rt.clip_gradients(trainable, cfg.max_grad_norm)
         done = step + 1
         if guard.check(done, loss=loss_total, grad_norm=grad_norm):
             optimizer.step()
