@@ -79,3 +79,20 @@ def kill_two_process_run(args: list[str], out: Path, at_step: int) -> None:
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert first.exists() and not (out / "model").exists()
+
+
+EQUALITY_STEPS = 4  # the steps of the 2-vs-1 process equality runs
+
+
+def equality_args(model, data, out) -> list[str]:
+    """The flags every "2 processes equal 1" run shares: fp32, a fixed seed, every step logged, no checkpoint."""
+    return ["--model", str(model), "--data", str(data), "--out", str(out), "--precision", "fp32", "--seed", "5",
+            "--max-steps", str(EQUALITY_STEPS), "--max-length", "32", "--lr", "1e-3", "--warmup-steps", "0",
+            "--log-every", "1", "--save-every", "0", "--no-progress"]
+
+
+def resumable_sft_args(model, data, out, *extra, steps: int = 30) -> list[str]:
+    """`rlhf sft` for the kill-and-resume tests: a checkpoint and a log line every 5 steps."""
+    return ["sft", "--model", str(model), "--data", str(data), "--out", str(out), "--precision", "fp32", "--seed", "3",
+            "--max-steps", str(steps), "--batch-size", "4", "--max-length", "32", "--lr", "1e-3", "--save-every", "5",
+            "--log-every", "5", "--no-progress", *extra]

@@ -12,23 +12,19 @@ import psutil
 import torch
 from safetensors.torch import load_file
 
-from dist_launch import command, environment, needs_gloo, run
+from dist_launch import command, environment, needs_gloo, resumable_sft_args, run
 
 pytestmark = needs_gloo
 
 
-def sft_args(model, data, out, *extra) -> list[str]:
-    return ["sft", "--model", str(model), "--data", str(data), "--out", str(out), "--precision", "fp32", "--seed", "3",
-            "--max-steps", "30", "--batch-size", "4", "--max-length", "32", "--lr", "1e-3", "--save-every", "5",
-            "--log-every", "5", "--no-progress", "--dist-timeout", "60", *extra]
-
 
 def test_a_dead_rank_stops_the_run_fast_and_it_resumes(tiny_model_dir, demonstrations_file, tmp_path):
     straight = tmp_path / "straight"
-    run(sft_args(tiny_model_dir, demonstrations_file, straight))
+    run(resumable_sft_args(tiny_model_dir, demonstrations_file, straight, "--dist-timeout", "60"))
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(command(sft_args(tiny_model_dir, demonstrations_file, out), nproc=2), env=environment(),
+    args = resumable_sft_args(tiny_model_dir, demonstrations_file, out, "--dist-timeout", "60")
+    proc = subprocess.Popen(command(args, nproc=2), env=environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
     while not (out / "checkpoints" / "step-5").exists() and proc.poll() is None and time.time() < deadline:
@@ -44,7 +40,7 @@ def test_a_dead_rank_stops_the_run_fast_and_it_resumes(tiny_model_dir, demonstra
     assert "rlhf sft (rank 0): another process of this run stopped" in output and "--resume" in output
     assert not (out / "model").exists()
 
-    run(sft_args(tiny_model_dir, demonstrations_file, out, "--resume"), nproc=2)
+    run(resumable_sft_args(tiny_model_dir, demonstrations_file, out, "--resume", "--dist-timeout", "60"), nproc=2)
     expected = load_file(str(straight / "model" / "model.safetensors"))
     got = load_file(str(out / "model" / "model.safetensors"))
     for name in expected:

@@ -17,17 +17,12 @@ import shutil
 import pytest
 from safetensors.torch import load_file
 
-from dist_launch import kill_two_process_run, metrics, needs_gloo, run
+from dist_launch import (EQUALITY_STEPS, equality_args, kill_two_process_run, metrics, needs_gloo,
+                         resumable_sft_args, run)
 
 pytestmark = needs_gloo
 
-STEPS = 4
-
-
-def common(model, data, out) -> list[str]:
-    return ["--model", str(model), "--data", str(data), "--out", str(out), "--precision", "fp32", "--seed", "5",
-            "--max-steps", str(STEPS), "--max-length", "32", "--lr", "1e-3", "--warmup-steps", "0",
-            "--log-every", "1", "--save-every", "0", "--no-progress"]
+STEPS = EQUALITY_STEPS
 
 
 def weights(out):
@@ -56,7 +51,8 @@ def assert_same_run(one, two):
 
 
 def test_sft_fsdp2_two_processes_match_one(tiny_model_dir, demonstrations_file, tmp_path):
-    args = lambda out: ["sft", *common(tiny_model_dir, demonstrations_file, out), "--batch-size", "4",  # noqa: E731
+    args = lambda out: ["sft", *equality_args(tiny_model_dir, demonstrations_file, out),  # noqa: E731
+                        "--batch-size", "4",
                         "--grad-accum", "2"]
     run(args(tmp_path / "one"))
     run([*args(tmp_path / "two"), "--sharding", "fsdp2"], nproc=2)
@@ -66,40 +62,37 @@ def test_sft_fsdp2_two_processes_match_one(tiny_model_dir, demonstrations_file, 
 
 def test_sft_under_accelerate_fsdp2_cpu_config_matches_one(tiny_model_dir, demonstrations_file, tmp_path):
     # configs/accelerate/fsdp2-cpu.yaml (FSDP, fsdp_version 2) means --sharding fsdp2
-    args = lambda out: ["sft", *common(tiny_model_dir, demonstrations_file, out), "--batch-size", "4"]  # noqa: E731
+    args = lambda out: ["sft", *equality_args(tiny_model_dir, demonstrations_file, out),  # noqa: E731
+                        "--batch-size", "4"]
     run(args(tmp_path / "one"))
     run(args(tmp_path / "two"), nproc=2, launcher="accelerate", config="fsdp2-cpu.yaml")
     assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
 def test_dpo_fsdp2_two_processes_match_one(tiny_model_dir, pairs_file, tmp_path):
-    args = lambda out: ["dpo", *common(tiny_model_dir, pairs_file, out), "--batch-size", "4",  # noqa: E731
+    args = lambda out: ["dpo", *equality_args(tiny_model_dir, pairs_file, out), "--batch-size", "4",  # noqa: E731
                         "--kl-prompts", "0"]
     run(args(tmp_path / "one"))
     run([*args(tmp_path / "two"), "--sharding", "fsdp2"], nproc=2)
     assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
-def resume_args(model, data, out, *extra) -> list[str]:
-    return ["sft", "--model", str(model), "--data", str(data), "--out", str(out), "--precision", "fp32", "--seed", "3",
-            "--max-steps", "20", "--batch-size", "4", "--max-length", "32", "--lr", "1e-3", "--save-every", "5",
-            "--log-every", "5", "--no-progress", *extra]
-
-
 def test_fsdp2_run_killed_resumes_with_one_two_and_four_processes(tiny_model_dir, demonstrations_file, tmp_path):
+    def args(out, *extra):
+        return resumable_sft_args(tiny_model_dir, demonstrations_file, out, *extra, steps=20)
+
     straight = tmp_path / "straight"
-    run(resume_args(tiny_model_dir, demonstrations_file, straight))
+    run(args(straight))
 
     killed = tmp_path / "killed"
-    kill_two_process_run(resume_args(tiny_model_dir, demonstrations_file, killed, "--sharding", "fsdp2"), killed,
-                         at_step=5)
+    kill_two_process_run(args(killed, "--sharding", "fsdp2"), killed, at_step=5)
     copy, four = tmp_path / "killed-copy", tmp_path / "killed-four"
     shutil.copytree(killed, copy)
     shutil.copytree(killed, four)
 
-    run(resume_args(tiny_model_dir, demonstrations_file, killed, "--resume"), nproc=1)  # unsharded
-    run(resume_args(tiny_model_dir, demonstrations_file, copy, "--resume", "--sharding", "fsdp2"), nproc=2)
-    run(resume_args(tiny_model_dir, demonstrations_file, four, "--resume", "--sharding", "fsdp2"), nproc=4)
+    run(args(killed, "--resume"), nproc=1)  # unsharded
+    run(args(copy, "--resume", "--sharding", "fsdp2"), nproc=2)
+    run(args(four, "--resume", "--sharding", "fsdp2"), nproc=4)
 
     for resumed in (killed, copy, four):
         assert max_weight_difference(straight, resumed) <= 1e-5

@@ -10,28 +10,23 @@ import shutil
 import torch
 from safetensors.torch import load_file
 
-from dist_launch import kill_two_process_run, metrics, needs_gloo, run
+from dist_launch import kill_two_process_run, metrics, needs_gloo, resumable_sft_args, run
 
 pytestmark = needs_gloo
 
 
-def sft_args(model, data, out, *extra) -> list[str]:
-    return ["sft", "--model", str(model), "--data", str(data), "--out", str(out), "--precision", "fp32", "--seed", "3",
-            "--max-steps", "30", "--batch-size", "4", "--max-length", "32", "--lr", "1e-3", "--save-every", "5",
-            "--log-every", "5", "--no-progress", *extra]
-
 
 def test_two_process_run_killed_resumes_with_one_and_with_two(tiny_model_dir, demonstrations_file, tmp_path):
     straight = tmp_path / "straight"
-    run(sft_args(tiny_model_dir, demonstrations_file, straight))
+    run(resumable_sft_args(tiny_model_dir, demonstrations_file, straight))
 
     killed = tmp_path / "killed"
-    kill_two_process_run(sft_args(tiny_model_dir, demonstrations_file, killed), killed, at_step=5)
+    kill_two_process_run(resumable_sft_args(tiny_model_dir, demonstrations_file, killed), killed, at_step=5)
     copy = tmp_path / "killed-copy"
     shutil.copytree(killed, copy)
 
-    run(sft_args(tiny_model_dir, demonstrations_file, killed, "--resume"), nproc=1)
-    run(sft_args(tiny_model_dir, demonstrations_file, copy, "--resume"), nproc=2)
+    run(resumable_sft_args(tiny_model_dir, demonstrations_file, killed, "--resume"), nproc=1)
+    run(resumable_sft_args(tiny_model_dir, demonstrations_file, copy, "--resume"), nproc=2)
 
     expected = load_file(str(straight / "model" / "model.safetensors"))
     for resumed in (killed, copy):

@@ -14,17 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dist_launch import metrics, needs_gloo, run
+from dist_launch import EQUALITY_STEPS, equality_args, metrics, needs_gloo, run
 
 pytestmark = needs_gloo
 
-STEPS = 4
-
-
-def common(model, data, out) -> list[str]:
-    return ["--model", str(model), "--data", str(data), "--out", str(out), "--precision", "fp32", "--seed", "5",
-            "--max-steps", str(STEPS), "--max-length", "32", "--lr", "1e-3", "--warmup-steps", "0",
-            "--log-every", "1", "--save-every", "0", "--no-progress"]
+STEPS = EQUALITY_STEPS
 
 
 def assert_same_run(one, two):
@@ -43,7 +37,8 @@ def assert_same_run(one, two):
 
 def test_sft_two_processes_match_one(tiny_model_dir, demonstrations_file, tmp_path):
     # grad accumulation 2 x global micro-batch 4: each rank sees 2 examples per micro-batch
-    args = lambda out: ["sft", *common(tiny_model_dir, demonstrations_file, out), "--batch-size", "4",  # noqa: E731
+    args = lambda out: ["sft", *equality_args(tiny_model_dir, demonstrations_file, out),  # noqa: E731
+                        "--batch-size", "4",
                         "--grad-accum", "2"]
     run(args(tmp_path / "one"))
     run(args(tmp_path / "two"), nproc=2)
@@ -51,14 +46,14 @@ def test_sft_two_processes_match_one(tiny_model_dir, demonstrations_file, tmp_pa
 
 
 def test_rm_two_processes_match_one_under_accelerate_launch(tiny_model_dir, pairs_file, tmp_path):
-    args = lambda out: ["rm", *common(tiny_model_dir, pairs_file, out), "--batch-size", "4"]  # noqa: E731
+    args = lambda out: ["rm", *equality_args(tiny_model_dir, pairs_file, out), "--batch-size", "4"]  # noqa: E731
     run(args(tmp_path / "one"))
     run(args(tmp_path / "two"), nproc=2, launcher="accelerate")
     assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
 def test_dpo_two_processes_match_one(tiny_model_dir, pairs_file, tmp_path):
-    args = lambda out: ["dpo", *common(tiny_model_dir, pairs_file, out), "--batch-size", "4",  # noqa: E731
+    args = lambda out: ["dpo", *equality_args(tiny_model_dir, pairs_file, out), "--batch-size", "4",  # noqa: E731
                         "--kl-prompts", "0"]
     run(args(tmp_path / "one"))
     run(args(tmp_path / "two"), nproc=2)
