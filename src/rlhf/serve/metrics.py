@@ -82,18 +82,26 @@ class RequestCounter:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [500]
+        start, status, recorded = time.perf_counter(), [500], [False]
 
-        async def seen(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, seen)
-        finally:
+        def record() -> None:
+            if recorded[0]:
+                return
+            recorded[0] = True
             path = scope["path"]
             self.metrics.count_request(path if path.startswith(("/v1/", "/chat")) else "other", status[0])
             ACCESS_LOG.info(json.dumps({"method": scope["method"], "path": path, "status": status[0],
                                         "ms": round(1000 * (time.perf_counter() - start), 1),
                                         "client": (scope.get("client") or ("", 0))[0]}))
+
+        async def seen(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()  # before the last byte leaves, so a client that has its answer can already see it counted
+            await send(message)
+
+        try:
+            await self.app(scope, receive, seen)
+        finally:
+            record()  # an answer that never finished (an error, a client that left) is counted too
