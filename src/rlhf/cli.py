@@ -27,6 +27,7 @@ COMMANDS = {
     "eval policy": ("EvalPolicyConfig", "rlhf.eval.policy", "win rate of a policy against a reference (judged by a scorer) and KL to it"),
     "label serve": ("LabelServeConfig", "rlhf.feedback.serve", "the human-feedback labelling web app (pairwise with strength, rankings, thumbs; dashboard)"),
     "label import": ("LabelImportConfig", "rlhf.feedback.importer", "tasks from `rlhf generate` output or labelled files into a labelling project"),
+    "label invite": ("LabelInviteConfig", "rlhf.feedback.chat_access", "a personal sign-in link, shown once: to a labelling project, or with --chat to the chat page of `rlhf serve --db`"),
     "label export": ("LabelExportConfig", "rlhf.feedback.export", "a labelling project's labels as comparisons, rankings or binary feedback for rm/dpo/kto"),
     "label backup": ("LabelBackupConfig", "rlhf.feedback.backup", "a consistent copy of the label store while it serves (SQLite backup API, or pg_dump), checked table by table"),
     "label monitor": ("LabelMonitorConfig", "rlhf.feedback.monitor", "what users think of each served model version: thumbs-up with intervals, arena, regenerations; alert when the newest is worse"),

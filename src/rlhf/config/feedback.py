@@ -33,6 +33,21 @@ class LabelServeConfig:
 
 
 @dataclass(frozen=True)
+class LabelInviteConfig:
+    """`rlhf label invite NAME`: a personal sign-in link for NAME, printed once (the store keeps only
+    its hash; inviting NAME again replaces the old link). With --chat it signs NAME in to the chat
+    page of `rlhf serve --db DB` (link URL/chat/join/TOKEN; NAME's thumbs go to PROJECT-thumbs, picks
+    and arena votes to PROJECT-pairs); without it, to the labelling app's project PROJECT (link
+    URL/join/TOKEN, the link the admin page's Invite button shows)."""
+
+    name: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME")] = ""  # (required) the person's name, as the dashboards show it
+    db: str = DEFAULT_DB  # database (as for `label serve`; with --chat the one `rlhf serve --db` uses)
+    chat: bool = False  # an invite to the chat page of `rlhf serve --db` instead of a labelling project
+    project: str = ""  # labelling project (it must exist); with --chat the chat's project prefix (`rlhf serve --project`, default chat)
+    url: str = ""  # the server's address as the invitee reaches it; default http://127.0.0.1:8000 with --chat (rlhf serve), else http://127.0.0.1:8080
+
+
+@dataclass(frozen=True)
 class LabelImportConfig:
     """`rlhf label import FILE`: tasks from a file into a project (created if missing). A
     {"prompt", "responses"} file (what `rlhf generate` writes without --label) gives tasks to

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -26,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (the /metrics r
 
 ACCESS_LOG = logging.getLogger("rlhf.serve.access")
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0)
+INVITE_IN_PATH = re.compile(r"^(/chat/join/)[^/]+")  # the chat page's invite links hold a sign-in token
 TPOT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
 
@@ -88,7 +90,7 @@ class RequestCounter:
             if recorded[0]:
                 return
             recorded[0] = True
-            path = scope["path"]
+            path = INVITE_IN_PATH.sub(r"\1<token>", scope["path"])  # never in a log line or a metric label
             self.metrics.count_request(path if path.startswith(("/v1/", "/chat")) else "other", status[0])
             ACCESS_LOG.info(json.dumps({"method": scope["method"], "path": path, "status": status[0],
                                         "ms": round(1000 * (time.perf_counter() - start), 1),
