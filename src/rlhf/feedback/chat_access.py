@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from rlhf.config.feedback import LabelInviteConfig
 from rlhf.feedback import repo
-from rlhf.feedback.store import open_store
+from rlhf.feedback.store import database_url, open_store
 from rlhf.feedback.tables import Annotator, Project
 
 # project mode -> the suffix of the chat project that holds it (`rlhf.iterate.collect` reads "-pairs")
@@ -34,7 +34,7 @@ def invite_to_chat(s: Session, prefix: str, name: str) -> str:
     """A fresh chat sign-in token for `name` (an older one of theirs stops working); the caller commits."""
     projects = chat_projects(s, prefix)
     token = repo.invite(s, projects["thumbs"], name)
-    repo.annotator_by_name(s, projects["pairwise"], name, create=True)  # the same person's picks and votes
+    author_in(s, repo.annotator_by_name(s, projects["thumbs"], name), projects["pairwise"])  # their picks and votes
     return token
 
 
@@ -48,14 +48,29 @@ def chat_user(s: Session, prefix: str, token: str | None) -> Annotator | None:
 
 
 def author_in(s: Session, user: Annotator, project: Project) -> Annotator:
-    """The signed-in person's annotator in `project` (the same name; created on their first label there)."""
+    """The signed-in person's annotator in `project`: the same name, created when missing. A new one gets
+    an invite token that nobody is shown (they sign in with the link they have): the dashboards take an
+    annotator without a token for imported labels and give it no pace."""
     if user.project_id == project.id:
         return user
-    return repo.annotator_by_name(s, project, user.name, create=True)
+    author = repo.annotator_by_name(s, project, user.name)
+    if author is None:
+        repo.invite(s, project, user.name)
+        author = repo.annotator_by_name(s, project, user.name)
+    return author
 
 
 def run(cfg: LabelInviteConfig) -> str:
-    """`rlhf label invite NAME`: print the personal sign-in link once."""
+    """`rlhf label invite NAME`: print the personal sign-in link (once: the command's result is the store)."""
+    link, where = invite_link(cfg)
+    name = cfg.name.strip()
+    print(f"invite link for {name} to {where}; send it to {name} only. It is shown once (the store keeps only its "
+          f"hash), and inviting {name} again replaces it:\n{link}", flush=True)
+    return database_url(cfg.db)
+
+
+def invite_link(cfg: LabelInviteConfig) -> tuple[str, str]:
+    """(the link, what it signs in to) for `rlhf label invite`; the store is changed and committed."""
     name = cfg.name.strip()
     if not name:
         raise ValueError("give the person's NAME: rlhf label invite NAME [--chat] --db DB")
@@ -74,6 +89,4 @@ def run(cfg: LabelInviteConfig) -> str:
             link = f"{url}/join/{repo.invite(s, project, name)}"
             where = f"project {project.name}"
         s.commit()
-    print(f"invite link for {name} to {where}; send it to {name} only, it is shown once (only its hash is kept) "
-          f"and inviting {name} again replaces it:\n{link}", flush=True)
-    return link
+    return link, where
