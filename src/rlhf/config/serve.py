@@ -20,7 +20,7 @@ class ServeConfig:
     NAME=DIR names it NAME."""
 
     model: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()  # (required) model directories (Hugging Face format), each DIR or NAME=DIR; repeat --model for several
-    db: str = ""  # feedback store (SQLite path or URL, e.g. feedback.db): serves the chat page at /chat and keeps its feedback; "" = no page
+    db: str = ""  # feedback store (SQLite path or URL, e.g. feedback.db): serves the chat page at /chat and keeps its feedback under each person's name; people sign in by the link `rlhf label invite NAME --chat --db DB` prints; "" = no page
     project: str = "chat"  # the chat page's feedback goes to projects PROJECT-thumbs and PROJECT-pairs (`rlhf label export --project`)
     host: str = "127.0.0.1"  # interface to listen on; 0.0.0.0 exposes the server to the network (then an API key is required)
     api_key_env: str = ""  # environment variable holding the API key(s), comma-separated: /v1/ requests need `Authorization: Bearer KEY`; "" = no key

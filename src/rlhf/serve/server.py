@@ -92,7 +92,8 @@ def run(cfg: ServeConfig) -> str:
           flush=True)
     if cfg.db:
         print(f"chat page: http://{cfg.host}:{cfg.port}/chat (feedback in {cfg.db}, projects {cfg.project}-thumbs "
-              f"and {cfg.project}-pairs)", flush=True)
+              f"and {cfg.project}-pairs); people sign in by invite link: rlhf label invite NAME --chat --db {cfg.db} "
+              f"--project {cfg.project} --url http://{cfg.host}:{cfg.port}", flush=True)
     try:
         # SIGTERM: stop accepting, let the requests in flight finish (up to --drain-timeout), then exit
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=cfg.drain_timeout,
