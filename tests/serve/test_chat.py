@@ -159,6 +159,9 @@ def test_signed_in_feedback_has_its_author_in_the_labelling_apps_views(bare):
     labelling = TestClient(create_app(bare.sessions), headers={"authorization": f"Bearer {admin_token}"})
     dashboard = labelling.get(f"/admin/projects/{project_id}/dashboard").text
     assert re.search(r"<tr><td>alice</td><td>1</td>", dashboard) and re.search(r"<tr><td>bob</td><td>1</td>", dashboard)
+    invited = labelling.post(f"/admin/projects/{project_id}/invite", data={"name": "erin"}).text  # the admin page's way
+    path = re.search(r'value="(/chat/join/[^"]+)" id="chat-invite-path"', invited).group(1)
+    assert "Signed in as erin" in TestClient(bare.app).get(path).text
 
 
 def test_label_invite_prints_a_link_once_and_a_new_one_replaces_it(bare, capsys):
