@@ -119,8 +119,15 @@ def test_every_chat_form_refuses_a_missing_or_forged_csrf_token(bare):
             assert r.status_code == 403 and "CSRF" in r.text, (action, forged)
         without = {k: v for k, v in fields.items() if k != "csrf"}
         assert alice.post(action, data=without).status_code == 403, action
+    r = alice.post("/chat/send", data={**forms["/chat/send"], "csrf": ""}, headers={"accept": "application/json"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "csrf"
     assert counts(bare.sessions) == before
     assert alice.post("/chat/thumbs", data=forms["/chat/thumbs"]).status_code == 200  # the real token still works
+    # a script signed in by its Bearer header needs no CSRF token: a browser never sends that header on its own
+    token = invite(bare.db, "script").rsplit("/", 1)[1]
+    script = TestClient(bare.app, headers={"authorization": f"Bearer {token}"})
+    sent = script.post("/chat/send", data={"model": "beta", "message": "hi", "history": "[]"})
+    assert sent.status_code == 200 and "Signed in as script" in sent.text
 
 
 def test_nobody_reads_or_rates_another_persons_answer(bare):

@@ -46,9 +46,9 @@ SIGN_IN = "sign in with your personal invite link to chat"
 class Refusal(Exception):
     """A chat request turned down: answered as a page of the chat's look (JSON for a JSON client)."""
 
-    def __init__(self, status: int, message: str, **page):
+    def __init__(self, status: int, message: str, code: str | None = None, **page):
         super().__init__(message)
-        self.status, self.message, self.page = status, message, page
+        self.status, self.message, self.code, self.page = status, message, code, page
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def mount_chat(app: FastAPI, models: dict, sessions, prefix: str, generate) -> N
     @app.exception_handler(Refusal)
     async def refused(request: Request, err: Refusal):
         if request.headers.get("accept", "").startswith("application/json"):
-            return error_response(err.status, err.message, code="csrf" if err.status == 403 else None)
+            return error_response(err.status, err.message, code=err.code)
         return _html("chat_error.html", err.status, status=err.status, detail=err.message, **err.page)
 
     def find(token: str | None) -> tuple[int, str] | None:
@@ -91,9 +91,11 @@ def mount_chat(app: FastAPI, models: dict, sessions, prefix: str, generate) -> N
         who = caller(request, CHAT_COOKIE)
         found = await run_in_threadpool(find, who.token) if who else None
         if found is None:
-            raise Refusal(401, SIGN_IN + (" (this browser's sign-in is no longer valid)" if who else ""))
+            raise Refusal(401, SIGN_IN + (" (this browser's sign-in is no longer valid)" if who else ""),
+                          code="not_signed_in")
         if csrf is not None and who.from_cookie and not csrf_ok(secret, who.token, csrf):
-            raise Refusal(403, "the form's CSRF token is missing or wrong: reload the chat page and try again")
+            raise Refusal(403, "the form's CSRF token is missing or wrong: reload the chat page and try again",
+                          code="csrf")
         return Person(who.token, who.from_cookie, *found)
 
     def seal(person: Person, task_id: int) -> str:
