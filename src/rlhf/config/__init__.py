@@ -5,7 +5,7 @@ Validation lives in `__post_init__`; a config never rewrites itself.
 
 from .base import TrainConfig, load_yaml, to_yaml
 from .feedback import (LabelBackupConfig, LabelExportConfig, LabelImportConfig, LabelMonitorConfig, LabelRestoreConfig,
-                       LabelServeConfig)
+                       LabelServeConfig, LabelStatsConfig)
 from .iterate import IterateConfig
 from .judge import JudgeConfig, JudgeReviseConfig
 from .offline import (DPO_BETA, DPO_GAMMA, DPO_LABEL_SMOOTHING, DPOConfig, EvalRMConfig, PretrainConfig,
@@ -16,4 +16,4 @@ from .serve import ServeConfig
 __all__ = ["TrainConfig", "load_yaml", "to_yaml", "DPO_BETA", "DPO_GAMMA", "DPO_LABEL_SMOOTHING", "DPOConfig",
            "EvalRMConfig", "PretrainConfig", "RewardConfig", "SFTConfig", "DemoConfig", "EvalPolicyConfig",
            "GenerateConfig", "PPOConfig", "LabelServeConfig", "LabelImportConfig", "LabelExportConfig", "LabelBackupConfig", "LabelRestoreConfig", "LabelMonitorConfig",
-           "JudgeConfig", "JudgeReviseConfig", "ServeConfig", "IterateConfig"]
+           "LabelStatsConfig",            "JudgeConfig", "JudgeReviseConfig", "ServeConfig", "IterateConfig"]
