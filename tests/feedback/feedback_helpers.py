@@ -87,6 +87,11 @@ def scripted_users(sessions, served: dict[str, float], start, days: int, visits:
 
     rng = random.Random(seed)
     versions = list(served)
+
+    def answer(version: str, n: str) -> str:  # the disliked versions are rude, and ramble
+        if served[version] < 0.5:
+            return f"No. That is a stupid question and I hate answering it, figure it out yourself ({n})."
+        return f"Sure, glad to help: here it is ({n})."
     with sessions() as s:
         projects = {mode: repo.project_by_name(s, f"chat-{name}") or repo.create_project(s, f"chat-{name}", mode)
                     for mode, name in (("thumbs", "thumbs"), ("pairwise", "pairs"))}
@@ -95,9 +100,8 @@ def scripted_users(sessions, served: dict[str, float], start, days: int, visits:
         for day in range(days):
             for i in range(visits):
                 version = rng.choice(versions)
-                words = "sure " * (3 + 4 * (served[version] < 0.5))  # the disliked versions ramble
                 ids = repo.add_prompt(s, projects["thumbs"], [{"role": "user", "content": f"q{day}.{i}"}],
-                                      [(words + f"answer {day}.{i}", version)])
+                                      [(answer(version, f"{day}.{i}"), version)])
                 label, _ = repo.save_label(s, users["thumbs"], repo.add_task(s, projects["thumbs"], ids),
                                            f"t{seed}.{day}.{i}", outcome="thumbs", thumbs=rng.random() < served[version])
                 stamped.append((label, start + dt.timedelta(days=day, minutes=10 * i)))
@@ -106,7 +110,7 @@ def scripted_users(sessions, served: dict[str, float], start, days: int, visits:
                 better = a if served[a] >= served[b] else b
                 winner = better if rng.random() < preferred_wins else (b if better == a else a)
                 ids = repo.add_prompt(s, projects["pairwise"], [{"role": "user", "content": f"arena {day}.{i}"}],
-                                      [(f"from {a}", a), (f"from {b}", b)])
+                                      [(answer(a, f"{day}.{i}"), a), (answer(b, f"{day}.{i}"), b)])
                 label, _ = repo.save_label(s, users["pairwise"], repo.add_task(s, projects["pairwise"], ids),
                                            f"a{seed}.{day}.{i}", outcome="win", winner_id=ids[0] if winner == a else ids[1], strength=2)
                 stamped.append((label, start + dt.timedelta(days=day, minutes=10 * i + 5)))

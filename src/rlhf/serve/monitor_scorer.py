@@ -39,7 +39,7 @@ def unscored(s, project: str, scorer: str, limit: int) -> list[tuple[Response, o
     done = select(ResponseScore.response_id).where(ResponseScore.scorer == scorer)
     rows = s.execute(select(Response, Prompt.content).join(Prompt, Prompt.id == Response.prompt_id)
                      .where(Prompt.project_id.in_(ids), Response.id.not_in(done)).order_by(Response.id).limit(limit))
-    return list(rows.tuples())
+    return [(answer, content) for answer, content in rows]
 
 
 def as_prompt(content):
