@@ -54,8 +54,9 @@ def satisfaction_png(versions: list[dict]) -> bytes:
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     shown = [v for v in versions if v["days"]]
-    for v in shown:
-        x = [dt.date.fromisoformat(day) for day in v["days"]]
+    for i, v in enumerate(shown):
+        shift = dt.timedelta(hours=12 + 6 * (i - (len(shown) - 1) / 2))  # side by side within the day, not on top
+        x = [dt.datetime.fromisoformat(day) + shift for day in v["days"]]
         days = list(v["days"].values())
         y = [d["up_share"] for d in days]
         errors = [[d["up_share"] - d["up_low"] for d in days], [d["up_high"] - d["up_share"] for d in days]]
