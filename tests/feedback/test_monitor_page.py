@@ -51,9 +51,11 @@ def test_the_page_ranks_versions_by_what_users_think_and_raises_the_alert_for_a_
     assert 'id="no-alert"' not in page
 
 
-def test_the_page_is_for_the_admin_only(app, sessions):
+def test_the_page_is_for_the_admin_only_and_says_when_there_is_nothing_yet(admin, app, sessions):
     from fastapi.testclient import TestClient
 
+    empty = admin.get("/admin/monitor")
+    assert empty.status_code == 200 and "No thumbs yet" in empty.text and "No arena battles" in empty.text
     scripted_users(sessions, {A: 0.5}, START, days=1, visits=3, battles=0)
     anonymous = TestClient(app)
     answer = anonymous.get("/admin/monitor")

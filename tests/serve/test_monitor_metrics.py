@@ -79,3 +79,30 @@ def test_the_scorer_needs_the_store():
 
     with pytest.raises(ValueError, match="give --db as well"):
         ServeConfig(model=("m",), monitor_scorer=SCORER)
+
+
+def test_a_failing_scorer_is_logged_and_tried_again_without_stopping_the_server(tmp_path, caplog):
+    from rlhf.feedback import repo
+    from rlhf.feedback.store import open_store
+    from rlhf.rollout.scorers import Scorer
+    from rlhf.serve.monitor_scorer import ScoringWorker
+
+    sessions = open_store(str(tmp_path / "feedback.db"))
+    with sessions() as s:
+        project = repo.create_project(s, "chat-thumbs", "thumbs")
+        repo.add_task(s, project, repo.add_prompt(s, project, [{"role": "user", "content": "hi"}], [("hello", "v1")]))
+        s.commit()
+    calls = []
+
+    def broken(prompts, responses):
+        calls.append(len(responses))
+        raise RuntimeError("the judge is down")
+
+    with caplog.at_level(logging.ERROR, logger="rlhf.serve.monitor"):
+        worker = ScoringWorker(sessions, Scorer("broken", broken), 0.0, "chat", interval=0.05).start()
+        deadline = time.time() + 10
+        while len(calls) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        worker.stop()
+    assert len(calls) >= 2 and not worker.thread.is_alive()  # tried again, then stopped when asked
+    assert "the judge is down" in caplog.text
