@@ -101,10 +101,13 @@ def _live_labels(s: Session, project_name: str):
     project = repo.project_by_name(s, project_name)
     if project is None:
         return
-    labels = s.scalars(select(Label).join(Task, Label.task_id == Task.id)
-                       .where(Task.project_id == project.id, Label.undone_at.is_(None)).order_by(Label.id))
-    for label in labels:
-        yield label, repo.responses_of(s, s.get(Task, label.task_id))
+    # Two queries in all, not two per label: the page reads thousands of labels at each view.
+    responses = {r.id: r for r in s.scalars(select(Response).join(Prompt, Prompt.id == Response.prompt_id)
+                                            .where(Prompt.project_id == project.id))}
+    rows = s.execute(select(Label, Task.response_ids).join(Task, Label.task_id == Task.id)
+                     .where(Task.project_id == project.id, Label.undone_at.is_(None)).order_by(Label.id))
+    for label, response_ids in rows:
+        yield label, [responses[i] for i in response_ids]
 
 
 def monitor(s: Session, project: str = "chat", min_feedback: int = 20, db: str = "feedback.db") -> dict:
