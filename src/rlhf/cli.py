@@ -31,6 +31,7 @@ COMMANDS = {
     "label export": ("LabelExportConfig", "rlhf.feedback.export", "a labelling project's labels as comparisons, rankings or binary feedback for rm/dpo/kto"),
     "label backup": ("LabelBackupConfig", "rlhf.feedback.backup", "a consistent copy of the label store while it serves (SQLite backup API, or pg_dump), checked table by table"),
     "label monitor": ("LabelMonitorConfig", "rlhf.feedback.monitor", "what users think of each served model version: thumbs-up with intervals, arena, regenerations; alert when the newest is worse"),
+    "label stats": ("LabelStatsConfig", "rlhf.feedback.overview", "one line per labelling project; --by-model: per served model version, as `label monitor`"),
     "label restore": ("LabelRestoreConfig", "rlhf.feedback.backup", "a label store from a `label backup` file, checked table by table"),
     "judge": ("JudgeConfig", "rlhf.labelers.judge_command", "AI preferences: a local model or OpenAI-compatible endpoint judges pairs in both orders (flips = ties), cached"),
     "judge revise": ("JudgeReviseConfig", "rlhf.labelers.judge_command", "Constitutional AI: critique and revise responses against a constitution -> SFT demonstrations (--pairs: comparisons)"),

@@ -129,3 +129,18 @@ class LabelMonitorConfig:
 
     def __post_init__(self):
         check_fields(self, {"project": bool(self.project.strip()), "min_feedback": self.min_feedback >= 1})
+
+
+@dataclass(frozen=True)
+class LabelStatsConfig:
+    """`rlhf label stats`: one line per project of the store (mode, tasks, live labels,
+    annotators); with --by-model, what users of `rlhf serve --db` think of each served model
+    version instead (the report of `rlhf label monitor`, for the chat projects of --project)."""
+
+    db: str = DEFAULT_DB  # database (as for `label serve`)
+    by_model: bool = False  # per served model version: thumbs-up share with its 95% interval, arena, regenerations, flagged share
+    project: str = "chat"  # --by-model: the chat page's project prefix (`rlhf serve --project`)
+    min_feedback: int = 20  # --by-model: thumbs the newest version needs before the alert may fire
+
+    def __post_init__(self):
+        check_fields(self, {"project": bool(self.project.strip()), "min_feedback": self.min_feedback >= 1})

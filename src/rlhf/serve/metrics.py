@@ -10,6 +10,19 @@ vLLM names its own where the meaning is the same, so existing dashboards read th
     rlhf_request_success_total{model, finish}    sequences finished, by reason (stop, length)
     rlhf_requests_cancelled_total{model, reason} sequences stopped early: the client left, or --request-timeout
 
+With a feedback store (`rlhf serve --db`), what users think of each model version, read from the
+store at every scrape in one aggregate query (rlhf.feedback.monitor.feedback_counts), so they
+count the feedback of every server that writes to the store and survive a restart:
+
+    rlhf_feedback_thumbs{version, model}         live thumbs on the version's answers (a gauge: an undo lowers it)
+    rlhf_feedback_thumbs_up_share{version, model} the share of them that are up (absent before the first thumb)
+    rlhf_feedback_thumbs_up_low{version, model}  the lower end of that share's 95% Wilson interval
+    rlhf_feedback_alert                          1 when the newest version is worse than the one before it
+                                                 (rlhf.feedback.monitor.alert; also logged once when it turns on)
+
+`version` is the model directory that wrote the answers, `model` its name here ("" for a version
+this server does not serve).
+
 Each app has its own registry (tests start several); the engines' queue figures are read when
 scraped. A sequence reports its timings from the decode thread when it finishes (the client
 library is thread-safe).
@@ -23,6 +36,7 @@ import re
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (the /metrics route's media type)
 
 ACCESS_LOG = logging.getLogger("rlhf.serve.access")
@@ -71,6 +85,46 @@ class ServeMetrics:
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
+
+    def watch_feedback(self, sessions, project: str, models: dict) -> None:
+        """Add the feedback gauges of the module docstring, read from the store at each scrape."""
+        self.registry.register(FeedbackGauges(sessions, project, {m.path: name for name, m in models.items()}))
+
+
+class FeedbackGauges:
+    """A collector: per model version, thumbs and thumbs-up share from the feedback store, and the alert."""
+
+    def __init__(self, sessions, project: str, names: dict[str, str], min_feedback: int = 20):
+        self.sessions, self.project, self.names, self.min_feedback = sessions, project, names, min_feedback
+        self.alerting = False
+
+    def collect(self):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from ..feedback.monitor import alert, feedback_counts
+
+        try:
+            with self.sessions() as s:
+                rows = feedback_counts(s, self.project)
+                db = s.get_bind().url.render_as_string(hide_password=True)
+        except SQLAlchemyError as err:  # the store is down: the engine's figures still go out
+            logging.getLogger("rlhf.serve").warning("feedback gauges skipped: %s", err)
+            return
+        labels = ["version", "model"]
+        thumbs = GaugeMetricFamily("rlhf_feedback_thumbs", "live thumbs on the version's answers", labels=labels)
+        share = GaugeMetricFamily("rlhf_feedback_thumbs_up_share", "share of thumbs that are up", labels=labels)
+        low = GaugeMetricFamily("rlhf_feedback_thumbs_up_low", "lower end of the share's 95% interval", labels=labels)
+        for r in rows:
+            key = [r["version"], self.names.get(r["version"], "")]
+            thumbs.add_metric(key, r["thumbs"])
+            share.add_metric(key, r["up_share"])
+            low.add_metric(key, r["up_low"])
+        message = alert(rows, self.min_feedback, db, self.project)
+        if message and not self.alerting:
+            logging.getLogger("rlhf.serve").warning("ALERT %s", message)
+        self.alerting = message is not None
+        yield from (thumbs, share, low, GaugeMetricFamily("rlhf_feedback_alert", "the newest version is worse than "
+                                                          "the one before it", value=float(self.alerting)))
 
 
 class RequestCounter:

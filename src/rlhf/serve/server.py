@@ -78,7 +78,19 @@ def build_app(cfg: ServeConfig):
                      max_queue=cfg.max_queue, request_timeout=cfg.request_timeout)
     if keys:
         app.add_middleware(ApiKeyGate, keys=keys)
+    if cfg.monitor_scorer:
+        start_monitor_scorer(app, cfg, sessions)
     return app
+
+
+def start_monitor_scorer(app, cfg: ServeConfig, sessions) -> None:
+    """`--monitor-scorer`: score the stored chat answers in the background (rlhf.serve.monitor_scorer)."""
+    from ..rollout.scorers import load_scorer
+    from .monitor_scorer import ScoringWorker
+
+    worker = ScoringWorker(sessions, load_scorer(cfg.monitor_scorer), cfg.monitor_threshold, cfg.project).start()
+    app.state.monitor_scorer = worker
+    app.router.on_shutdown.append(worker.stop)
 
 
 def run(cfg: ServeConfig) -> str:
