@@ -7,16 +7,21 @@ in a thread. It counts the requests (models and seeds asked) and answers `/v1/ch
 - "first": always [[A]] (a judge that only ever picks the first position);
 - "garbage": never a verdict;
 - "garbage-once": garbage on each pairwise request's first attempt (temperature 0), then "longer".
+
+`server.delay` seconds of thinking per request shows how many it answers at once (`max_in_flight`);
+after `server.fail_after` requests it refuses every other with 400 (a server that went away).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 PAIR = re.compile(r"\[Response A\]\n(.*?)\n\n\[Response B\]\n(.*?)\n\nExplain", re.S)
 SINGLE = re.compile(r"\[Response\]\n(.*?)\n\n(?:Explain|\[Critique)", re.S)
@@ -44,12 +49,20 @@ def rule(mode: str, text: str, temperature: float) -> str:
 class FakeJudgeServer:
     def __init__(self, mode: str = "longer"):
         self.mode, self.requests, self.models_asked, self.seeds = mode, 0, [], []
+        self.delay, self.fail_after, self.in_flight, self.max_in_flight = 0.0, None, 0, 0
         app = FastAPI()
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
             body = await request.json()
+            if self.fail_after is not None and self.requests >= self.fail_after:
+                return JSONResponse({"error": {"message": "the judge is gone", "type": "invalid_request_error"}},
+                                    status_code=400)
             self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            await asyncio.sleep(self.delay)
+            self.in_flight -= 1
             self.models_asked.append(body["model"])
             self.seeds.append(body.get("seed"))
             content = rule(self.mode, body["messages"][-1]["content"], float(body.get("temperature") or 0))

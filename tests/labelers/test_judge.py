@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # for `import fake_judge_server`
 
 from fake_judge_server import FakeJudgeServer  # noqa: E402
 
+from rlhf.labelers.judge_backends import JudgeEndpointError  # noqa: E402
 from rlhf.labelers.judge import (JudgeError, build_judge, parse_critique, parse_rating, parse_revision,  # noqa: E402
                                  parse_verdict)
 
@@ -63,6 +64,19 @@ def test_rerun_hits_the_cache_and_makes_no_request(server, tmp_path):
     other = api_judge(server, tmp_path, api_model="judge-y")  # another judge model misses the cache
     other.prefer(PROMPTS, FIRSTS, SECONDS)
     assert other.stats.requests == 6 and server.requests == asked + 6
+
+
+def test_endpoint_requests_go_together_and_a_run_stopped_midway_keeps_its_answers(server, tmp_path):
+    prompts, firsts, seconds = PROMPTS * 4, FIRSTS * 4, [s + f" {i}" for i, s in enumerate(SECONDS * 4)]
+    server.delay, server.fail_after = 0.2, 10  # 24 requests asked 4 at a time: groups 1-2 answered, group 3 refused
+    with pytest.raises(JudgeEndpointError, match="the judge is gone"):
+        api_judge(server, tmp_path, concurrency=4).prefer(prompts, firsts, seconds)
+    assert server.max_in_flight == 4  # a batching server gets them together
+    assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 8  # the two full groups, kept
+    server.fail_after, before = None, server.requests
+    again = api_judge(server, tmp_path, concurrency=4)
+    again.prefer(prompts, firsts, seconds)
+    assert again.stats.cache_hits == 8 and again.stats.requests == 16 and server.requests == before + 16
 
 
 def test_garbage_answers_are_retried_then_a_clear_error_and_cached(server, tmp_path):

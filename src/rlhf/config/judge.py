@@ -22,12 +22,15 @@ class JudgeBackendFields:
     retries: int = 2  # a malformed answer is asked again this many times (sampled, a new seed each), then it is an error; cached: a rerun with more asks only the new attempts
     on_malformed: Literal["error", "tie"] = "error"  # after the retries: stop with an error naming the item, or count it as a tie
     max_new_tokens: int = 256  # answer tokens at most; an endpoint's are fitted to what its model's context leaves
+    concurrency: int = 8  # endpoint judge: requests in flight at once (a batching server answers them together); answers are cached as each group of this many ends
+    request_timeout: float = 600.0  # endpoint judge: seconds one request may take (the openai client's default), after which it is asked twice more
     seed: int = 0  # seed of anything drawn at random (revise: the principle for each response)
     device: str = "auto"  # local judge: auto (cuda if available, else cpu), cpu, cuda, cuda:N
     skip_bad_rows: bool = False  # drop malformed input rows (counted) instead of stopping
 
     def _check(self, extra: dict[str, bool]) -> None:
         checks = {"retries": 0 <= self.retries <= 10, "max_new_tokens": self.max_new_tokens >= 1,
+                  "concurrency": self.concurrency >= 1, "request_timeout": self.request_timeout > 0,
                   "api_model": self.api_base is None or bool(self.api_model),
                   "api_base": self.model is None or self.api_base is None, **extra}
         check_fields(self, checks, "a judge is --model DIR or --api-base URL --api-model NAME")

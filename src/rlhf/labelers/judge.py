@@ -186,16 +186,19 @@ class Judge:
             asked.update(todo)
             if attempt:
                 self.stats.retries += len(todo)
-            answers = self.backend.complete([text.format(**fills[i]) for i in todo], attempt)
-            self.stats.requests += len(todo)
-            for i, answer in zip(todo, answers):
-                parsed = parse(answer)
-                if parsed is None:
-                    tried[i], last[i] = attempt + 1, answer
-                    self.cache.put_malformed(keys[i], answer, attempt + 1, budget)
-                else:
-                    out[i] = parsed
-                    self.cache.put(keys[i], parsed)
+            group = getattr(self.backend, "batch_size", None) or len(todo)
+            for start in range(0, len(todo), group):  # cached group by group: a run stopped midway keeps what it had
+                chunk = todo[start:start + group]
+                answers = self.backend.complete([text.format(**fills[i]) for i in chunk], attempt)
+                self.stats.requests += len(chunk)
+                for i, answer in zip(chunk, answers):
+                    parsed = parse(answer)
+                    if parsed is None:
+                        tried[i], last[i] = attempt + 1, answer
+                        self.cache.put_malformed(keys[i], answer, attempt + 1, budget)
+                    else:
+                        out[i] = parsed
+                        self.cache.put(keys[i], parsed)
         left = [i for i, a in enumerate(out) if a is None]
         cached = sum(i not in asked for i in left)  # malformed in an earlier run, past the retries: not asked now
         self.stats.cache_hits += cached
@@ -262,12 +265,14 @@ class Judge:
 
 def build_judge(model: str | None = None, api_base: str | None = None, api_model: str | None = None,
                 api_key_env: str = "OPENAI_API_KEY", cache: str | os.PathLike | None = None, retries: int = 2,
-                on_malformed: str = "error", max_new_tokens: int = 64, device="cpu") -> Judge:
+                on_malformed: str = "error", max_new_tokens: int = 64, device="cpu", concurrency: int = 8,
+                request_timeout: float = 600.0) -> Judge:
     """A Judge on a local model directory (`model`) or an endpoint (`api_base` + `api_model`)."""
     if (model is None) == (api_base is None):
         raise ValueError("a judge needs exactly one of a model directory (--model) or an endpoint (--api-base)")
     if api_base is not None:
-        backend = ApiBackend(api_base, api_model or "", api_key_env, max_tokens=max(max_new_tokens, 16))
+        backend = ApiBackend(api_base, api_model or "", api_key_env, max_tokens=max(max_new_tokens, 16),
+                             timeout=request_timeout, concurrency=concurrency)
     else:
         backend = LocalBackend(model, device, max_new_tokens)
     return Judge(backend, AnswerCache(cache), retries=retries, on_malformed=on_malformed)

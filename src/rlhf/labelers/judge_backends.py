@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from ..data.records import Message
 
@@ -56,7 +58,7 @@ class ApiBackend:
     """An OpenAI-compatible endpoint, asked through the official client (chat completions)."""
 
     def __init__(self, api_base: str, model: str, key_env: str = "OPENAI_API_KEY", max_tokens: int = 512,
-                 timeout: float = 60.0):
+                 timeout: float = 600.0, concurrency: int = 8):
         from openai import OpenAI  # only where an endpoint is used
 
         if not model:
@@ -64,14 +66,21 @@ class ApiBackend:
         key = os.environ.get(key_env) or "none"  # local servers take any key; a real one comes from key_env
         self.client = OpenAI(base_url=api_base, api_key=key, max_retries=2, timeout=timeout)
         self.api_base, self.model, self.key_env, self.max_tokens = api_base.rstrip("/"), model, key_env, max_tokens
+        self.batch_size = concurrency  # the judge asks (and caches) this many texts at a time
         self.identity = f"api:{self.api_base}#{model}"
         self.context: int | None = None  # the served model's context, once a request did not fit
         self.fitted: dict[str, int] = {}  # request text -> max_tokens that fits (retries reuse it)
         self.truncated = 0  # answers that stopped at max_tokens (finish_reason "length")
+        self._count = threading.Lock()  # complete() asks from several threads
         self._card: int | None = None  # the context on /v1/models once asked (0: the card has none)
 
     def complete(self, texts: list[str], attempt: int = 0) -> list[str]:
-        return [self._ask(text, attempt) for text in texts]
+        """The answers to `texts`, asked at once (one thread each, up to `batch_size`): a batching server
+        (rlhf serve, vLLM) decodes them together, where one at a time would leave it mostly idle."""
+        if len(texts) <= 1:
+            return [self._ask(text, attempt) for text in texts]
+        with ThreadPoolExecutor(max_workers=min(len(texts), self.batch_size)) as pool:
+            return list(pool.map(lambda text: self._ask(text, attempt), texts))
 
     def _ask(self, text: str, attempt: int) -> str:
         import openai
@@ -89,7 +98,8 @@ class ApiBackend:
             except openai.APIError as err:
                 raise self._error(err) from None
             choice = response.choices[0]
-            self.truncated += choice.finish_reason == "length"
+            with self._count:
+                self.truncated += choice.finish_reason == "length"
             return choice.message.content or ""
 
     def _fit(self, err, max_tokens: int) -> int:

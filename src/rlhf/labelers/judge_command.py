@@ -56,7 +56,7 @@ def _judge(cfg, out: Path):
     cache = cfg.cache or str(out.with_name(out.name + ".cache.jsonl"))
     device = runtime.pick_device(cfg.device) if cfg.model else "cpu"
     return build_judge(cfg.model, cfg.api_base, cfg.api_model, cfg.api_key_env, cache, cfg.retries,
-                       cfg.on_malformed, cfg.max_new_tokens, device)
+                       cfg.on_malformed, cfg.max_new_tokens, device, cfg.concurrency, cfg.request_timeout)
 
 
 def judge_pairs(cfg: JudgeConfig) -> Path:
