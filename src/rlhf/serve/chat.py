@@ -85,6 +85,9 @@ def mount_chat(app: FastAPI, models: dict, sessions, prefix: str, generate) -> N
         s.commit()
         return s, project, annotator
 
+    for mode in ("thumbs", "pairwise"):  # made now: the first posts of two people at once both inserted them (a 500)
+        store(mode)[0].close()
+
     def add_task(mode: str, history: list[dict], responses: list[tuple[str, str]]) -> tuple[int, list[int]]:
         s, project, _ = store(mode)
         with s:
