@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -168,6 +169,7 @@ async def soak(url: str, pid: int, args) -> dict:
     warm_body = {"model": "bench", "prompt": PROMPTS[0], "max_tokens": 4, "stream": True}
     await soak_request(host, port, warm_body, None, Tally())  # the first request loads lazily built kernels
     before = await asyncio.to_thread(scrape, url)
+    load_before = os.getloadavg()[0]
     leavers = round(args.leave_share * args.clients)
     start = time.monotonic()
     deadline = start + args.duration
@@ -204,10 +206,12 @@ async def soak(url: str, pid: int, args) -> dict:
             break
         await asyncio.sleep(0.25)
     end_rss = rss_mb(pid)
+    load_after = os.getloadavg()[0]
     rss.append((time.monotonic() - start, end_rss))
     warm_rss = next((mb for t, mb in rss if t >= args.warmup), rss[0][1])
     return {"tally": tally, "wall_s": wall, "before": before, "after": after, "rss": rss, "warm_rss_mb": warm_rss,
-            "end_rss_mb": end_rss, "leavers": leavers}
+            "end_rss_mb": end_rss, "leavers": leavers,
+            "load_average": (load_before, load_after)}
 
 
 def report(result: dict, args) -> tuple[str, dict]:
@@ -226,7 +230,8 @@ def report(result: dict, args) -> tuple[str, dict]:
                "429 (retried)": tally.rejected, "requests/s": round(answered / wall, 2),
                "tokens/s (read to the end)": round(tally.tokens / wall, 1),
                "TTFT p50 ms": round(1000 * percentile(tally.ttfts, 0.5), 1),
-               "TTFT p99 ms": round(1000 * percentile(tally.ttfts, 0.99), 1)}
+               "TTFT p99 ms": round(1000 * percentile(tally.ttfts, 0.99), 1),
+               "load average (1 min) at start, end": " / ".join(f"{x:.1f}" for x in result["load_average"])}
     lines = [format_table(["figure", "value"], [[k, v] for k, v in figures.items()]), "",
              format_table(["check", "client", "server /metrics", "pass"],
                           [[c["check"], c["client"], c["server"], "PASS" if c["pass"] else "FAIL"] for c in checks])]
