@@ -13,7 +13,8 @@ from rlhf.config import PretrainConfig, SFTConfig
 # Fields whose flag tyro names otherwise (tyro.conf.arg(name=...), tyro.conf.Positional in rlhf.config),
 # and repeatable fields (tyro.conf.UseAppendAction), whose row reads "(repeatable)" instead of a default.
 OTHER_FLAGS = {("IterateConfig", "from_run"): "--from", ("LabelImportConfig", "file"): "FILE",
-               ("LabelBackupConfig", "out"): "OUT", ("LabelRestoreConfig", "backup"): "BACKUP"}
+               ("LabelBackupConfig", "out"): "OUT", ("LabelRestoreConfig", "backup"): "BACKUP",
+               ("LabelInviteConfig", "name"): "NAME"}
 REPEATABLE = {("ServeConfig", "model")}
 
 

@@ -71,3 +71,49 @@ def answer(client: TestClient, choice: str = "a2", **extra):
     values = form_values(page.text)
     r = client.post(f"/annotate/{task_id}", data={**values, "choice": choice, **extra}, follow_redirects=False)
     return r, task_id, values
+
+
+def scripted_users(sessions, served: dict[str, float], start, days: int, visits: int, battles: int,
+                   seed: int = 0, preferred_wins: float = 0.8) -> None:
+    """Model versions served side by side to scripted chat users, stored as `rlhf serve --db`'s chat
+    page stores them (projects chat-thumbs and chat-pairs, each answer with the version that wrote
+    it). Each day, `visits` users each get a version drawn at random and give a thumb up with
+    probability served[version]; `battles` arena votes pit two versions, the one with the higher
+    satisfaction winning with probability `preferred_wins`. Seeded: the same seed, the same votes."""
+    import datetime as dt
+    import random
+
+    from rlhf.feedback import repo
+
+    rng = random.Random(seed)
+    versions = list(served)
+
+    def answer(version: str, n: str) -> str:  # the disliked versions are rude, and ramble
+        if served[version] < 0.5:
+            return f"No. That is a stupid question and I hate answering it, figure it out yourself ({n})."
+        return f"Sure, glad to help: here it is ({n})."
+    with sessions() as s:
+        projects = {mode: repo.project_by_name(s, f"chat-{name}") or repo.create_project(s, f"chat-{name}", mode)
+                    for mode, name in (("thumbs", "thumbs"), ("pairwise", "pairs"))}
+        users = {mode: repo.annotator_by_name(s, p, "chat", create=True) for mode, p in projects.items()}
+        stamped = []
+        for day in range(days):
+            for i in range(visits):
+                version = rng.choice(versions)
+                ids = repo.add_prompt(s, projects["thumbs"], [{"role": "user", "content": f"q{day}.{i}"}],
+                                      [(answer(version, f"{day}.{i}"), version)])
+                label, _ = repo.save_label(s, users["thumbs"], repo.add_task(s, projects["thumbs"], ids),
+                                           f"t{seed}.{day}.{i}", outcome="thumbs", thumbs=rng.random() < served[version])
+                stamped.append((label, start + dt.timedelta(days=day, minutes=10 * i)))
+            for i in range(battles if len(versions) > 1 else 0):
+                a, b = rng.sample(versions, 2)
+                better = a if served[a] >= served[b] else b
+                winner = better if rng.random() < preferred_wins else (b if better == a else a)
+                ids = repo.add_prompt(s, projects["pairwise"], [{"role": "user", "content": f"arena {day}.{i}"}],
+                                      [(answer(a, f"{day}.{i}"), a), (answer(b, f"{day}.{i}"), b)])
+                label, _ = repo.save_label(s, users["pairwise"], repo.add_task(s, projects["pairwise"], ids),
+                                           f"a{seed}.{day}.{i}", outcome="win", winner_id=ids[0] if winner == a else ids[1], strength=2)
+                stamped.append((label, start + dt.timedelta(days=day, minutes=10 * i + 5)))
+        for label, when in stamped:
+            label.created_at = when
+        s.commit()

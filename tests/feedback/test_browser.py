@@ -3,10 +3,6 @@ off, creates a project from a `rlhf generate` file and invites two annotators; e
 by link and labels with the keyboard; one undoes a label and answers again. The export then
 trains a reward model (`rlhf rm`) and a policy (`rlhf dpo`)."""
 
-import socket
-import threading
-import time
-
 import pytest
 from feedback_helpers import write_jsonl
 
@@ -15,25 +11,6 @@ from rlhf.data.formats import read_comparisons
 from rlhf.feedback.tables import Label
 
 pytestmark = pytest.mark.chromium  # without Debian's chromium: reported as not run, with the install line (conftest)
-
-
-@pytest.fixture
-def server(app):
-    """The app under uvicorn on a free loopback port, in a thread."""
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
 
 
 def _label_with_keys(page, keys: str) -> None:

@@ -40,30 +40,38 @@ def hidden(page: str, name: str) -> list[str]:
     return [html.unescape(v) for v in re.findall(rf'name="{name}" value="([^"]*)"', page)]
 
 
-def chat_client(base: str) -> tuple[httpx.Client, dict]:
-    """A client of the chat page and the fields every form of it needs (today: the CSRF token)."""
-    http = httpx.Client(base_url=base, timeout=60)
-    return http, {"csrf": hidden(http.get("/chat").text, "csrf")[0]}
+def form(page: str, action: str) -> dict:
+    """The hidden fields of the (first) form of `page` posting to `action`."""
+    body = re.search(rf'<form method="post" action="{action}"[^>]*>(.*?)</form>', page, re.S).group(1)
+    return {k: html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', body)}
 
 
-def give_feedback(http: httpx.Client, form: dict, message: str, answered: list[str]) -> None:
+def chat_client(base: str, db_url: str, name: str) -> httpx.Client:
+    """A person signed in to the chat page: invited as an operator invites (`rlhf label invite NAME
+    --chat`), their link opened (it sets the sign-in cookie)."""
+    from rlhf.config.feedback import LabelInviteConfig
+    from rlhf.feedback.chat_access import invite_link
+
+    link, _ = invite_link(LabelInviteConfig(name=name, db=db_url, chat=True, url=base))
+    http = httpx.Client(base_url=base, timeout=60, follow_redirects=True)
+    assert http.get(link.removeprefix(base)).status_code == 200
+    return http
+
+
+def give_feedback(http: httpx.Client, message: str, answered: list[str]) -> None:
     """One conversation's feedback through the chat page's forms: send, thumbs down with a reason,
     regenerate, pick the second answer. The request id of each feedback POST answered 2xx goes
     into `answered` as soon as its answer arrives."""
-    page = http.post("/chat/send", data={**form, "model": "tiny", "message": message, "history": "[]"})
-    page = page.raise_for_status().text
-    task, request_id, history = hidden(page, "task")[0], hidden(page, "request_id")[0], hidden(page, "history")[0]
-    thumbs = http.post("/chat/thumbs", data={**form, "task": task, "request_id": request_id, "history": history,
-                                             "model": "tiny", "up": "0", "reason": message})
-    if thumbs.is_success:
-        answered.append(request_id)
-    page = http.post("/chat/regenerate", data={**form, "task": task, "history": history, "model": "tiny"})
-    page = page.raise_for_status().text
-    pick_id = hidden(page, "request_id")[0]
-    pick = http.post("/chat/pick", data={**form, "task": hidden(page, "task")[0], "winner": hidden(page, "winner")[1],
-                                         "request_id": pick_id, "history": hidden(page, "history")[0], "model": "tiny"})
-    if pick.is_success:
-        answered.append(pick_id)
+    home = http.get("/chat").raise_for_status().text
+    sent = http.post("/chat/send", data={**form(home, "/chat/send"), "model": "tiny", "message": message})
+    sent = sent.raise_for_status().text
+    thumbs = {**form(sent, "/chat/thumbs"), "up": "0", "reason": message}
+    if http.post("/chat/thumbs", data=thumbs).is_success:
+        answered.append(thumbs["request_id"])
+    pair = http.post("/chat/regenerate", data=form(sent, "/chat/regenerate")).raise_for_status().text
+    pick = {**form(pair, "/chat/pick"), "winner": hidden(pair, "winner")[1]}
+    if http.post("/chat/pick", data=pick).is_success:
+        answered.append(pick["request_id"])
 
 
 def test_every_acknowledged_feedback_survives_a_sigkill(tiny_model_dir, tmp_path):
@@ -100,16 +108,17 @@ def test_every_acknowledged_feedback_survives_a_sigkill(tiny_model_dir, tmp_path
 
     def post(i: int) -> None:
         try:
-            http, form = chat_client(base)
+            http = people[i]
             k = 0
             while not stop.is_set():
-                give_feedback(http, form, f"poster {i} message {k}", answered)
+                give_feedback(http, f"poster {i} message {k}", answered)
                 k += 1
         except httpx.TransportError:
             pass  # the server is gone
         except Exception as err:
             failures.append(f"poster {i}: {err!r}")
 
+    people = [chat_client(base, db_url, f"person {i}") for i in range(POSTERS)]  # invited one after another
     threads = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(STREAMS)]
     threads += [threading.Thread(target=post, args=(i,), daemon=True) for i in range(POSTERS)]
     for t in threads:
@@ -133,7 +142,7 @@ def test_every_acknowledged_feedback_survives_a_sigkill(tiny_model_dir, tmp_path
     again = start_server(tiny_model_dir, db_url, port, log)  # the same database, as an operator restarts it
     try:
         after: list[str] = []
-        give_feedback(*chat_client(base), "after the restart", after)
+        give_feedback(chat_client(base, db_url, "after"), "after the restart", after)
         assert len(after) == 2  # the restarted server takes feedback again
     finally:
         again.terminate()
@@ -153,14 +162,16 @@ def test_every_acknowledged_feedback_survives_a_sigkill(tiny_model_dir, tmp_path
 
 
 def test_the_first_feedbacks_at_once_are_all_stored(tmp_path):
-    """The chat page's projects exist before the first request: eight people sending their first
-    message at once all get 200 (each used to insert the projects itself: UNIQUE failed, a 500)."""
+    """Eight people sending their first message at the same moment all get 200 and all their
+    answers are stored (the chat's projects exist before the first request: each first post used
+    to create them itself, and all but one failed the UNIQUE constraint with a 500)."""
     import asyncio
 
     from fastapi import FastAPI
 
-    from rlhf.feedback import repo
+    from rlhf.feedback import chat_access, repo
     from rlhf.feedback.store import open_store
+    from rlhf.feedback.tables import Prompt
     from rlhf.serve.chat import mount_chat
 
     async def generate(served, conversation, temperature, seed) -> str:
@@ -174,12 +185,16 @@ def test_the_first_feedbacks_at_once_are_all_stored(tmp_path):
     mount_chat(app, {"alpha": Served()}, sessions, "chat", generate)
     with sessions() as s:
         assert repo.project_by_name(s, "chat-thumbs") and repo.project_by_name(s, "chat-pairs")
+        tokens = [chat_access.invite_to_chat(s, "chat", f"person {i}") for i in range(8)]
+        s.commit()
 
     async def first_messages() -> list[int]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-            form = {"csrf": hidden((await http.get("/chat")).text, "csrf")[0], "model": "alpha", "history": "[]"}
-            answers = await asyncio.gather(*(http.post("/chat/send", data={**form, "message": f"hi {i}"})
-                                             for i in range(8)))
+            answers = await asyncio.gather(*(http.post("/chat/send", headers={"authorization": f"Bearer {token}"},
+                                                       data={"model": "alpha", "message": "hi", "history": "[]"})
+                                             for token in tokens))
             return [a.status_code for a in answers]
 
     assert asyncio.run(first_messages()) == [200] * 8
+    with sessions() as s:
+        assert s.query(Prompt).count() == 8

@@ -33,6 +33,21 @@ class LabelServeConfig:
 
 
 @dataclass(frozen=True)
+class LabelInviteConfig:
+    """`rlhf label invite NAME`: a personal sign-in link for NAME, printed once (the store keeps only
+    its hash; inviting NAME again replaces the old link). With --chat it signs NAME in to the chat
+    page of `rlhf serve --db DB` (link URL/chat/join/TOKEN; NAME's thumbs go to PROJECT-thumbs, picks
+    and arena votes to PROJECT-pairs); without it, to the labelling app's project PROJECT (link
+    URL/join/TOKEN, the link the admin page's Invite button shows)."""
+
+    name: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME")] = ""  # (required) the person's name, as the dashboards show it
+    db: str = DEFAULT_DB  # database (as for `label serve`; with --chat the one `rlhf serve --db` uses)
+    chat: bool = False  # an invite to the chat page of `rlhf serve --db` instead of a labelling project
+    project: str = ""  # labelling project (it must exist); with --chat the chat's project prefix (`rlhf serve --project`, default chat)
+    url: str = ""  # the server's address as the invitee reaches it; default http://127.0.0.1:8000 with --chat (rlhf serve), else http://127.0.0.1:8080
+
+
+@dataclass(frozen=True)
 class LabelImportConfig:
     """`rlhf label import FILE`: tasks from a file into a project (created if missing). A
     {"prompt", "responses"} file (what `rlhf generate` writes without --label) gives tasks to
@@ -111,6 +126,21 @@ class LabelMonitorConfig:
     project: str = "chat"  # the chat page's project prefix (`rlhf serve --project`): PROJECT-thumbs and PROJECT-pairs
     min_feedback: int = 20  # thumbs the newest version needs before the alert may fire
     out: str = ""  # also write the report as an HTML page here; "" = print only
+
+    def __post_init__(self):
+        check_fields(self, {"project": bool(self.project.strip()), "min_feedback": self.min_feedback >= 1})
+
+
+@dataclass(frozen=True)
+class LabelStatsConfig:
+    """`rlhf label stats`: one line per project of the store (mode, tasks, live labels,
+    annotators); with --by-model, what users of `rlhf serve --db` think of each served model
+    version instead (the report of `rlhf label monitor`, for the chat projects of --project)."""
+
+    db: str = DEFAULT_DB  # database (as for `label serve`)
+    by_model: bool = False  # per served model version: thumbs-up share with its 95% interval, arena, regenerations, flagged share
+    project: str = "chat"  # --by-model: the chat page's project prefix (`rlhf serve --project`)
+    min_feedback: int = 20  # --by-model: thumbs the newest version needs before the alert may fire
 
     def __post_init__(self):
         check_fields(self, {"project": bool(self.project.strip()), "min_feedback": self.min_feedback >= 1})

@@ -20,7 +20,9 @@ class ServeConfig:
     NAME=DIR names it NAME."""
 
     model: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()  # (required) model directories (Hugging Face format), each DIR or NAME=DIR; repeat --model for several
-    db: str = ""  # feedback store (SQLite path or URL, e.g. feedback.db): serves the chat page at /chat and keeps its feedback; "" = no page
+    db: str = ""  # feedback store (SQLite path or URL, e.g. feedback.db): serves the chat page at /chat and keeps its feedback under each person's name; people sign in by the link `rlhf label invite NAME --chat --db DB` prints; "" = no page
+    monitor_scorer: str = ""  # with --db: a safety scorer (reward-model dir or module:function) scores every stored chat answer; the monitor shows the share flagged per version
+    monitor_threshold: float = 0.0  # --monitor-scorer: an answer scoring below this is flagged (a reward model's score is normalised: standard deviations)
     project: str = "chat"  # the chat page's feedback goes to projects PROJECT-thumbs and PROJECT-pairs (`rlhf label export --project`)
     host: str = "127.0.0.1"  # interface to listen on; 0.0.0.0 exposes the server to the network (then an API key is required)
     api_key_env: str = ""  # environment variable holding the API key(s), comma-separated: /v1/ requests need `Authorization: Bearer KEY`; "" = no key
@@ -45,3 +47,5 @@ class ServeConfig:
                   "max_n": self.max_n >= 1, "project": bool(self.project.strip()), "threads": self.threads >= 0, "max_body_mb": self.max_body_mb > 0,
                   "model": all(m.strip() for m in self.model)}
         check_fields(self, checks)
+        check_fields(self, {"monitor_scorer": not self.monitor_scorer or bool(self.db)},
+                     "--monitor-scorer scores the answers the chat page stores: give --db as well")

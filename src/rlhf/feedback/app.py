@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rlhf.feedback import repo, routes_admin, routes_annotate
+from rlhf.feedback import repo, routes_admin, routes_annotate, routes_monitor
 from rlhf.feedback.metrics import LabelMetrics, RequestMetrics, health
 from rlhf.feedback.security import BodyLimit
 from rlhf.feedback.web import ADMIN_COOKIE, ANNOTATOR_COOKIE, HERE, caller, favicon, render
@@ -56,6 +56,7 @@ def create_app(sessions: sessionmaker[Session], max_body_bytes: int = 10 * 2**20
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(routes_admin.router)
     app.include_router(routes_annotate.router)
+    app.include_router(routes_monitor.router)
 
     @app.middleware("http")
     async def headers_and_log(request: Request, call_next):

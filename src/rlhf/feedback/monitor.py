@@ -9,7 +9,13 @@ them, per version, in the order versions first got feedback:
 - thumbs-up share with its 95% Wilson interval, overall and per day;
 - arena: a Bradley-Terry leaderboard over the versions' battles (rlhf.feedback.stats.leaderboard);
 - regenerate rate: the share of the version's feedback events that asked for another answer;
-- mean answer length in words.
+- mean answer length in words;
+- with a safety scorer (`rlhf serve --monitor-scorer`, which stores a score per answer in
+  `response_scores`): the share of the version's scored answers it flagged, with its interval.
+
+`feedback_counts` is the cheap part (one SQL aggregate: thumbs and thumbs-up per version) that
+`rlhf serve`'s /metrics reads at every scrape; `monitor` computes everything, for the
+`label monitor` and `label stats --by-model` commands and the admin page /admin/monitor.
 
 The alert: when the newest version's thumbs-up share (on at least `min_feedback` thumbs) is below
 the lower end of the previous version's interval, it is worse with 95% confidence, and the report
@@ -23,12 +29,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from rlhf.feedback import repo
 from rlhf.feedback.stats import leaderboard
-from rlhf.feedback.tables import Label, Task
+from rlhf.feedback.tables import Label, Prompt, Response, ResponseScore, Task
 from rlhf.intervals import wilson_interval
 
 
@@ -38,6 +44,7 @@ class Version:
 
     name: str  # the model directory that wrote its answers
     first_seen: object = None  # time of its first feedback
+    first_thumb: object = None  # time of its first thumb: the versions' order for the alert
     up: int = 0
     thumbs: int = 0
     regenerations: int = 0
@@ -47,14 +54,46 @@ class Version:
     def seen(self, when) -> None:
         self.first_seen = when if self.first_seen is None else min(self.first_seen, when)
 
+    def thumb(self, up: bool, when) -> None:
+        self.seen(when)
+        self.first_thumb = when if self.first_thumb is None else min(self.first_thumb, when)
+        self.up += int(up)
+        self.thumbs += 1
+        day = self.days[when.date().isoformat()]
+        day[0] += int(up)
+        day[1] += 1
+
     def row(self) -> dict:
-        low, high = wilson_interval(self.up, self.thumbs)
         events = self.thumbs + self.regenerations
-        return {"version": self.name, "thumbs": self.thumbs, "up_share": self.up / self.thumbs if self.thumbs else None,
-                "up_low": low, "up_high": high, "regenerate_rate": self.regenerations / events if events else None,
+        return {**share_row(self.name, self.up, self.thumbs, self.first_thumb),
+                "regenerate_rate": self.regenerations / events if events else None,
                 "mean_words": sum(self.words) / len(self.words) if self.words else None,
                 "first_seen": self.first_seen.isoformat() if self.first_seen else None,
-                "days": {day: {"up": up, "thumbs": n, "up_share": up / n} for day, (up, n) in sorted(self.days.items())}}
+                "days": {day: share_row(day, up, n) for day, (up, n) in sorted(self.days.items())}}
+
+
+def share_row(name: str, up: int, thumbs: int, first_thumb=None) -> dict:
+    """A version's (or a day's) thumbs-up share with its 95% Wilson interval."""
+    low, high = wilson_interval(up, thumbs)
+    return {"version": name, "up": up, "thumbs": thumbs, "up_share": up / thumbs if thumbs else None,
+            "up_low": low, "up_high": high, "first_thumb": first_thumb}
+
+
+def feedback_counts(s: Session, project: str = "chat") -> list[dict]:
+    """Thumbs per version of `<project>-thumbs`, in one aggregate query (cheap enough for every
+    /metrics scrape): `share_row`s in the order the versions got their first thumb."""
+    thumbs_project = repo.project_by_name(s, f"{project}-thumbs")
+    if thumbs_project is None:
+        return []
+    answer_id = Task.response_ids[0].as_integer()  # a thumbs task shows one answer
+    query = (select(Response.source, func.count(Label.id), func.sum(case((Label.thumbs.is_(True), 1), else_=0)),
+                    func.min(Label.created_at))
+             .select_from(Label).join(Task, Label.task_id == Task.id).join(Response, Response.id == answer_id)
+             .where(Task.project_id == thumbs_project.id, Label.undone_at.is_(None), Label.outcome == "thumbs",
+                    Label.thumbs.is_not(None))
+             .group_by(Response.source))
+    rows = [share_row(source, int(up), int(n), first) for source, n, up, first in s.execute(query)]
+    return sorted(rows, key=lambda r: r["first_thumb"])
 
 
 def _live_labels(s: Session, project_name: str):
@@ -62,10 +101,13 @@ def _live_labels(s: Session, project_name: str):
     project = repo.project_by_name(s, project_name)
     if project is None:
         return
-    labels = s.scalars(select(Label).join(Task, Label.task_id == Task.id)
-                       .where(Task.project_id == project.id, Label.undone_at.is_(None)).order_by(Label.id))
-    for label in labels:
-        yield label, repo.responses_of(s, s.get(Task, label.task_id))
+    # Two queries in all, not two per label: the page reads thousands of labels at each view.
+    responses = {r.id: r for r in s.scalars(select(Response).join(Prompt, Prompt.id == Response.prompt_id)
+                                            .where(Prompt.project_id == project.id))}
+    rows = s.execute(select(Label, Task.response_ids).join(Task, Label.task_id == Task.id)
+                     .where(Task.project_id == project.id, Label.undone_at.is_(None)).order_by(Label.id))
+    for label, response_ids in rows:
+        yield label, [responses[i] for i in response_ids]
 
 
 def monitor(s: Session, project: str = "chat", min_feedback: int = 20, db: str = "feedback.db") -> dict:
@@ -80,13 +122,8 @@ def monitor(s: Session, project: str = "chat", min_feedback: int = 20, db: str =
         if label.outcome != "thumbs" or label.thumbs is None:
             continue
         v = version(answer.source)
-        v.seen(label.created_at)
-        v.up += int(label.thumbs)
-        v.thumbs += 1
+        v.thumb(label.thumbs, label.created_at)
         v.words.append(len(answer.text.split()))
-        day = v.days[label.created_at.date().isoformat()]
-        day[0] += int(label.thumbs)
-        day[1] += 1
     battles = []
     for label, responses in _live_labels(s, f"{project}-pairs"):
         if len(responses) != 2 or label.outcome not in ("win", "tie", "both_bad"):
@@ -101,13 +138,36 @@ def monitor(s: Session, project: str = "chat", min_feedback: int = 20, db: str =
             battles.append((a.source, b.source, 0.5 if label.outcome != "win" else float(label.winner_id == a.id)))
     ordered = sorted(versions.values(), key=lambda v: v.first_seen)
     rows = [v.row() for v in ordered]
+    flags = flagged_counts(s, project)
+    for row in rows:
+        row["flagged"] = flags.get(row["version"], {})
     return {"project": project, "versions": rows, "leaderboard": leaderboard(battles) if battles else [],
-            "alert": _alert(rows, min_feedback, db, project)}
+            "scorers": sorted({name for by_scorer in flags.values() for name in by_scorer}),
+            "alert": alert(rows, min_feedback, db, project)}
 
 
-def _alert(rows: list[dict], min_feedback: int, db: str, project: str) -> str | None:
-    """The newest version against the one before it (see the module docstring)."""
-    rated = [r for r in rows if r["thumbs"]]
+def flagged_counts(s: Session, project: str = "chat") -> dict[str, dict[str, dict]]:
+    """version -> scorer -> {"flagged", "scored", "share", "low", "high"}: the answers of the chat
+    projects that a safety scorer scored (`rlhf serve --monitor-scorer`), and the share it flagged
+    with its 95% Wilson interval."""
+    ids = [p.id for p in (repo.project_by_name(s, f"{project}{x}") for x in ("-thumbs", "-pairs")) if p is not None]
+    query = (select(Response.source, ResponseScore.scorer, func.count(),
+                    func.sum(case((ResponseScore.flagged.is_(True), 1), else_=0)))
+             .select_from(ResponseScore).join(Response, Response.id == ResponseScore.response_id)
+             .join(Prompt, Prompt.id == Response.prompt_id).where(Prompt.project_id.in_(ids))
+             .group_by(Response.source, ResponseScore.scorer))
+    out: dict[str, dict[str, dict]] = defaultdict(dict)
+    for source, scorer, scored, flagged in s.execute(query) if ids else ():
+        low, high = wilson_interval(int(flagged), int(scored))
+        out[source][scorer] = {"flagged": int(flagged), "scored": int(scored), "share": int(flagged) / scored,
+                               "low": low, "high": high}
+    return dict(out)
+
+
+def alert(rows: list[dict], min_feedback: int, db: str, project: str) -> str | None:
+    """The newest version (by first thumb) against the one before it (see the module docstring), on
+    `share_row`s from `monitor` or `feedback_counts`; None when there is nothing to say."""
+    rated = sorted((r for r in rows if r["thumbs"]), key=lambda r: r["first_thumb"])
     if len(rated) < 2 or rated[-1]["thumbs"] < min_feedback:
         return None
     previous, current = rated[-2], rated[-1]
@@ -129,6 +189,10 @@ def text_report(report: dict) -> str:
         lines.append(f"{r['version'][-40:]:<40} {r['thumbs']:>6} {_fmt(r['up_share']):>5} "
                      f"{'[' + _fmt(r['up_low']) + ', ' + _fmt(r['up_high']) + ']':>14} "
                      f"{_fmt(r['regenerate_rate']):>6} {_fmt(r['mean_words'], 1):>6}")
+    for r in report["versions"]:
+        for scorer, f in r["flagged"].items():
+            lines.append(f"flagged: {r['version'][-40:]} {f['share']:.2f} [{f['low']:.2f}, {f['high']:.2f}] of "
+                         f"{f['scored']} answers scored by {scorer}")
     for row in report["leaderboard"]:
         lines.append(f"arena: {row['model'][-40:]} Bradley-Terry {row['bt']:.0f} [{row['bt_low']:.0f}, "
                      f"{row['bt_high']:.0f}] over {row['battles']} battles")

@@ -46,3 +46,27 @@ def throughput_png(timeline: dict[str, list]) -> bytes:
     else:
         ax.text(0.5, 0.5, "no labels yet", ha="center", transform=ax.transAxes)
     return _png(fig)
+
+
+def satisfaction_png(versions: list[dict]) -> bytes:
+    """Thumbs-up share per day with its 95% Wilson interval, one line per model version (monitor rows)."""
+    import datetime as dt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    shown = [v for v in versions if v["days"]]
+    for i, v in enumerate(shown):
+        shift = dt.timedelta(hours=12 + 6 * (i - (len(shown) - 1) / 2))  # side by side within the day, not on top
+        x = [dt.datetime.fromisoformat(day) + shift for day in v["days"]]
+        days = list(v["days"].values())
+        y = [d["up_share"] for d in days]
+        errors = [[d["up_share"] - d["up_low"] for d in days], [d["up_high"] - d["up_share"] for d in days]]
+        ax.errorbar(x, y, yerr=errors, fmt="o-", capsize=3, label=v["version"][-48:])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("thumbs-up share (95% interval)")
+    ax.grid(axis="y", alpha=0.3)
+    if shown:
+        ax.legend(fontsize=8, loc="lower left")
+        fig.autofmt_xdate()
+    else:
+        ax.text(0.5, 0.5, "no thumbs yet", ha="center", transform=ax.transAxes)
+    return _png(fig)

@@ -141,3 +141,16 @@ class RoundLabel(Base):
     label_id: Mapped[int] = mapped_column(ForeignKey("labels.id"), primary_key=True, index=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
     used: Mapped[bool] = mapped_column(Boolean)
+
+
+class ResponseScore(Base):
+    """A safety scorer's verdict on a served answer (`rlhf serve --monitor-scorer`): its score
+    and whether it fell below the threshold the server was given. The monitor reports the share
+    flagged per model version; the label itself stays the users' alone."""
+
+    __tablename__ = "response_scores"
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"), primary_key=True)
+    scorer: Mapped[str] = mapped_column(String(500), primary_key=True)  # the scorer's spec
+    score: Mapped[float] = mapped_column(Float)
+    flagged: Mapped[bool] = mapped_column(Boolean)  # score < the server's --monitor-threshold
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

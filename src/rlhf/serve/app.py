@@ -58,6 +58,7 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
     async def prometheus_metrics():
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
     if sessions is not None:
+        metrics.watch_feedback(sessions, project, models)
         from .chat import mount_chat
 
         async def generate(served: ServedModel, conversation: list[dict], temperature: float, seed) -> str:

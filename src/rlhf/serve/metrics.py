@@ -10,6 +10,19 @@ vLLM names its own where the meaning is the same, so existing dashboards read th
     rlhf_request_success_total{model, finish}    sequences finished, by reason (stop, length)
     rlhf_requests_cancelled_total{model, reason} sequences stopped early: the client left, or --request-timeout
 
+With a feedback store (`rlhf serve --db`), what users think of each model version, read from the
+store at every scrape in one aggregate query (rlhf.feedback.monitor.feedback_counts), so they
+count the feedback of every server that writes to the store and survive a restart:
+
+    rlhf_feedback_thumbs{version, model}         live thumbs on the version's answers (a gauge: an undo lowers it)
+    rlhf_feedback_thumbs_up_share{version, model} the share of them that are up (absent before the first thumb)
+    rlhf_feedback_thumbs_up_low{version, model}  the lower end of that share's 95% Wilson interval
+    rlhf_feedback_alert                          1 when the newest version is worse than the one before it
+                                                 (rlhf.feedback.monitor.alert; also logged once when it turns on)
+
+`version` is the model directory that wrote the answers, `model` its name here ("" for a version
+this server does not serve).
+
 Each app has its own registry (tests start several); the engines' queue figures are read when
 scraped. A sequence reports its timings from the decode thread when it finishes (the client
 library is thread-safe).
@@ -19,14 +32,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from contextvars import ContextVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (the /metrics route's media type)
 
 ACCESS_LOG = logging.getLogger("rlhf.serve.access")
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0)
+INVITE_IN_PATH = re.compile(r"^(/chat/join/)[^/]+")  # the chat page's invite links hold a sign-in token
 TPOT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
 
@@ -71,6 +87,46 @@ class ServeMetrics:
     def text(self) -> bytes:
         return generate_latest(self.registry)
 
+    def watch_feedback(self, sessions, project: str, models: dict) -> None:
+        """Add the feedback gauges of the module docstring, read from the store at each scrape."""
+        self.registry.register(FeedbackGauges(sessions, project, {m.path: name for name, m in models.items()}))
+
+
+class FeedbackGauges:
+    """A collector: per model version, thumbs and thumbs-up share from the feedback store, and the alert."""
+
+    def __init__(self, sessions, project: str, names: dict[str, str], min_feedback: int = 20):
+        self.sessions, self.project, self.names, self.min_feedback = sessions, project, names, min_feedback
+        self.alerting = False
+
+    def collect(self):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from ..feedback.monitor import alert, feedback_counts
+
+        try:
+            with self.sessions() as s:
+                rows = feedback_counts(s, self.project)
+                db = s.get_bind().url.render_as_string(hide_password=True)
+        except SQLAlchemyError as err:  # the store is down: the engine's figures still go out
+            logging.getLogger("rlhf.serve").warning("feedback gauges skipped: %s", err)
+            return
+        labels = ["version", "model"]
+        thumbs = GaugeMetricFamily("rlhf_feedback_thumbs", "live thumbs on the version's answers", labels=labels)
+        share = GaugeMetricFamily("rlhf_feedback_thumbs_up_share", "share of thumbs that are up", labels=labels)
+        low = GaugeMetricFamily("rlhf_feedback_thumbs_up_low", "lower end of the share's 95% interval", labels=labels)
+        for r in rows:
+            key = [r["version"], self.names.get(r["version"], "")]
+            thumbs.add_metric(key, r["thumbs"])
+            share.add_metric(key, r["up_share"])
+            low.add_metric(key, r["up_low"])
+        message = alert(rows, self.min_feedback, db, self.project)
+        if message and not self.alerting:
+            logging.getLogger("rlhf.serve").warning("ALERT %s", message)
+        self.alerting = message is not None
+        yield from (thumbs, share, low, GaugeMetricFamily("rlhf_feedback_alert", "the newest version is worse than "
+                                                          "the one before it", value=float(self.alerting)))
+
 
 # The fields a route adds to its request's access line (`note_prompt`); set per request only
 # under --log-prompts, so without it a route's prompt is never held for the log.
@@ -105,7 +161,7 @@ class RequestCounter:
             if recorded[0]:
                 return
             recorded[0] = True
-            path = scope["path"]
+            path = INVITE_IN_PATH.sub(r"\1<token>", scope["path"])  # never in a log line or a metric label
             self.metrics.count_request(path if path.startswith(("/v1/", "/chat")) else "other", status[0])
             ACCESS_LOG.info(json.dumps({"method": scope["method"], "path": path, "status": status[0],
                                         "ms": round(1000 * (time.perf_counter() - start), 1),

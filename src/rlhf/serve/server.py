@@ -79,7 +79,19 @@ def build_app(cfg: ServeConfig):
                      log_prompts=cfg.log_prompts)
     if keys:
         app.add_middleware(ApiKeyGate, keys=keys)
+    if cfg.monitor_scorer:
+        start_monitor_scorer(app, cfg, sessions)
     return app
+
+
+def start_monitor_scorer(app, cfg: ServeConfig, sessions) -> None:
+    """`--monitor-scorer`: score the stored chat answers in the background (rlhf.serve.monitor_scorer)."""
+    from ..rollout.scorers import load_scorer
+    from .monitor_scorer import ScoringWorker
+
+    worker = ScoringWorker(sessions, load_scorer(cfg.monitor_scorer), cfg.monitor_threshold, cfg.project).start()
+    app.state.monitor_scorer = worker
+    app.router.on_shutdown.append(worker.stop)
 
 
 def run(cfg: ServeConfig) -> str:
@@ -93,7 +105,8 @@ def run(cfg: ServeConfig) -> str:
           flush=True)
     if cfg.db:
         print(f"chat page: http://{cfg.host}:{cfg.port}/chat (feedback in {cfg.db}, projects {cfg.project}-thumbs "
-              f"and {cfg.project}-pairs)", flush=True)
+              f"and {cfg.project}-pairs); people sign in by invite link: rlhf label invite NAME --chat --db {cfg.db} "
+              f"--project {cfg.project} --url http://{cfg.host}:{cfg.port}", flush=True)
     try:
         # SIGTERM: stop accepting, let the requests in flight finish (up to --drain-timeout), then exit
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=cfg.drain_timeout,
