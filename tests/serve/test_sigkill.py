@@ -1,6 +1,7 @@
-"""SIGKILL of `rlhf serve --db sqlite:///...` (a real process) while 32 streams run and people give
-chat feedback: after a restart on the same database every feedback POST that was answered 2xx is
-in the store (each one's request id, read back through the store's tables and its export)."""
+"""SIGKILL of `rlhf serve --db sqlite:///...` (a real process) while 32 streams run and three
+signed-in people give chat feedback: after a restart on the same database every feedback POST that
+was answered 2xx is in the store (each one's request id, read back through the store's tables and
+its export). `chat_client` and `give_feedback` are all this test knows of the chat page."""
 
 from __future__ import annotations
 
