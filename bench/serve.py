@@ -3,6 +3,7 @@
 
     python bench/serve.py                      # tiny Llama (random weights), 1/8/32 clients, both engines
     python bench/serve.py --model DIR --max-tokens 128
+    python bench/serve.py --soak               # 64 streaming clients for 10 minutes (bench/serve_soak.py)
 
 For each engine a server runs in its own process (`rlhf serve --engine continuous|serial`) on
 127.0.0.1 only. At each load level N, N streaming clients (asyncio) each send a bounded
@@ -32,10 +33,11 @@ PROMPTS = ["Once upon a time", "Tom had a red ball.", "The dog was sad because",
            "One day, a little bird", "The sun was hot and"]
 
 
-def start_server(model: Path, engine: str, precision: str, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, engine: str, precision: str, threads: int, log: Path,
+                 extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "rlhf.cli", "serve", "--model", f"bench={model}", "--port", str(port),
-           "--engine", engine, "--precision", precision, "--threads", str(threads)]
+           "--engine", engine, "--precision", precision, "--threads", str(threads), *extra]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, **WORKER_ENV})
     url = f"http://127.0.0.1:{port}/v1"
     import httpx
@@ -109,6 +111,10 @@ async def load_level(url: str, clients: int, requests_each: int, max_tokens: int
 
 
 def main() -> None:
+    if "--soak" in sys.argv[1:]:
+        import serve_soak
+
+        sys.exit(serve_soak.main([a for a in sys.argv[1:] if a != "--soak"]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="model directory (default: a tiny Llama with random weights)")
     parser.add_argument("--levels", default="1,8,32", help="concurrent clients per level")
@@ -119,6 +125,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=0, help="the server's torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--soak", action="store_true", help="a long soak instead (bench/serve_soak.py; its own options)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rlhf-bench-serve-"))
     model = args.model or build_model_dir(Path(tempfile.gettempdir()) / "rlhf-bench-serve-model")

@@ -39,6 +39,9 @@ def test_first_start_prints_the_admin_token_once(tmp_path):
         token = first.split(": ", 1)[1].strip()
         base = f"http://127.0.0.1:{port}"
         assert _wait(f"{base}/healthz") == 200
+        assert urllib.request.urlopen(f"{base}/health", timeout=5).status == 200
+        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        assert 'rlhf_label_requests_total{route="/healthz",status="200"} 1.0' in metrics
         admin = urllib.request.Request(f"{base}/admin", headers={"authorization": f"Bearer {token}"})
         assert urllib.request.urlopen(admin, timeout=5).status == 200
     finally:

@@ -33,6 +33,7 @@ class ServeConfig:
     max_queue: int = 256  # sequences that may wait for a decode slot per model; a request beyond it gets 429 with Retry-After
     request_timeout: float = 600.0  # seconds a request may generate before it is stopped (504, or an error event in a stream); 0 = no limit
     drain_timeout: float = 30.0  # on SIGTERM / Ctrl-C: seconds to finish the requests in flight before exiting (new ones are refused)
+    log_prompts: bool = False  # also write each request's messages (or prompt) into its rlhf.serve.access log line; off: no prompt text is ever logged
     max_tokens: int = 256  # default max_tokens of a request that sets none (always cut to the model's context)
     max_n: int = 16  # largest `n` (choices per request) accepted
     max_body_mb: float = 2.0  # requests with a larger body get 413

@@ -10,6 +10,7 @@ Requests go route -> `repo` -> tables. Who may do what:
 - a POST to a page that needs a token and carries none gets 401 before its body is read
   (`AuthBeforeBody`).
 Responses carry a strict Content-Security-Policy; templates escape everything they show.
+`/health` (also `/healthz`) and `/metrics` need no token (`rlhf.feedback.metrics`).
 Access logs never hold a token: uvicorn's own access log is off and this app logs paths with
 the invite token cut out.
 """
@@ -28,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rlhf.feedback import repo, routes_admin, routes_annotate, routes_monitor
+from rlhf.feedback.metrics import LabelMetrics, RequestMetrics, health
 from rlhf.feedback.security import BodyLimit
 from rlhf.feedback.web import ADMIN_COOKIE, ANNOTATOR_COOKIE, HERE, caller, favicon, render
 
@@ -45,9 +47,10 @@ SECURITY_HEADERS = {
 
 
 def create_app(sessions: sessionmaker[Session], max_body_bytes: int = 10 * 2**20) -> ASGIApp:
-    """The app on a migrated store, wrapped in the request-body limit."""
+    """The app on a migrated store, wrapped in the request-body limit and the request metrics."""
     app = FastAPI(title="rlhf label", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sessions = sessions
+    metrics = app.state.metrics = LabelMetrics()
     with sessions() as s:
         app.state.csrf_secret = repo.csrf_secret(s)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -76,11 +79,16 @@ def create_app(sessions: sessionmaker[Session], max_body_bytes: int = 10 * 2**20
 
     app.get("/favicon.ico", include_in_schema=False)(favicon)
 
-    @app.get("/healthz")
-    def healthz():
-        return {"ok": True}
+    @app.get("/health")
+    @app.get("/healthz")  # the older name, kept for the checks that use it
+    async def ready():
+        return await health(sessions)
 
-    return AuthBeforeBody(BodyLimit(app, max_body_bytes), sessions)
+    @app.get("/metrics")
+    def prometheus_metrics():
+        return metrics.response()
+
+    return RequestMetrics(AuthBeforeBody(BodyLimit(app, max_body_bytes), sessions), metrics)
 
 
 def _guard(path: str):

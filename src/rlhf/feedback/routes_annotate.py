@@ -135,6 +135,8 @@ def submit(task_id: int, request: Request, form: dict = Depends(form_fields), s:
         label, created = repo.save_label(s, annotator, task, request_id, reason=form.get("reason", "")[:5000], **answer)
     except repo.Refused as refused:
         raise HTTPException(refused.status, str(refused)) from None
+    if created:
+        request.app.state.metrics.label_saved(project.name, label.outcome)
     if request.headers.get("accept", "").startswith("application/json"):
         return {"label_id": label.id, "created": created}
     return RedirectResponse("/annotate", status_code=303)

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..data.records import Message
 from ..data.tokenize import encode_prompt
 from .engine import Sequence
-from .metrics import CONTENT_TYPE_LATEST, RequestCounter, ServeMetrics
+from .metrics import CONTENT_TYPE_LATEST, RequestCounter, ServeMetrics, note_prompt
 from .protocol import ApiError, ChatRequest, CompletionRequest, error_response
 
 
@@ -42,15 +42,17 @@ class ServedModel:
 
 def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, max_n: int = 16,
                max_body_bytes: int = 2 * 2**20, sessions=None, project: str = "chat", max_queue: int = 256,
-               request_timeout: float = 600.0) -> FastAPI:
+               request_timeout: float = 600.0, log_prompts: bool = False) -> FastAPI:
     """The API; with `sessions` (a feedback store's sessionmaker) also the chat page (rlhf.serve.chat),
     whose feedback goes to projects `<project>-thumbs` and `<project>-pairs`. A request that would
-    queue more than `max_queue` sequences for a model's decode slots gets 429 with Retry-After."""
+    queue more than `max_queue` sequences for a model's decode slots gets 429 with Retry-After. With
+    `log_prompts` each request's access-log line holds its messages (or prompt)."""
     app = FastAPI(title="rlhf serve", docs_url=None, redoc_url=None)
     app.state.models = models
     metrics = app.state.metrics = ServeMetrics(models)
 
-    app.add_middleware(RequestCounter, metrics=metrics)  # pure ASGI: a BaseHTTPMiddleware hides client disconnects
+    # pure ASGI: a BaseHTTPMiddleware hides client disconnects
+    app.add_middleware(RequestCounter, metrics=metrics, log_prompts=log_prompts)
 
     @app.get("/metrics")
     async def prometheus_metrics():
@@ -60,6 +62,7 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
         from .chat import mount_chat
 
         async def generate(served: ServedModel, conversation: list[dict], temperature: float, seed) -> str:
+            note_prompt("messages", conversation)
             prompt = tuple(Message(m["role"], m["content"]) for m in conversation)
             ids = await run_in_threadpool(encode_prompt, served.tokenizer, prompt)
             if len(ids) >= served.context:
@@ -105,6 +108,7 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         req = await _parse(request, ChatRequest, max_body_bytes)
+        note_prompt("messages", [{"role": role, "content": text} for role, text in req.messages])
         served = _model(models, req.model)
         conversation = tuple(Message(role, text) for role, text in req.messages)
         if not getattr(served.tokenizer, "chat_template", None):
@@ -117,6 +121,7 @@ def create_app(models: dict[str, ServedModel], default_max_tokens: int = 256, ma
     @app.post("/v1/completions")
     async def completions(request: Request):
         req = await _parse(request, CompletionRequest, max_body_bytes)
+        note_prompt("prompt", req.prompt)
         served = _model(models, req.model)
         texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not texts or any(not isinstance(t, str) or not t for t in texts):

@@ -34,6 +34,7 @@ import json
 import logging
 import re
 import time
+from contextvars import ContextVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -127,18 +128,34 @@ class FeedbackGauges:
                                                           "the one before it", value=float(self.alerting)))
 
 
+# The fields a route adds to its request's access line (`note_prompt`); set per request only
+# under --log-prompts, so without it a route's prompt is never held for the log.
+_ACCESS_EXTRA: ContextVar[dict | None] = ContextVar("rlhf_serve_access_extra", default=None)
+
+
+def note_prompt(key: str, value) -> None:
+    """Put the request's prompt (`messages` of a chat, `prompt` of a completion) in its access
+    line when the server runs with --log-prompts; a no-op otherwise."""
+    extra = _ACCESS_EXTRA.get()
+    if extra is not None:
+        extra[key] = value
+
+
 class RequestCounter:
     """ASGI middleware: every HTTP answer counted by route (`/v1/...`, `/chat...`, else "other") and
     status, and one structured access-log line (method, path, status, milliseconds; never a body,
-    so never a prompt)."""
+    so never a prompt, unless `log_prompts`: then the prompt the route noted with `note_prompt`)."""
 
-    def __init__(self, app, metrics: ServeMetrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: ServeMetrics, log_prompts: bool = False):
+        self.app, self.metrics, self.log_prompts = app, metrics, log_prompts
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start, status, recorded = time.perf_counter(), [500], [False]
+        extra: dict = {}
+        # the route runs in this task's context (or a copy of it), so it fills this request's `extra`
+        noted = _ACCESS_EXTRA.set(extra) if self.log_prompts else None
 
         def record() -> None:
             if recorded[0]:
@@ -148,7 +165,7 @@ class RequestCounter:
             self.metrics.count_request(path if path.startswith(("/v1/", "/chat")) else "other", status[0])
             ACCESS_LOG.info(json.dumps({"method": scope["method"], "path": path, "status": status[0],
                                         "ms": round(1000 * (time.perf_counter() - start), 1),
-                                        "client": (scope.get("client") or ("", 0))[0]}))
+                                        "client": (scope.get("client") or ("", 0))[0], **extra}))
 
         async def seen(message):
             if message["type"] == "http.response.start":
@@ -161,3 +178,5 @@ class RequestCounter:
             await self.app(scope, receive, seen)
         finally:
             record()  # an answer that never finished (an error, a client that left) is counted too
+            if noted is not None:
+                _ACCESS_EXTRA.reset(noted)

@@ -75,7 +75,8 @@ def build_app(cfg: ServeConfig):
         sessions = open_store(cfg.db)
     app = create_app(load_models(cfg), default_max_tokens=cfg.max_tokens, max_n=cfg.max_n,
                      max_body_bytes=int(cfg.max_body_mb * 2**20), sessions=sessions, project=cfg.project,
-                     max_queue=cfg.max_queue, request_timeout=cfg.request_timeout)
+                     max_queue=cfg.max_queue, request_timeout=cfg.request_timeout,
+                     log_prompts=cfg.log_prompts)
     if keys:
         app.add_middleware(ApiKeyGate, keys=keys)
     if cfg.monitor_scorer:
