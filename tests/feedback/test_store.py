@@ -96,3 +96,17 @@ def test_opening_the_store_logs_no_alembic_info(tmp_path, caplog):
     open_store(str(tmp_path / "new.db"))  # already at head
     assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
     assert logging.getLogger("alembic").level == logging.NOTSET  # restored: the app's own settings stand
+
+
+def test_a_server_logging_at_info_prints_no_alembic_line_at_start(tmp_path):
+    """Alembic's plugin set-up logs seven INFO lines ("setup plugin alembic.autogenerate...") when it is
+    imported: a server that configured INFO logging first (rlhf serve --db) printed them at start."""
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.INFO)\n"
+            "from rlhf.feedback.store import open_store\n"
+            f"open_store({str(tmp_path / 'new.db')!r})\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "alembic" not in done.stderr and (tmp_path / "new.db").exists()

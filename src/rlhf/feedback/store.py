@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,6 +56,9 @@ def _quiet_alembic():
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (a no-op when it already is), quietly."""
+    with _quiet_alembic():  # imported here: Alembic's plugin set-up logs seven INFO lines at import
+        from alembic import command
+        from alembic.config import Config
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with _quiet_alembic(), engine.begin() as connection:
