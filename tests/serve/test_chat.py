@@ -197,6 +197,28 @@ def test_chat_refuses_a_malformed_conversation_and_an_unknown_model(bare):
     assert alice.post("/chat/send", data={**fields, "model": "gamma", "message": "hi"}).status_code == 404
 
 
+def test_a_conversation_over_the_context_says_to_start_a_new_one_and_stores_nothing(tmp_path):
+    """A person who kept one conversation going past the model's context got "Error 400: the
+    conversation is longer than the model's context" with no way forward but the brand link."""
+    from rlhf.serve.protocol import ApiError
+
+    async def generate(served, conversation, temperature, seed) -> str:
+        if len(conversation) > 1:
+            raise ApiError(400, "the conversation is longer than the model's context", code="context_length_exceeded")
+        return "once upon a time"
+
+    db = str(tmp_path / "feedback.db")
+    app, sessions = FastAPI(), open_store(db)
+    mount_chat(app, {"alpha": SimpleNamespace(path="/models/alpha", context=512)}, sessions, "chat", generate)
+    alice = signed_in(SimpleNamespace(app=app, db=db), "alice")
+    first = alice.post("/chat/send", data={**form(alice.get("/chat").text, "/chat/send"), "model": "alpha", "message": "hi"})
+    assert first.status_code == 200 and '<a href="/chat">New conversation</a>' in first.text
+    before = counts(sessions)
+    again = alice.post("/chat/send", data={**form(first.text, "/chat/send"), "model": "alpha", "message": "and then?"})
+    assert again.status_code == 400 and "(512 tokens): start a new conversation" in again.text
+    assert '<a href="/chat">' in again.text and counts(sessions) == before
+
+
 def test_the_chat_page_has_an_icon_and_the_labelling_stylesheet(bare):
     """Issue 27 item 8: a favicon 404 on the chat page; issue 29: the labelling app's look."""
     client = TestClient(bare.app)

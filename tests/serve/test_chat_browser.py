@@ -75,14 +75,15 @@ def test_keyboard_user_signs_in_by_invite_and_gives_feedback_that_is_exported(ch
                 press(page, "Enter")
                 first_answer = page.inner_text("#answer-0 .text")
                 order = []
-                for _ in range(9):
+                for _ in range(10):
                     page.keyboard.press("Tab")
                     order.append(page.evaluate(FOCUSED))
-                assert order == ["a", "button Sign out", "textarea[reason]", "button[up] Thumbs up 1",
+                assert order == ["a", "a", "button Sign out", "textarea[reason]", "button[up] Thumbs up 1",
                                  "button[up] Thumbs down 2", "button Regenerate: ask for another answer r",
                                  "select[model]", "textarea[message]", "button Send"]
                 for role, name in (("textbox", "Why? (optional)"), ("button", "Thumbs up"), ("button", "Thumbs down"),
                                    ("button", "Regenerate: ask for another answer"), ("combobox", "Model"),
+                                   ("link", "New conversation"),
                                    ("textbox", "Your message")):  # what a screen reader announces
                     assert page.get_by_role(role, name=name).count() == 1, (role, name)
                 tab_to(page, "textarea[name=reason]")  # round again from Send

@@ -141,7 +141,8 @@ def mount_chat(app: FastAPI, models: dict, sessions, prefix: str, generate) -> N
         try:
             return await generate(served, conversation, temperature, None)
         except ApiError as err:  # a conversation over the context, a failed decode: a page, not JSON
-            raise Refusal(err.status, err.message) from None
+            hint = f" ({served.context} tokens): start a new conversation" if err.code == "context_length_exceeded" else ""
+            raise Refusal(err.status, err.message + hint) from None
 
     @app.get("/chat/join/{token}")
     async def join(token: str):
