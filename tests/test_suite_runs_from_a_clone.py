@@ -12,9 +12,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets"
-BROWSER_TESTS = {"tests/serve/test_chat_browser.py": "test_browser_user_gives_feedback_that_is_exported",
+BROWSER_TESTS = {"tests/serve/test_chat_browser.py": "test_keyboard_user_signs_in_by_invite_and_gives_feedback_that_is_exported",
                  "tests/feedback/test_browser.py": "test_admin_invites_two_annotators_who_label_with_the_keyboard",
+                 "tests/feedback/test_monitor_browser.py": "test_the_admin_sees_the_ranking_the_plot_and_the_alert",
                  "tests/demo/test_demo.py": "test_report_in_a_real_browser"}
+N = len(BROWSER_TESTS)
 
 
 def test_no_test_reads_data_from_outside_the_repository():
@@ -25,6 +27,12 @@ def test_no_test_reads_data_from_outside_the_repository():
     for folder in ("hh-rlhf", "pandalm"):  # what the data is, where it comes from, under which licence
         assert (ASSETS / folder / "PROVENANCE.md").is_file() and (ASSETS / folder / "LICENSE").is_file()
     assert sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file()) < 500_000  # small: subsampled where it can be
+
+
+def test_the_browser_tests_listed_here_are_every_browser_test():
+    marked = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")
+              if p != Path(__file__) and "mark.chromium" in p.read_text(encoding="utf-8")}
+    assert marked == set(BROWSER_TESTS)  # a browser test added or renamed: list it above
 
 
 def run_browser_tests(tmp_path, **env) -> subprocess.CompletedProcess:
@@ -39,8 +47,8 @@ def test_a_missing_chromium_is_listed_as_not_run_with_the_install_line(tmp_path)
     run = run_browser_tests(tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
-    section = out[out.index("3 tests NOT RUN"):]  # a section of its own, after the counts
-    assert "3 not run: Debian's chromium is not installed: apt-get install chromium" in section
+    section = out[out.index(f"{N} tests NOT RUN"):]  # a section of its own, after the counts
+    assert f"{N} not run: Debian's chromium is not installed: apt-get install chromium" in section
     for path, name in BROWSER_TESTS.items():
         assert f"    {path}::{name}" in section
     assert "sudo apt-get install chromium" in section
@@ -48,5 +56,5 @@ def test_a_missing_chromium_is_listed_as_not_run_with_the_install_line(tmp_path)
     assert all(f"{path}::{name}" in rerun for path, name in BROWSER_TESTS.items())
 
     required = run_browser_tests(tmp_path, RLHF_TEST_REQUIRE_CHROMIUM="1")  # CI: a missing chromium is an error
-    assert required.returncode == 1 and "3 errors" in required.stdout
+    assert required.returncode == 1 and f"{N} errors" in required.stdout
     assert "apt-get install chromium (RLHF_TEST_REQUIRE_CHROMIUM is set)" in required.stdout
