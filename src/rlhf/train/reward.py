@@ -37,8 +37,9 @@ from ..models.reward import (
     sequence_rewards,
     supports_packing,
 )
-from . import loop
+from . import loop, reward_defaults
 from .probe import fit_linear_probe
+from .weight_average import TailAverage, tail_start
 
 RANKED = "ranked_"  # batch keys "ranked_K": (n, K) sequence indices of the n K-way rankings, best first
 
@@ -153,6 +154,7 @@ def run(cfg: RewardConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("rm needs --model DIR (a causal LM such as runs/sft/model, or an encoder) "
                          "and --data FILE of comparisons or rankings")
+    cfg = reward_defaults.resolve(cfg)  # --lr, --head-init, --average-tail left unset: per backbone kind
     if cfg.ensemble or cfg.warm:
         return run_members(cfg)
     return train_single(cfg)
@@ -208,8 +210,14 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
                 "eval_loss": float(bradley_terry(rewards[:, 0], rewards[:, 1], margins)),
                 "eval_margin": float((rewards[:, 0] - rewards[:, 1]).mean())}
 
-    result = loop.fit(rt, model, batch_at, plan, preference_loss_sum, evaluate=evaluate, desc="rm")
+    averaged = TailAverage(tail_start(plan.total_steps(cfg), cfg.average_tail)) if cfg.average_tail else None
+    result = loop.fit(rt, model, batch_at, plan, preference_loss_sum, evaluate=evaluate, desc="rm",
+                      weight_average=averaged)
     final_eval = evaluate()
+    if averaged is not None:  # the last weights' figures too, to see what the average changed
+        final_eval = {f"last_weights_{k}": v for k, v in final_eval.items()}
+        averaged.apply(model)
+        final_eval.update(evaluate())
 
     # Reward statistics on the training data, stored with the model for later normalisation. A
     # seeded sample is enough for a mean and a std, and scoring every response costs a third of
@@ -237,6 +245,9 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
         "packed": packing,
         "context_turns": cfg.context_turns,
         "head_init": cfg.head_init,
+        "lr": cfg.lr,
+        "average_tail": cfg.average_tail,
+        "averaged_steps": averaged.count if averaged is not None else 0,
         **probe,
         "train_loss": result.last_metrics.get("loss"),
         "train_accuracy": train_accuracy,  # on the `stats_examples` sample

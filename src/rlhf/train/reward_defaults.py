@@ -1,0 +1,61 @@
+"""`rlhf rm`'s defaults per backbone kind, and what each was chosen on.
+
+An encoder (all-MiniLM-L6-v2 and other `*ForSequenceClassification`-able encoders, read as
+[CLS] prompt [SEP] response) and a causal LM (a value head on the last token, InstructGPT's
+way) learn best with different settings. The fields below are None in `RewardConfig` until
+`resolve` fills them from the backbone's kind; a value the user gives (flag, YAML, Python)
+is never replaced. The saved config.yaml holds the resolved values, so a rerun or a resume
+reads the same ones.
+
+What the values were chosen on (docs/benchmarks.md, "Reward models on HH-RLHF harmless"):
+- encoder: 5-fold cross-validation on HH-RLHF harmless-train (1,800 pairs), all-MiniLM-L6-v2:
+  the response alone (context_turns 0, also a plain default: the demo measured it best for the
+  causal model too), a linear-probe head (LP-FT, 0.634 against 0.631 for a random head), lr
+  3e-5, 1 epoch (more epochs overfit: 0.653 after 1, 0.617 after 3); tail averaging: see
+  `ENCODER`'s comment.
+- causal LM: the settings of the shipped demo's reward model on the tiny causal model (lr 1e-4,
+  1 epoch, random head: 0.79 against the gold reward); HH-RLHF's 5.5M Llama with a probe head
+  was not compared with a random one, so the cheaper random head stays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import RewardConfig
+from ..models.compat import is_causal
+from ..models.load import resolve_model_dir
+from ..models.reward import INPUT_FORMAT
+
+# field -> value, for the fields RewardConfig leaves to the backbone's kind
+ENCODER = {"lr": 3e-5, "head_init": "probe", "average_tail": 0.5}
+CAUSAL = {"lr": 1e-4, "head_init": "random", "average_tail": 0.0}
+UNSET = {"lr": None, "head_init": "auto", "average_tail": None}  # what RewardConfig holds when nobody chose
+
+
+def backbone_kind(cfg: RewardConfig) -> str:
+    """"causal" or "encoder": from --input-format when given, else from the model's config."""
+    if cfg.input_format != "auto":
+        return "causal" if cfg.input_format == "causal" else "encoder"
+    return "causal" if is_causal(cfg.model, cfg.trust_remote_code) else "encoder"
+
+
+def is_reward_model(model: str, trust_remote_code: bool = False) -> bool:
+    """Whether `model` is a reward model saved by rlhf (trained further, e.g. by `rlhf iterate`)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_model_dir(model, trust_remote_code), local_files_only=True,
+                                        trust_remote_code=trust_remote_code)
+    return getattr(config, INPUT_FORMAT, None) is not None
+
+
+def resolve(cfg: RewardConfig) -> RewardConfig:
+    """`cfg` with every per-kind field still unset filled from its backbone's kind. A reward model
+    trained further keeps its trained head: no probe replaces it unless asked for."""
+    unset = [name for name, value in UNSET.items() if getattr(cfg, name) == value]
+    if not unset:
+        return cfg
+    values = dict(CAUSAL if backbone_kind(cfg) == "causal" else ENCODER)
+    if is_reward_model(cfg.model, cfg.trust_remote_code):
+        values["head_init"] = "random"  # "random" draws a head only where the model has none
+    return dataclasses.replace(cfg, **{name: values[name] for name in unset})
