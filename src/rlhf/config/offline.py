@@ -154,8 +154,8 @@ class DPOConfig(TrainConfig):
 class RewardConfig(TrainConfig):
     """`rlhf rm`: a scalar reward model trained on preferences: Bradley-Terry on pairs (with an
     optional per-pair margin), Plackett-Luce on rankings. The defaults were measured on HH-RLHF
-    harmless (1,800 pairs, cross-validation) and in the demo; --lr, --head-init and --average-tail
-    depend on the backbone (encoder or causal LM) unless given (docs/commands/rm.md)."""
+    harmless (1,800 pairs, cross-validation) and in the demo; --lr, --head-init, --context-turns
+    and --average-tail depend on the backbone (encoder or causal LM) unless given (docs/commands/rm.md)."""
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("model", "data")
 
@@ -174,7 +174,7 @@ class RewardConfig(TrainConfig):
     packing: bool = True  # causal LMs: pack the responses of a micro-batch into rows of max_length (padding-free; encoders are always padded)
     group_by_length: bool = True  # batch preferences of similar length together (less padding; order still random)
     dropout: bool = False  # keep the backbone's dropout while training (off by default, so both sides of a pair are scored alike)
-    context_turns: int = 0  # how much of a prompt the model reads: -1 all of it, N its last N turns, 0 none (the response alone: on HH-RLHF harmless frozen MiniLM 0.62 against 0.59 with the last human turn; the demo 0.791 against 0.775); stored with the model
+    context_turns: int | None = None  # how much of a prompt the model reads: -1 all of it, N its last N turns, 0 none (the response alone); stored with the model. Default per backbone kind: encoder 0 (HH-RLHF harmless: frozen MiniLM 0.62 against 0.59 with the last human turn; the demo 0.791 against 0.775), causal LM -1, a reward model trained further: what it was trained with
     head_init: Literal["auto", "random", "probe"] = "auto"  # value head: transformers' random init, or fitted first on frozen features (linear probe, then fine-tune: LP-FT); auto: probe for an encoder (HH-RLHF harmless CV 0.634 against 0.631), random for a causal LM (the demo's) and for a reward model trained further (keeps its head)
     probe_l2: float = 1e-3  # head_init=probe: L2 penalty on the head's weights (per-preference mean loss + probe_l2 * ||w||^2)
     init_seed: int | None = None  # seed of the new value head; default: --seed (which always seeds the data order)
@@ -188,7 +188,7 @@ class RewardConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        checks = {"context_turns": self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0,
+        checks = {"context_turns": self.context_turns is None or self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0,
                   "stats_examples": self.stats_examples >= 0,
                   "ensemble": self.ensemble == 0 or self.ensemble >= 2, "warm": self.warm == 0 or self.warm >= 2,
                   "average_tail": self.average_tail is None or 0 <= self.average_tail <= 1}

@@ -160,17 +160,13 @@ class Round:
     # ------------------------------------------------------------ stages
 
     def reward_model(self) -> None:
-        from ..models.reward import CONTEXT_TURNS
         from ..train import reward
 
         cfg, run = self.cfg, self.out / "rm"
         if not _finished(run):  # a stage that finished before the runner recorded it
-            # the parent reads as much of the prompt as it was trained to, and stays one run's last weights
-            parent_config = _read_json(Path(self.parent.reward_model) / "config.json")
             reward.run(RewardConfig(model=str(self.parent.reward_model), data=str(self.data / "comparisons.jsonl"),
                                     epochs=cfg.rm_epochs, lr=cfg.rm_lr, batch_size=self.rm_batch_size,
-                                    max_length=cfg.max_length, context_turns=int(parent_config.get(CONTEXT_TURNS, -1)),
-                                    average_tail=0.0, **self._common("rm")))
+                                    max_length=cfg.max_length, **self._common("rm")))
 
     def rl(self) -> None:
         from ..data.formats import read_prompts
