@@ -154,7 +154,7 @@ def run(cfg: RewardConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("rm needs --model DIR (a causal LM such as runs/sft/model, or an encoder) "
                          "and --data FILE of comparisons or rankings")
-    cfg = reward_defaults.resolve(cfg)  # --lr, --head-init, --average-tail left unset: per backbone kind
+    cfg = reward_defaults.resolve(cfg)  # --lr, --head-init, --context-turns, --average-tail left unset: per backbone kind
     if cfg.ensemble or cfg.warm:
         return run_members(cfg)
     return train_single(cfg)
@@ -187,8 +187,8 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
 
     probe = {}
     if cfg.head_init == "probe":  # deterministic, so a resumed run recomputes the same head (then loads its checkpoint)
-        # chunks of similar length: padded to their own longest, the frozen pass costs a fraction
-        # of chunks in file order (each padded to about max_length); the optimum is the same
+        # chunks of similar length, each padded only to its own longest: about half the time of
+        # chunks in file order, which a long answer pads to near max_length; the same optimum
         by_length = [preferences[i] for i in sorted(range(len(preferences)), key=lengths.__getitem__)]
         chunks = [by_length[i : i + 4 * cfg.batch_size] for i in range(0, len(by_length), 4 * cfg.batch_size)]
         batches = [runtime.to_device(make_batch(c, pad_id, packing, cfg.max_length), device) for c in chunks]

@@ -33,7 +33,8 @@ from ..models.reward import CONTEXT_TURNS, INPUT_FORMAT
 # field -> value, for the fields RewardConfig leaves to the backbone's kind
 ENCODER = {"lr": 3e-5, "head_init": "probe", "context_turns": 0, "average_tail": 0.0}
 CAUSAL = {"lr": 1e-4, "head_init": "random", "context_turns": -1, "average_tail": 0.0}
-UNSET = {"lr": None, "head_init": "auto", "context_turns": None, "average_tail": None}  # what RewardConfig holds when nobody chose
+# what RewardConfig holds where nobody chose
+UNSET = {"lr": None, "head_init": "auto", "context_turns": None, "average_tail": None}
 
 
 def backbone_kind(cfg: RewardConfig) -> str:
