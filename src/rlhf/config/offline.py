@@ -165,7 +165,7 @@ class RewardConfig(TrainConfig):
     out: str = "runs/rm"  # run directory: config.yaml, metrics.jsonl, summary.json, model/, checkpoints/
     epochs: float = 1.0  # passes over the preferences when max_steps is -1 (InstructGPT: one; on HH-RLHF harmless MiniLM went 0.653 after 1 epoch, 0.617 after 3)
     batch_size: int = 16  # preferences (pairs or rankings) per micro-batch; all their responses share one forward pass
-    lr: float | None = None  # peak learning rate (AdamW); default per backbone kind: encoder 3e-5 (5-fold CV on HH-RLHF harmless, all-MiniLM-L6-v2), causal LM 1e-4 (the demo's reward model); with --lora-r, about 5e-4
+    lr: float | None = None  # peak learning rate (AdamW); default per backbone kind: encoder 3e-5 (5-fold CV on HH-RLHF harmless, all-MiniLM-L6-v2), causal LM 1e-4 (the earlier default, the demo's with --reward-backbone sft); with --lora-r, about 5e-4
     weight_decay: float = 0.01  # AdamW weight decay on matrices (never on norms and biases)
     warmup_steps: int = 10  # linear warm-up steps before the cosine decay
     max_length: int = 256  # tokens per prompt + response (the prompt is cut from the left, the response from the right)
@@ -175,7 +175,7 @@ class RewardConfig(TrainConfig):
     group_by_length: bool = True  # batch preferences of similar length together (less padding; order still random)
     dropout: bool = False  # keep the backbone's dropout while training (off by default, so both sides of a pair are scored alike)
     context_turns: int | None = None  # how much of a prompt the model reads: -1 all of it, N its last N turns, 0 none (the response alone); stored with the model. Default per backbone kind: encoder 0 (HH-RLHF harmless: frozen MiniLM 0.62 against 0.59 with the last human turn; the demo 0.791 against 0.775), causal LM -1, a reward model trained further: what it was trained with
-    head_init: Literal["auto", "random", "probe"] = "auto"  # value head: transformers' random init, or fitted first on frozen features (linear probe, then fine-tune: LP-FT); auto: probe for an encoder (HH-RLHF harmless CV 0.634 against 0.631), random for a causal LM (the demo's) and for a reward model trained further (keeps its head)
+    head_init: Literal["auto", "random", "probe"] = "auto"  # value head: transformers' random init, or fitted first on frozen features (linear probe, then fine-tune: LP-FT); auto: probe for an encoder (HH-RLHF harmless CV 0.634 against 0.631), random for a causal LM (the earlier default) and for a reward model trained further (keeps its head)
     probe_l2: float = 1e-3  # head_init=probe: L2 penalty on the head's weights (per-preference mean loss + probe_l2 * ||w||^2)
     init_seed: int | None = None  # seed of the new value head; default: --seed (which always seeds the data order)
     ensemble: int = 0  # K >= 2: train K members (seeds seed..seed+K-1: head and data order) and save them as one ensemble model/ (score: mean, std)

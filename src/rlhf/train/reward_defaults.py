@@ -13,8 +13,8 @@ What the values were chosen on (docs/benchmarks.md, "Reward models on HH-RLHF ha
   with the prompt), a linear-probe head (LP-FT, 0.634 against 0.631 for a random head), lr
   3e-5, 1 epoch (more epochs overfit: 0.653 after 1, 0.617 after 3); no tail averaging
   (`--average-tail`): it stays an option until cross-validation says it helps.
-- causal LM: the earlier defaults, which the demo's reward model on the tiny causal model uses
-  (lr 1e-4, 1 epoch, random head, the whole prompt as InstructGPT reads it). On HH-RLHF a 5.5M
+- causal LM: the earlier defaults (lr 1e-4, 1 epoch, a random head, the whole prompt as
+  InstructGPT reads it; `rlhf demo --reward-backbone sft` trains its reward model with that lr). On HH-RLHF a 5.5M
   Llama scored 0.620 with the answer alone and a probe head against 0.610 with the whole prompt
   and a random head: within noise and two changes at once, so nothing moved.
 - a reward model trained further (`rlhf iterate`) keeps its head and reads what it was trained
