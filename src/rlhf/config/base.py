@@ -82,7 +82,7 @@ class TrainConfig:
         checks = {
             "batch_size": self.batch_size >= 1,
             "grad_accum": self.grad_accum >= 1,
-            "lr": self.lr >= 0,  # 0: a dry run that moves nothing (`rlhf doctor`'s PPO step)
+            "lr": self.lr is None or self.lr >= 0,  # None: a per-model default (rm); 0: a dry run that moves nothing (`rlhf doctor`'s PPO step)
             "max_length": self.max_length >= 8,
             "epochs": self.epochs > 0,
             "max_steps": self.max_steps == -1 or self.max_steps >= 1,

@@ -153,7 +153,9 @@ class DPOConfig(TrainConfig):
 @dataclass(frozen=True)
 class RewardConfig(TrainConfig):
     """`rlhf rm`: a scalar reward model trained on preferences: Bradley-Terry on pairs (with an
-    optional per-pair margin), Plackett-Luce on rankings."""
+    optional per-pair margin), Plackett-Luce on rankings. The defaults were measured on HH-RLHF
+    harmless (1,800 pairs, cross-validation) and in the demo; --lr, --head-init, --context-turns
+    and --average-tail depend on the backbone (encoder or causal LM) unless given (docs/commands/rm.md)."""
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("model", "data")
 
@@ -161,9 +163,9 @@ class RewardConfig(TrainConfig):
     data: str | None = None  # preferences: comparisons {"prompt","chosen","rejected","margin"?} (HH transcripts too) and/or rankings {"prompt","responses","ranking"}
     eval_data: str | None = None  # held-out comparisons: accuracy and loss at eval steps and at the end
     out: str = "runs/rm"  # run directory: config.yaml, metrics.jsonl, summary.json, model/, checkpoints/
-    epochs: float = 1.0  # passes over the preferences when max_steps is -1 (InstructGPT: one; more overfits)
+    epochs: float = 1.0  # passes over the preferences when max_steps is -1 (InstructGPT: one; on HH-RLHF harmless MiniLM went 0.653 after 1 epoch, 0.617 after 3)
     batch_size: int = 16  # preferences (pairs or rankings) per micro-batch; all their responses share one forward pass
-    lr: float = 1e-4  # peak learning rate (AdamW); with --lora-r, about 5e-4
+    lr: float | None = None  # peak learning rate (AdamW); default per backbone kind: encoder 3e-5 (5-fold CV on HH-RLHF harmless, all-MiniLM-L6-v2), causal LM 1e-4 (the earlier default, the demo's with --reward-backbone sft); with --lora-r, about 5e-4
     weight_decay: float = 0.01  # AdamW weight decay on matrices (never on norms and biases)
     warmup_steps: int = 10  # linear warm-up steps before the cosine decay
     max_length: int = 256  # tokens per prompt + response (the prompt is cut from the left, the response from the right)
@@ -172,8 +174,8 @@ class RewardConfig(TrainConfig):
     packing: bool = True  # causal LMs: pack the responses of a micro-batch into rows of max_length (padding-free; encoders are always padded)
     group_by_length: bool = True  # batch preferences of similar length together (less padding; order still random)
     dropout: bool = False  # keep the backbone's dropout while training (off by default, so both sides of a pair are scored alike)
-    context_turns: int = -1  # how much of a prompt the model reads: -1 all of it, N its last N turns, 0 none (the response alone); stored with the model
-    head_init: Literal["random", "probe"] = "random"  # value head: transformers' random init, or fitted first on frozen features (linear probe, then fine-tune: LP-FT)
+    context_turns: int | None = None  # how much of a prompt the model reads: -1 all of it, N its last N turns, 0 none (the response alone); stored with the model. Default per backbone kind: encoder 0 (HH-RLHF harmless: frozen MiniLM 0.62 against 0.59 with the last human turn; the demo 0.791 against 0.775), causal LM -1, a reward model trained further: what it was trained with
+    head_init: Literal["auto", "random", "probe"] = "auto"  # value head: transformers' random init, or fitted first on frozen features (linear probe, then fine-tune: LP-FT); auto: probe for an encoder (HH-RLHF harmless CV 0.634 against 0.631), random for a causal LM (the earlier default) and for a reward model trained further (keeps its head)
     probe_l2: float = 1e-3  # head_init=probe: L2 penalty on the head's weights (per-preference mean loss + probe_l2 * ||w||^2)
     init_seed: int | None = None  # seed of the new value head; default: --seed (which always seeds the data order)
     ensemble: int = 0  # K >= 2: train K members (seeds seed..seed+K-1: head and data order) and save them as one ensemble model/ (score: mean, std)
@@ -182,13 +184,17 @@ class RewardConfig(TrainConfig):
     # epoch's scoring on 2000 pairs (1024 cost the demo's reward model 40 s, on its critical path)
     stats_examples: int = 256
     warm: int = 0  # K >= 2: WARM (Rame et al. 2024): K members from one shared start (same head), data orders seed..seed+K-1, weights averaged into one model/
+    average_tail: float | None = None  # average the weights over this last fraction of the run's steps (0 = the last weights; 1 = every step); default per backbone kind (`rlhf.train.reward_defaults`)
 
     def __post_init__(self):
         super().__post_init__()
-        checks = {"context_turns": self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0,
+        checks = {"context_turns": self.context_turns is None or self.context_turns >= -1, "probe_l2": self.probe_l2 >= 0,
                   "stats_examples": self.stats_examples >= 0,
-                  "ensemble": self.ensemble == 0 or self.ensemble >= 2, "warm": self.warm == 0 or self.warm >= 2}
-        check_fields(self, checks, "ensemble and warm: 0 = off, else K >= 2 members")
+                  "ensemble": self.ensemble == 0 or self.ensemble >= 2, "warm": self.warm == 0 or self.warm >= 2,
+                  "average_tail": self.average_tail is None or 0 <= self.average_tail <= 1}
+        check_fields(self, checks, "ensemble and warm: 0 = off, else K >= 2 members; average_tail: a fraction in [0, 1]")
+        check_fields(self, {"average_tail": not (self.sharding == "fsdp2" and self.average_tail)},
+                     "weight averaging under --sharding fsdp2 is not supported yet: use --average-tail 0")
         if self.ensemble and self.warm:
             raise ValueError("--ensemble K keeps K models and --warm K averages them into one: pass one of them")
 

@@ -161,9 +161,11 @@ class Demo:
             backbone, lr = _minilm(), p.rm_lr_encoder
         else:
             backbone, lr = self._model("sft"), p.rm_lr
+        # head and averaging as the demo measured them (a random head, the last weights), whatever
+        # `rlhf rm`'s per-backbone defaults (chosen on HH-RLHF) say
         reward.run(RewardConfig(model=backbone, data=str(self.data / "pairs-train.jsonl"), epochs=p.rm_epochs, lr=lr,
                                 batch_size=16, max_length=96, warmup_steps=10, context_turns=p.rm_context_turns,
-                                **self._common("rm")))
+                                head_init="random", average_tail=0.0, **self._common("rm")))
         eval_reward.run(EvalRMConfig(model=self._model("rm"), data=str(self.data / "pairs-heldout.jsonl"),
                                      out=str(self.out / "rm" / "eval_gold.json"), precision=self.cfg.precision,
                                      device=self.cfg.device))

@@ -150,6 +150,10 @@ def diagnose(stage: str, cfg) -> list[Check]:
         return [Check("config", FAIL, f"{stage} needs --model and --data" + (" and --reward" if stage == "ppo" else ""))]
     try:  # the checks every stage makes before it starts: data rows, model directories, tokenizers
         check_inputs(stage, cfg)
+        if stage == "rm":  # the per-backbone defaults the run would use (how much prompt it reads)
+            from ..train.reward_defaults import resolve
+
+            cfg = resolve(cfg)
         tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
         profile = _profile(stage, cfg, tokenizer)
     except (OSError, ValueError) as err:  # a missing model, a bad data row: nothing else can be checked

@@ -129,6 +129,7 @@ def fit(
     evaluate: Callable[[], dict] | None = None,
     forward_model: torch.nn.Module | None = None,
     desc: str = "train",
+    weight_average=None,
 ) -> FitResult:
     """Train `model` on micro-batches `batch_at(i)` (i from `plan`) until the planned step count.
 
@@ -145,6 +146,8 @@ def fit(
     `forward_model` (e.g. a torch.compile'd wrapper) is what `loss_fn` receives; parameters,
     optimiser and checkpoints always belong to `model`. `rt` (rlhf.runtime.Runtime) holds the
     config, the device and the run directory, prepares the model and writes the checkpoints.
+    `weight_average` (rlhf.train.weight_average.TailAverage) sees the weights after every step
+    and is checkpointed with them; the caller applies it at the end.
     """
     from tqdm.auto import tqdm
 
@@ -160,14 +163,15 @@ def fit(
     guard = NonFiniteGuard(cfg.max_bad_steps)
     # the checkpoint's model and guard: the same model (and LoRA adapter) that saved it, and the
     # skipped steps counted over the whole run
-    resumed = rt.resume(model=model, optimizer=optimizer, scheduler=scheduler, guard=guard)
+    resumed = rt.resume(model=model, optimizer=optimizer, scheduler=scheduler, guard=guard,
+                        weight_average=weight_average)
     start_step = resumed.step if resumed else 0
     tokens_seen = resumed.get("tokens", 0) if resumed else 0
     wall_before = resumed.get("wall_s", 0.0) if resumed else 0.0
 
     def checkpoint(step: int, wall: float) -> None:
         rt.checkpoint(step, model=model, optimizer=optimizer, scheduler=scheduler, guard=guard, tokens=tokens_seen,
-                      wall_s=wall)
+                      wall_s=wall, weight_average=weight_average)
 
     model.train()
     t0 = time.perf_counter() - wall_before
@@ -200,6 +204,8 @@ def fit(
             advance_schedulers([scheduler])
         optimizer.zero_grad(set_to_none=True)
         record_step(done)  # the weights now hold `done` steps, whatever comes next (logging, a checkpoint)
+        if weight_average is not None:
+            weight_average.update(model, done)
         tokens_seen += step_tokens
         window_tokens += step_tokens
         bar.update(1)

@@ -37,8 +37,9 @@ from ..models.reward import (
     sequence_rewards,
     supports_packing,
 )
-from . import loop
+from . import loop, reward_defaults
 from .probe import fit_linear_probe
+from .weight_average import TailAverage, tail_start
 
 RANKED = "ranked_"  # batch keys "ranked_K": (n, K) sequence indices of the n K-way rankings, best first
 
@@ -153,6 +154,7 @@ def run(cfg: RewardConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("rm needs --model DIR (a causal LM such as runs/sft/model, or an encoder) "
                          "and --data FILE of comparisons or rankings")
+    cfg = reward_defaults.resolve(cfg)  # --lr, --head-init, --context-turns, --average-tail left unset: per backbone kind
     if cfg.ensemble or cfg.warm:
         return run_members(cfg)
     return train_single(cfg)
@@ -185,7 +187,10 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
 
     probe = {}
     if cfg.head_init == "probe":  # deterministic, so a resumed run recomputes the same head (then loads its checkpoint)
-        chunks = [preferences[i : i + 4 * cfg.batch_size] for i in range(0, len(preferences), 4 * cfg.batch_size)]
+        # chunks of similar length, each padded only to its own longest: about half the time of
+        # chunks in file order, which a long answer pads to near max_length; the same optimum
+        by_length = [preferences[i] for i in sorted(range(len(preferences)), key=lengths.__getitem__)]
+        chunks = [by_length[i : i + 4 * cfg.batch_size] for i in range(0, len(by_length), 4 * cfg.batch_size)]
         batches = [runtime.to_device(make_batch(c, pad_id, packing, cfg.max_length), device) for c in chunks]
         probe = fit_linear_probe(model, batches, preference_loss_from_rewards, pad_id, cfg.probe_l2,
                                  rt.autocast(), progress=cfg.progress and rt.is_main)
@@ -208,8 +213,14 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
                 "eval_loss": float(bradley_terry(rewards[:, 0], rewards[:, 1], margins)),
                 "eval_margin": float((rewards[:, 0] - rewards[:, 1]).mean())}
 
-    result = loop.fit(rt, model, batch_at, plan, preference_loss_sum, evaluate=evaluate, desc="rm")
+    averaged = TailAverage(tail_start(plan.total_steps(cfg), cfg.average_tail)) if cfg.average_tail else None
+    result = loop.fit(rt, model, batch_at, plan, preference_loss_sum, evaluate=evaluate, desc="rm",
+                      weight_average=averaged)
     final_eval = evaluate()
+    if averaged is not None:  # the last weights' figures too, to see what the average changed
+        final_eval = {f"last_weights_{k}": v for k, v in final_eval.items()}
+        averaged.apply(model)
+        final_eval.update(evaluate())
 
     # Reward statistics on the training data, stored with the model for later normalisation. A
     # seeded sample is enough for a mean and a std, and scoring every response costs a third of
@@ -237,6 +248,9 @@ def train_single(cfg: RewardConfig, part_of: runtime.RunDir | None = None) -> Pa
         "packed": packing,
         "context_turns": cfg.context_turns,
         "head_init": cfg.head_init,
+        "lr": cfg.lr,
+        "average_tail": cfg.average_tail,
+        "averaged_steps": averaged.count if averaged is not None else 0,
         **probe,
         "train_loss": result.last_metrics.get("loss"),
         "train_accuracy": train_accuracy,  # on the `stats_examples` sample
