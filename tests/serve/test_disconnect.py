@@ -46,6 +46,22 @@ def test_a_client_that_leaves_frees_its_decode_slot(slow):
     assert scrape(slow.url, 'rlhf_num_requests_running{model="base"}') == 0
 
 
+def test_a_streaming_client_that_leaves_is_counted_and_frees_its_slot(slow):
+    name = 'rlhf_requests_cancelled_total{model="base",reason="disconnect"}'
+    before = scrape(slow.url, name)
+    with httpx.stream("POST", slow.url + "/completions", timeout=120, json={
+            "model": "base", "prompt": "Once upon a time", "max_tokens": 400, "n": 2, "seed": 1, "stream": True,
+            "stop": []}) as s:
+        for line in s.iter_lines():
+            if '"text": "' in line and '"text": ""' not in line:
+                break  # the first tokens arrived: leave
+    deadline = time.time() + 30
+    while scrape(slow.url, name) < before + 2:  # both sequences of n=2, stopped by their client's leaving
+        assert time.time() < deadline, "a stream whose client left was not counted as cancelled"
+        time.sleep(0.05)
+    assert scrape(slow.url, name) == before + 2 and scrape(slow.url, 'rlhf_num_requests_running{model="base"}') == 0
+
+
 def test_a_request_past_the_timeout_is_stopped(tiny_model_dir):
     from .conftest import start
 
@@ -57,5 +73,6 @@ def test_a_request_past_the_timeout_is_stopped(tiny_model_dir):
                 "model": "base", "prompt": "Once upon a time", "max_tokens": 400, "stream": True, "stop": []}) as s:
             lines = [line for line in s.iter_lines() if line]
         assert '"code": "timeout"' in lines[-1]
+        assert scrape(srv.url, 'rlhf_requests_cancelled_total{model="base",reason="timeout"}') == 2  # each kind once
     finally:
         srv.stop()

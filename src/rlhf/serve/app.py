@@ -205,7 +205,9 @@ async def _answer(request: Request, served: ServedModel, req, prompts: list[list
     head = {"id": ident, "created": int(time.time()), "model": served.name}
     if req.stream:
         include_usage = req.include_usage
-        return StreamingResponse(_stream(seqs, events, head, kind, usage, include_usage, echo, req.n, request_timeout),
+        cancelled = request.app.state.metrics.cancelled
+        return StreamingResponse(_stream(seqs, events, head, kind, usage, include_usage, echo, req.n, request_timeout,
+                                         on_stop=lambda reason, k: cancelled.labels(served.name, reason).inc(k)),
                                  media_type="text/event-stream")
     try:
         gone = await _drain_watching(request, seqs, events, request_timeout)
@@ -265,8 +267,12 @@ def _sse(data) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
-async def _stream(seqs, events, head, kind, usage, include_usage, echo, n, timeout: float = 0.0) -> AsyncIterator[str]:
+async def _stream(seqs, events, head, kind, usage, include_usage, echo, n, timeout: float = 0.0,
+                  on_stop=lambda reason, count: None) -> AsyncIterator[str]:
+    """The answer as server-sent events. Sequences still decoding when it ends early (the client left,
+    or --request-timeout) are stopped and reported to `on_stop(reason, count)`."""
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+    stopped_by = "disconnect"  # a generator closed before its end: the client went away
 
     def chunk(index: int, text: str | None, finish: str | None, first: bool = False) -> dict:
         if kind == "chat":
@@ -289,6 +295,7 @@ async def _stream(seqs, events, head, kind, usage, include_usage, echo, n, timeo
                 left = None if deadline is None else max(deadline - asyncio.get_running_loop().time(), 0.0)
                 batch = [await asyncio.wait_for(events.get(), left)]
             except asyncio.TimeoutError:
+                stopped_by = "timeout"
                 yield _sse({"error": {"message": f"the request ran past the server's --request-timeout of {timeout:g} s",
                                       "type": "server_error", "param": None, "code": "timeout"}})
                 return
@@ -297,6 +304,7 @@ async def _stream(seqs, events, head, kind, usage, include_usage, echo, n, timeo
             out = []
             for index, delta, finish in batch:
                 if finish == "error":
+                    stopped_by = "error"
                     yield "".join(out) + _sse({"error": {"message": delta, "type": "server_error", "param": None,
                                                          "code": None}})
                     return
@@ -310,5 +318,8 @@ async def _stream(seqs, events, head, kind, usage, include_usage, echo, n, timeo
             yield _sse({**head, "object": obj, "choices": [], "usage": usage()})
         yield "data: [DONE]\n\n"
     finally:
+        unfinished = sum(s.finish is None for s in seqs)
         for s in seqs:
             s.cancelled = True
+        if unfinished:
+            on_stop(stopped_by, unfinished)

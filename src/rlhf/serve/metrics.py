@@ -8,7 +8,8 @@ vLLM names its own where the meaning is the same, so existing dashboards read th
     rlhf_time_to_first_token_seconds{model}      from submission to the first sampled token (histogram)
     rlhf_time_per_output_token_seconds{model}    the mean gap between a sequence's later tokens (histogram)
     rlhf_request_success_total{model, finish}    sequences finished, by reason (stop, length)
-    rlhf_requests_cancelled_total{model, reason} sequences stopped early: the client left, or --request-timeout
+    rlhf_requests_cancelled_total{model, reason} sequences stopped early: disconnect (the client left, streaming or
+                                                 not), timeout (--request-timeout), error (a sibling of n failed)
 
 With a feedback store (`rlhf serve --db`), what users think of each model version, read from the
 store at every scrape in one aggregate query (rlhf.feedback.monitor.feedback_counts), so they
