@@ -212,6 +212,15 @@ def reading(measured: dict) -> list[str]:
     ]
 
 
+def checkpointing_pair(args) -> None:
+    """The activation memory that --gradient-checkpointing saves, one process, the same batch."""
+    for on in (False, True):
+        args.gradient_checkpointing = on
+        rank = run_setting(1, "none", args)["ranks"][0]
+        print(f"gradient checkpointing {'on ' if on else 'off'}: peak {rank['peak_mb']:,.0f} MB above baseline, of "
+              f"which {rank['peak_mb'] - rank['state_mb']:,.0f} MB above the state; {rank['step_s']:.2f} s/step")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -219,10 +228,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1, help="sequences per rank and step")
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="(with --worker)")
+    parser.add_argument("--checkpointing-pair", action="store_true",
+                        help="instead: one process with and without --gradient-checkpointing, printed, nothing written")
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.checkpointing_pair:
+        return checkpointing_pair(args)
     import torch
 
     sys.path.insert(0, str(ROOT / "src"))
