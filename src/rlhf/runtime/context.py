@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from . import callbacks, dist, sharded_checkpoint, sharding
+from . import callbacks, dist, sharding
 from .checkpoint import (SHARDS_DIR, checkpoint_tmp, commit_checkpoint, list_checkpoints, load_latest_checkpoint,
                          resume_state, save_checkpoint, set_rng_state, start_checkpoint)
 from .guard import NonFiniteError, assert_finite, non_finite_entries
@@ -187,6 +187,7 @@ class Runtime:
                              "by another kind of run or an older rlhf; start a new run in another --out")
         from_shards = {name: holder for name, holder in holders.items() if holder is not None and name in in_shards}
         if from_shards:  # resharded to this run's process count, or read whole when unsharded
+            from . import sharded_checkpoint  # torch.distributed.checkpoint: almost a second to import
             models = self._sharded + [h for h in holders.values() if isinstance(h, torch.nn.Module)]
             sharded_checkpoint.load(list_checkpoints(self.run_dir)[-1] / SHARDS_DIR, from_shards, models)
         for name, holder in holders.items():
@@ -212,6 +213,8 @@ class Runtime:
             save_checkpoint(self.run_dir, step, {name: self._state_of(value) for name, value in holders.items()}, keep)
 
     def _checkpoint_sharded(self, step: int, keep: int, holders: dict) -> None:
+        from . import sharded_checkpoint  # torch.distributed.checkpoint: almost a second to import
+
         sharded = {name: value for name, value in holders.items() if self._sharded_owner(value) is not None}
         shards = sharded_checkpoint.holder_states(sharded, self._sharded)
         plain = {name: self._state_of(value) for name, value in holders.items() if name not in sharded}
