@@ -33,9 +33,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsdp_memory
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "scaling.md"
 MEASURED = ROOT / "docs" / "scaling-measured.json"
+FSDP_MEASURED = fsdp_memory.MEASURED  # per-rank memory under FSDP2, measured on CPU processes
 RECIPES = ROOT / "configs" / "recipes"
 GB = 1e9
 
@@ -282,8 +285,10 @@ def render(measured: dict | None, gpu: GPU = GPU()) -> str:
         "parameter counts from the published Qwen2.5 shapes, the memory model in the docstring of "
         "`bench/scaling.py` (ZeRO-paper accounting: 16 bytes per trained parameter, 2 per frozen one, "
         "activations of one micro-batch), FLOPs = 6 x parameters x tokens per trained model (8 with "
-        "activation checkpointing, 2 per frozen model), run at an ASSUMED MFU. The only MEASURED figures are "
-        "in the last section: one training step of the default model on this project's CPU.", "",
+        "activation checkpointing, 2 per frozen model), run at an ASSUMED MFU. The MEASURED figures are in "
+        "the last two sections: one training step of the default model on this project's CPU, and the per-rank "
+        "memory of a 110M-parameter model trained on 1, 2 and 4 CPU processes, data-parallel and under FSDP2, "
+        "beside what the memory model predicts for it.", "",
         "## Assumptions (modelled)", "",
         f"- GPU: {gpu.name}-class, {gpu.memory / GB:.0f} GB, {gpu.bf16_flops / 1e12:.0f} TFLOP/s dense bf16 "
         f"(H100 SXM: the same peak, 80 GB), {gpu.hbm_bytes_per_s / 1e12:.1f} TB/s HBM; assumed MFU "
@@ -342,6 +347,8 @@ def render(measured: dict | None, gpu: GPU = GPU()) -> str:
             f"- Training step / forward pass = {m['train_over_forward']:.2f} (the FLOP model says 3: forward 2, "
             "backward 4 per parameter and token; the optimiser step and the small model's non-matmul work add the rest).",
         ]
+    lines += ["", *fsdp_memory.section(json.loads(FSDP_MEASURED.read_text(encoding="utf-8"))
+                                       if FSDP_MEASURED.exists() else None)]
     return "\n".join(lines) + "\n"
 
 

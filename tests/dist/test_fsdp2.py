@@ -4,9 +4,9 @@ run computes what one unsharded process computes at the same global batch: the s
 by step and the same weights. Gradients are summed over the ranks (the loss is already divided
 by the global token count), not averaged as FSDP2 does by default.
 
-A sharded run's checkpoint is gathered on rank 0 into the unsharded layout, so a two-process
-FSDP2 run killed with SIGKILL resumes with one process (unsharded), with two and with four
-(sharded) to the weights of an uninterrupted run. The tiny Llama has no dropout, so runs are deterministic.
+A sharded run's checkpoint is written by every rank, its own shard (torch.distributed.checkpoint),
+and resharded on load, so a two-process FSDP2 run killed with SIGKILL resumes with one process
+(unsharded), with two and with four (sharded) to the weights of an uninterrupted run. The tiny Llama has no dropout, so runs are deterministic.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from dist_launch import (EQUALITY_STEPS, equality_args, kill_two_process_run, metrics, needs_gloo,
@@ -97,3 +98,30 @@ def test_fsdp2_run_killed_resumes_with_one_two_and_four_processes(tiny_model_dir
     for resumed in (killed, copy, four):
         assert max_weight_difference(straight, resumed) <= 1e-5
         assert [m["step"] for m in metrics(resumed)] == [5, 10, 15, 20]  # no line lost or written twice
+
+
+def test_fsdp2_checkpoint_is_a_shard_per_rank_and_a_half_written_one_is_ignored(tiny_model_dir, demonstrations_file,
+                                                                                  tmp_path):
+    out = tmp_path / "run"
+    run(resumable_sft_args(tiny_model_dir, demonstrations_file, out, "--sharding", "fsdp2", steps=10), nproc=2)
+    uninterrupted = weights(out)
+
+    first = out / "checkpoints" / "step-5"
+    shards = first / "sharded"
+    assert sorted(p.name for p in shards.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    sizes = [(shards / f"__{rank}_0.distcp").stat().st_size for rank in (0, 1)]
+    assert min(sizes) / sum(sizes) > 0.4  # each rank wrote about half of the state, not rank 0 all of it
+    state = torch.load(first / "state.pt", weights_only=True)  # rank 0's file: schedule, step, rng, config
+    assert state["sharded"] == ["model", "optimizer"] and "model" not in state and "optimizer" not in state
+    assert sum(sizes) > 10 * (first / "state.pt").stat().st_size
+
+    # (the last step writes model/, no checkpoint) a step-8 cut before its marker (state.pt, written
+    # last), and a step-9 whose shards lack DCP's index: both ignored
+    for step, part in ((8, "state.pt"), (9, "sharded/.metadata")):
+        cut = out / "checkpoints" / f"step-{step}"
+        shutil.copytree(first, cut)
+        (cut / part).unlink()
+    resumed = run(resumable_sft_args(tiny_model_dir, demonstrations_file, out, "--resume", steps=10), nproc=1)
+    assert "from step 5" in resumed.stderr
+    assert [m["step"] for m in metrics(out)] == [5, 10]
+    assert max(float((uninterrupted[k] - v).abs().max()) for k, v in weights(out).items()) <= 1e-5

@@ -4,7 +4,9 @@ checks a resume makes before it trusts one.
 A checkpoint holds tensors and plain values only (the RNG states converted to tensors and
 lists), so it loads with `torch.load(weights_only=True)`: a crafted state.pt cannot run code.
 It also holds the config fields that change the result, and a hash of them: resuming with other
-values is refused, naming the fields, unless --resume-force.
+values is refused, naming the fields, unless --resume-force. A sharded run's model and optimiser
+are beside it in step-N/sharded/, one file per rank (rlhf.runtime.sharded_checkpoint); state.pt is
+written last either way, so a step-N folder without it is a checkpoint cut short, and ignored.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from .guard import assert_finite
 from .rundir import RunDir
 
 CHECKPOINT_PREFIX = "step-"
+STATE_NAME = "state.pt"  # written last: a checkpoint folder without it is ignored
+SHARDS_DIR = "sharded"  # a sharded run's model and optimiser (rlhf.runtime.sharded_checkpoint)
+METADATA_NAME = ".metadata"  # DCP's index of the shards, written once every rank has written
 
 # Config fields that say where and how visibly a run works, not what it computes: a resume may
 # change them freely. Every other field is part of the result and of the checkpoint's hash.
@@ -129,15 +134,31 @@ def save_checkpoint(run: RunDir, step: int, state: dict, keep: int) -> Path:
     mid-write leaves either the previous checkpoint or the new one, never half of one.
     """
     assert_finite(state, f"checkpoint {CHECKPOINT_PREFIX}{step}")  # NaN weights are never saved
+    return commit_checkpoint(run, step, start_checkpoint(run, step), state, keep)
+
+
+def checkpoint_tmp(run: RunDir, step: int) -> Path:
+    """The temporary directory checkpoints/step-N is written in before it is renamed into place."""
+    return run.checkpoints / f".tmp-{CHECKPOINT_PREFIX}{step}"
+
+
+def start_checkpoint(run: RunDir, step: int) -> Path:
+    """A fresh, empty `checkpoint_tmp` (what a killed run left there is removed)."""
     run.checkpoints.mkdir(parents=True, exist_ok=True)
-    final = run.checkpoints / f"{CHECKPOINT_PREFIX}{step}"
-    tmp = run.checkpoints / f".tmp-{CHECKPOINT_PREFIX}{step}"
+    tmp = checkpoint_tmp(run, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    return tmp
+
+
+def commit_checkpoint(run: RunDir, step: int, tmp: Path, state: dict, keep: int) -> Path:
+    """state.pt (`state` with the step, random state and config) written last into `tmp`, which is
+    then renamed to checkpoints/step-N; the oldest checkpoints beyond `keep` are removed."""
+    final = run.checkpoints / f"{CHECKPOINT_PREFIX}{step}"
     config = result_config(run.cfg)
     torch.save({**state, "step": step, "rng": rng_state(), "config": config, "config_hash": config_hash(config)},
-               tmp / "state.pt")
-    with open(tmp / "state.pt", "rb") as f:
+               tmp / STATE_NAME)
+    with open(tmp / STATE_NAME, "rb") as f:
         os.fsync(f.fileno())
     fsync_dir(tmp)
     shutil.rmtree(final, ignore_errors=True)
@@ -150,10 +171,16 @@ def save_checkpoint(run: RunDir, step: int, state: dict, keep: int) -> Path:
     return final
 
 
+def _complete(path: Path) -> bool:
+    """checkpoints/step-N holds its state.pt (written last), and DCP's index when it holds shards."""
+    shards = path / SHARDS_DIR
+    return (path / STATE_NAME).exists() and (not shards.exists() or (shards / METADATA_NAME).exists())
+
+
 def list_checkpoints(run: RunDir) -> list[Path]:
     if not run.checkpoints.exists():
         return []
-    found = [p for p in run.checkpoints.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "state.pt").exists()]
+    found = [p for p in run.checkpoints.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and _complete(p)]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
@@ -175,7 +202,7 @@ def load_latest_checkpoint(run: RunDir) -> dict | None:
     found = list_checkpoints(run)
     if not found:
         return None
-    return load_state(found[-1] / "state.pt")
+    return load_state(found[-1] / STATE_NAME)
 
 
 def resume_state(run: RunDir) -> dict | None:

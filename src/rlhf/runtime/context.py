@@ -17,8 +17,10 @@ Sharding plugs in here (`--sharding`, rlhf.runtime.sharding): `prepare` is where
 wrapped (rank 0's weights broadcast to every replica, then, under `fsdp2`, `fully_shard` per
 decoder layer and on the root), `reduce_gradients` is where gradients meet (FSDP2 has already
 summed them in the backward), `clip_gradients` takes the norm over every rank's shard, and
-`checkpoint`/`finish` gather a sharded model's full state on rank 0, which writes it as an
-unsharded run would: a checkpoint resumes with any process count and either sharding.
+`checkpoint` has every rank write its shard of a sharded model and optimiser in parallel
+(`torch.distributed.checkpoint`, rlhf.runtime.sharded_checkpoint), which `resume` reshards to any
+process count or reads whole into an unsharded run; `finish` gathers the full model on rank 0,
+which writes `model/` as an unsharded run would.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from typing import Any
 import torch
 
 from . import callbacks, dist, sharding
-from .checkpoint import load_latest_checkpoint, resume_state, save_checkpoint, set_rng_state
-from .guard import NonFiniteError, non_finite_entries
+from .checkpoint import (SHARDS_DIR, checkpoint_tmp, commit_checkpoint, list_checkpoints, load_latest_checkpoint,
+                         resume_state, save_checkpoint, set_rng_state, start_checkpoint)
+from .guard import NonFiniteError, assert_finite, non_finite_entries
 from .model_dir import save_pretrained
 from .device import autocast, effective_precision, peak_memory_mb, pick_device, seed_everything
 from .progress import record_step
@@ -146,12 +149,7 @@ class Runtime:
         return None
 
     def _state_of(self, value: Any):
-        """A holder's state as an unsharded run saves it (gathered to rank 0 when sharded)."""
-        owner = self._sharded_owner(value) if self._sharded else None
-        if owner is not None:
-            if value is owner:
-                return sharding.full_model_state(owner)
-            return sharding.full_optimizer_state(owner, value)
+        """A (replicated) holder's state, as rank 0 saves it."""
         if _is_holder(value):
             return value.state_dict()
         if isinstance(value, (list, tuple)) and value and all(_is_holder(v) for v in value):
@@ -181,33 +179,60 @@ class Runtime:
         state = resume_state(self.run_dir)
         if state is None:
             return None
-        missing = [name for name, holder in holders.items() if holder is not None and name not in state]
+        in_shards = set(state.get("sharded", ()))  # the holders saved by every rank in sharded/ (DCP)
+        missing = [name for name, holder in holders.items()
+                   if holder is not None and name not in state and name not in in_shards]
         if missing:  # refused before any holder is touched
             raise ValueError(f"the checkpoint of {self.path} holds no {', '.join(map(repr, missing))}: it was written "
                              "by another kind of run or an older rlhf; start a new run in another --out")
+        from_shards = {name: holder for name, holder in holders.items() if holder is not None and name in in_shards}
+        if from_shards:  # resharded to this run's process count, or read whole when unsharded
+            from . import sharded_checkpoint  # torch.distributed.checkpoint: almost a second to import
+            models = self._sharded + [h for h in holders.values() if isinstance(h, torch.nn.Module)]
+            sharded_checkpoint.load(list_checkpoints(self.run_dir)[-1] / SHARDS_DIR, from_shards, models)
         for name, holder in holders.items():
-            if holder is not None:
+            if holder is not None and name not in in_shards:
                 self._load_into(holder, state[name], name)
         set_rng_state(state["rng"])
         record_step(state["step"])
-        values = {k: v for k, v in state.items() if k not in holders and k not in ("step", "rng", "config", "config_hash")}
+        values = {k: v for k, v in state.items()
+                  if k not in holders and k not in ("step", "rng", "config", "config_hash", "sharded")}
         return Resumed(state["step"], values)
 
     def checkpoint(self, step: int, *, keep: int | None = None, **holders) -> None:
-        """checkpoints/step-N with every holder's state and every plain value (rank 0 writes one
-        copy of the replicated state, or of a sharded model's state gathered from every rank; it
-        resumes with any process count and sharding). `keep`: the newest checkpoints left on disk
-        (default: the config's keep_checkpoints; 0 keeps all). Every rank calls it."""
-        if not dist.is_main() and not self._sharded:
-            return
-        state = {name: self._state_of(value) for name, value in holders.items() if value is not None}  # collective when sharded
-        if not dist.is_main():
-            return
+        """checkpoints/step-N with every holder's state and every plain value; it resumes with any
+        process count and sharding. Unsharded, rank 0 writes one copy of the replicated state; under
+        `--sharding fsdp2` every rank writes its shard of the model and optimiser (DCP, see
+        rlhf.runtime.sharded_checkpoint) and rank 0 the rest. `keep`: the newest checkpoints left
+        on disk (default: the config's keep_checkpoints; 0 keeps all). Every rank calls it."""
         keep = getattr(self.cfg, "keep_checkpoints", 0) if keep is None else keep
-        save_checkpoint(self.run_dir, step, state, keep)
+        holders = {name: value for name, value in holders.items() if value is not None}
+        if self._sharded:
+            self._checkpoint_sharded(step, keep, holders)
+        elif dist.is_main():
+            save_checkpoint(self.run_dir, step, {name: self._state_of(value) for name, value in holders.items()}, keep)
+
+    def _checkpoint_sharded(self, step: int, keep: int, holders: dict) -> None:
+        from . import sharded_checkpoint  # torch.distributed.checkpoint: almost a second to import
+
+        sharded = {name: value for name, value in holders.items() if self._sharded_owner(value) is not None}
+        shards = sharded_checkpoint.holder_states(sharded, self._sharded)
+        plain = {name: self._state_of(value) for name, value in holders.items() if name not in sharded}
+        what = f"checkpoint step-{step}"
+        bad = sharded_checkpoint.non_finite(shards)  # every rank's shard, agreed: every rank stops together
+        if bad:
+            raise NonFiniteError(f"refusing to save {what}: non-finite values in {', '.join(bad[:5])}. Nothing was "
+                                 "written")
+        assert_finite(plain, what)  # replicated: the same on every rank
+        tmp = start_checkpoint(self.run_dir, step) if dist.is_main() else checkpoint_tmp(self.run_dir, step)
+        dist.barrier()  # the fresh temporary directory exists before any rank writes into it
+        sharded_checkpoint.save(shards, tmp / SHARDS_DIR)  # returns once every rank's shard is written
+        if dist.is_main():
+            commit_checkpoint(self.run_dir, step, tmp, {**plain, "sharded": sorted(sharded)}, keep)
 
     def latest_checkpoint(self) -> dict | None:
-        """The newest checkpoint's state, unchecked (for a stage that inspects before resuming)."""
+        """The newest checkpoint's state.pt, unchecked (for a stage that inspects before resuming;
+        a sharded run's model and optimiser are not in it but in its sharded/ folder)."""
         return load_latest_checkpoint(self.run_dir)
 
     def should_stop(self) -> bool:

@@ -18,10 +18,11 @@ rlhf divides each rank's loss by the token count of all ranks, so the gradients 
 over ranks: FSDP2 averages by default, so every unit is told to divide by 1 and to reduce with a
 plain sum (gloo has no PREMUL_SUM, the op FSDP2 picks for a custom factor otherwise).
 
-Checkpoints gather a full state dict on rank 0 (`torch.distributed.checkpoint.state_dict` with
-`full_state_dict=True, cpu_offload=True`) in the layout an unsharded run writes: the optimiser's
-parameters numbered as `optimizer.state_dict()` numbers them. So a checkpoint resumes with any
-process count, sharded or not; every rank reads the file and keeps its own shard.
+Checkpoints are sharded: every rank writes its own shard (rlhf.runtime.sharded_checkpoint). The
+full states here are for `model/` (gathered on rank 0 with `full_state_dict=True, cpu_offload=True`)
+and for resuming a sharded run from an unsharded run's one-file checkpoint: the optimiser's
+parameters numbered as `optimizer.state_dict()` numbers them; every rank reads the file and keeps
+its own shard.
 """
 
 from __future__ import annotations
