@@ -130,10 +130,15 @@ def check_inputs(cfg: PPOConfig, sampler: Sampler | None) -> None:
 
 
 def build_sampler(cfg: PPOConfig, opts: Options, tokenizer, prompts: list, device) -> KVCacheSampler:
-    """The built-in sampler: the KV cache, scored by --reward (a reward model on `device`, an
-    ensemble, or a `module:function`), with dynamic sampling over `prompts` where asked."""
+    """The built-in sampler: the KV cache (or, with --rollout-engine vllm, an in-process vLLM
+    engine), scored by --reward (a reward model on `device`, an ensemble, or a `module:function`),
+    with dynamic sampling over `prompts` where asked."""
     scorer = load_scorer(cfg.reward, device, cfg.precision, aggregate=cfg.reward_aggregate,
                          uncertainty_coef=cfg.uncertainty_coef)
+    if cfg.rollout_engine == "vllm":  # imported here only: vllm is a separate install (docs/vllm.md)
+        from ..rollout.vllm_sampler import VLLMSampler
+
+        return VLLMSampler(tokenizer, scorer, cfg, opts.k, prompts, opts.dynamic_sampling, opts.max_sampling_rounds)
     return KVCacheSampler(tokenizer, scorer, cfg, opts.k, prompts, opts.dynamic_sampling, opts.max_sampling_rounds)
 
 
