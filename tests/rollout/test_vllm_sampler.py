@@ -4,7 +4,8 @@ install line; and, where vllm is installed (its own venv: docs/vllm.md), on the 
 (the tiny test preset's head_dim 16 is unsupported by vLLM's CPU attention): after a sync the
 engine's greedy samples equal the built-in sampler's from the same weights (and differed before),
 its log-probs equal the trainer's within 1e-4 (fp32 both; measured about 1e-5 at most), and a short
-GRPO run through the CLI samples with the engine, syncs every step, and moves the weights."""
+GRPO run through the CLI samples with the engine, syncs every step (its log-probs still the
+trainer's within 1e-4 after each update), and moves the weights."""
 
 import json
 import math
@@ -153,13 +154,15 @@ def test_a_short_grpo_run_samples_with_the_engine_and_trains(engine_sampler, tmp
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:4]), encoding="utf-8")
     out = tmp_path / "run"
     assert cli.main(["ppo", "--model", str(BASE_MODEL), "--data", str(prompts), "--reward", LENGTH_REWARD,
-                     "--rollout-engine", "vllm", "--algo", "grpo", "--max-steps", "2", "--batch-size", "2",
+                     "--rollout-engine", "vllm", "--algo", "grpo", "--max-steps", "3", "--batch-size", "2",
                      "--minibatch-size", "4", "--update-epochs", "2", "--max-new-tokens", "12", "--max-length", "64",
                      "--lr", "1e-3", "--precision", "fp32", "--save-every", "0", "--samples-every", "0",
                      "--no-progress", "--out", str(out)]) == 0
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(lines) == 2 and all(math.isfinite(line["loss"]) for line in lines)
-    assert [line["engine/syncs"] for line in lines] == [1, 2]  # the updated policy pushed before step 2
+    assert len(lines) == 3 and all(math.isfinite(line["loss"]) for line in lines)
+    assert [line["engine/syncs"] for line in lines] == [1, 2, 3]  # the updated policy pushed before each step
+    # after each update and sync, the engine's log-probs of its samples are the trainer's pi_old's (TIS's gap)
+    assert all(line["tis/gap_max"] < 1e-4 for line in lines)
     assert json.loads((out / "summary.json").read_text())["sampler"] == "vllm"
     before = load_file(str(BASE_MODEL / "model.safetensors"))
     after = load_file(str(out / "model" / "model.safetensors"))
