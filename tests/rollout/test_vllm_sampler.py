@@ -3,7 +3,8 @@ trainer reads them, a failed or stuck weight sync ending in an error, a missing 
 install line; and, where vllm is installed (its own venv: docs/vllm.md), on the shipped base model
 (the tiny test preset's head_dim 16 is unsupported by vLLM's CPU attention): after a sync the
 engine's greedy samples equal the built-in sampler's from the same weights (and differed before),
-its log-probs equal the trainer's within 1e-4 (fp32 both; measured about 1e-5 at most), and a short
+its log-probs equal the trainer's within 1e-4 (fp32 both; measured about 1e-5 at most), `rlhf generate
+--rollout-engine vllm` writes the built-in sampler's greedy responses, and a short
 GRPO run through the CLI samples with the engine, syncs every step (its log-probs still the
 trainer's within 1e-4 after each update), and moves the weights."""
 
@@ -167,3 +168,20 @@ def test_a_short_grpo_run_samples_with_the_engine_and_trains(engine_sampler, tmp
     before = load_file(str(BASE_MODEL / "model.safetensors"))
     after = load_file(str(out / "model" / "model.safetensors"))
     assert any(not torch.equal(before[name].float(), after[name].float()) for name in before)
+
+
+def test_rlhf_generate_with_the_engine_writes_the_builtin_samplers_greedy_responses(engine_sampler, tmp_path):
+    from rlhf import cli
+    from rlhf.resources import BASE_MODEL
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS), encoding="utf-8")
+    written = {}
+    for engine in ("rlhf", "vllm"):
+        out = tmp_path / f"{engine}.jsonl"
+        assert cli.main(["generate", "--model", str(BASE_MODEL), "--data", str(prompts), "--rollout-engine", engine,
+                         "--temperature", "0", "--num-samples", "1", "--max-new-tokens", "16", "--precision", "fp32",
+                         "--out", str(out)]) == 0
+        written[engine] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(written["vllm"]) == len(PROMPTS) and all(row["responses"][0] for row in written["vllm"])
+    assert written["vllm"] == written["rlhf"]

@@ -144,6 +144,7 @@ class GenerateConfig(SamplingFields):
     oracle_temperature: float = 0.1  # --label oracle: Bradley-Terry noise of the annotator (0 = noiseless)
     batch_size: int = 64  # sequences decoded together
     seed: int = 0  # sampling (and oracle noise) seed
+    rollout_engine: Literal["rlhf", "vllm"] = "rlhf"  # who samples: rlhf's own KV-cache generate, or a vLLM engine in this process (a separate install: docs/vllm.md)
     precision: Literal["fp32", "bf16"] = "bf16"  # bf16 = autocast where supported
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
     trust_remote_code: bool = False  # allow model code shipped inside the model directory

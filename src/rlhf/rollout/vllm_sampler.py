@@ -105,19 +105,41 @@ class VLLMSampler(KVCacheSampler):
         self.sync_s, self.syncs, self.synced_step = time.perf_counter() - t, self.syncs + 1, step
 
     def generate_rows(self, policy, rows: list[list[int]], seeds: list[int]) -> Rollout:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        stops = stop_token_ids(self.tokenizer, policy)
-        s = self.sampling
-        params = [SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_new_tokens,
-                                 seed=seed, logprobs=0, stop_token_ids=stops, detokenize=False) for seed in seeds]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(r)) for r in rows], params, use_tqdm=False)
-        return rollout_of(rows, [o.outputs[0] for o in outputs], stops, self.tokenizer.pad_token_id,
-                          next(policy.parameters()).device)
+        return engine_generate(self.llm, rows, seeds, self.sampling, stop_token_ids(self.tokenizer, policy),
+                               self.tokenizer.pad_token_id, next(policy.parameters()).device)
 
     def summary(self) -> dict:
         return {**super().summary(), "sampler": "vllm", "weight_syncs": self.syncs}
+
+
+def engine_generate(llm, rows: list[list[int]], seeds: list[int], sampling, stops: list[int], pad_id: int,
+                    device) -> Rollout:
+    """One response to each row of prompt ids from `llm` under `sampling` (a
+    `rlhf.rollout.generate.SamplingConfig`), row i's noise seeded by seeds[i], stopping at `stops`."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+                             max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0, stop_token_ids=stops,
+                             detokenize=False) for seed in seeds]
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=list(r)) for r in rows], params, use_tqdm=False)
+    return rollout_of(rows, [o.outputs[0] for o in outputs], stops, pad_id, device)
+
+
+def sample_texts(model_dir: str, tokenizer, prompts: list, sampling, k: int, seed: int, max_length: int,
+                 stops: list[int]) -> list[list[str]]:
+    """`rlhf generate --rollout-engine vllm`: k decoded responses to each prompt from an engine on
+    `model_dir` (as `rlhf.rollout.generate.sample_responses` returns them: result[i][j] the j-th
+    response to prompts[i]); row r's noise seeded by (seed, r)."""
+    from ..data.tokenize import encode_prompt
+    from .generate import decode_responses, hashed_row_seeds
+
+    rows = [encode_prompt(tokenizer, p) for p in prompts for _ in range(k)]
+    llm = load_engine(model_dir, max_length, seed)
+    rollout = engine_generate(llm, rows, hashed_row_seeds((seed,), range(len(rows))), sampling, stops,
+                              tokenizer.pad_token_id, torch.device("cpu"))
+    texts = decode_responses(tokenizer, rollout)
+    return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 def rollout_of(rows: list[list[int]], completions, stops: list[int], pad_id: int, device) -> Rollout:
