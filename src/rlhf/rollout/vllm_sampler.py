@@ -41,6 +41,10 @@ def import_vllm():
     when it cannot be imported (not installed, or torchvision's operators failing to load)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU (the default takes much more)
+    # vLLM logs some forty INFO lines per engine and, with our own tokenizer doing the encoding
+    # (skip_tokenizer_init), a harmless traceback of its chat-template warm-up: errors only, unless
+    # the user sets VLLM_LOGGING_LEVEL
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     try:
         import vllm
     except Exception as err:  # ImportError, or the RuntimeError of torchvision ops built for another torch
