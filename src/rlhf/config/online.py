@@ -59,6 +59,7 @@ class PPOConfig(SamplingFields, TrainConfig):
     mask_truncated: bool = False  # responses that never reached EOS count in the baselines but are masked out of the loss
     tis_cap: float = 2.0  # truncated importance sampling: each token's policy-gradient term weighted by min(pi_old/pi_sampler, C) (Yao et al. 2025); 0 = off
     tis_level: Literal["token", "sequence"] = "token"  # token: the capped per-token weight; sequence: drop the sequences whose ratio leaves [1/C, C]
+    rollout_engine: Literal["rlhf", "vllm"] = "rlhf"  # who samples the rollouts: rlhf's own KV-cache sampler, or an in-process vLLM engine synced to the policy before each step (a separate install: docs/vllm.md)
     value_clip: float = 0.2  # ppo: value clip range around the rollout's values
     whiten_advantages: bool = True  # ppo: normalise advantages to zero mean, unit variance over each rollout
     grpo_scale_by_std: bool = True  # grpo: divide by the group's reward std (off = Dr. GRPO)
@@ -143,6 +144,7 @@ class GenerateConfig(SamplingFields):
     oracle_temperature: float = 0.1  # --label oracle: Bradley-Terry noise of the annotator (0 = noiseless)
     batch_size: int = 64  # sequences decoded together
     seed: int = 0  # sampling (and oracle noise) seed
+    rollout_engine: Literal["rlhf", "vllm"] = "rlhf"  # who samples: rlhf's own KV-cache generate, or a vLLM engine in this process (a separate install: docs/vllm.md)
     precision: Literal["fp32", "bf16"] = "bf16"  # bf16 = autocast where supported
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
     trust_remote_code: bool = False  # allow model code shipped inside the model directory

@@ -1,6 +1,7 @@
 """`rlhf generate`: candidate responses from a policy, to be labelled into preferences.
 
-Samples k responses per prompt with `rlhf.rollout.generate` and writes JSONL:
+Samples k responses per prompt with `rlhf.rollout.generate` (or, with `--rollout-engine vllm`, an
+in-process vLLM engine on --model: docs/vllm.md) and writes JSONL:
 
 - without --label: one row per prompt, {"prompt", "responses": [k texts]};
 - with --label: comparisons {"prompt", "chosen", "rejected"}, the k responses of each prompt taken
@@ -24,13 +25,17 @@ from ..data.tokenize import encode_prompt
 from ..data.records import prompt_as_json
 from ..models.load import load_causal_lm, load_tokenizer
 from ..rollout.attention import use_fp32_attention
-from ..rollout.generate import SamplingConfig, sample_responses
+from ..rollout.generate import SamplingConfig, sample_responses, stop_token_ids
 from .pairs import label_pairs
 
 
 def run(cfg: GenerateConfig) -> Path:
     if cfg.model is None or cfg.data is None:
         raise ValueError("generate needs --model DIR (the policy to sample from) and --data PROMPTS")
+    if cfg.rollout_engine == "vllm":  # imported here only: vllm is a separate install (docs/vllm.md)
+        from ..rollout.vllm_sampler import import_vllm
+
+        import_vllm()  # not installed: a one-line error with the install line, before anything is loaded
     rt = runtime.init(cfg, run_dir=False)  # its result is one file (cfg.out), not a run directory
     device = rt.device
     prompts = [p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)]
@@ -46,8 +51,14 @@ def run(cfg: GenerateConfig) -> Path:
     if too_long:
         raise ValueError(f"{len(too_long)} prompts are longer than max_length - max_new_tokens = {budget} tokens "
                          f"(first: row {too_long[0] + 1}); raise --max-length or shorten them")
-    responses = sample_responses(model, tokenizer, prompts, sampling, k=cfg.num_samples, seed=cfg.seed,
-                                 batch_size=cfg.batch_size, autocast=rt.autocast)
+    if cfg.rollout_engine == "vllm":
+        from ..rollout.vllm_sampler import sample_texts
+
+        responses = sample_texts(cfg.model, tokenizer, prompts, sampling, cfg.num_samples, cfg.seed, cfg.max_length,
+                                 stop_token_ids(tokenizer, model))
+    else:
+        responses = sample_responses(model, tokenizer, prompts, sampling, k=cfg.num_samples, seed=cfg.seed,
+                                     batch_size=cfg.batch_size, autocast=rt.autocast)
     ties = 0
     if cfg.label:
         rows, ties = label_pairs(prompts, responses, cfg.label, cfg.oracle_temperature, cfg.seed, device)

@@ -70,10 +70,7 @@ class KVCacheSampler(Sampler):
         prompt_ids = [encode_prompt(self.tokenizer, p.prompt)[-room:] for p in prompts]
         rows = [ids for ids in prompt_ids for _ in range(self.k)]
         seeds = hashed_row_seeds((cfg.seed, step, round_), global_rows(len(rows), self.k))
-        device = next(policy.parameters()).device
-        with autocast(cfg.precision, device):
-            rollout = generate(policy, rows, self.sampling, stop_token_ids(self.tokenizer, policy),
-                               self.tokenizer.pad_token_id, row_seeds=seeds)
+        rollout = self.generate_rows(policy, rows, seeds)
         responses = decode_responses(self.tokenizer, rollout)
         texts = [p.prompt for p in prompts for _ in range(self.k)]
         answers = [p.answer for p in prompts for _ in range(self.k)]
@@ -81,6 +78,15 @@ class KVCacheSampler(Sampler):
         raw = raw.to(rollout.response_ids.device)
         return Sampled(rollout, texts, answers, responses, raw, shape_score(raw, rollout.response_mask,
                                                                            rollout.ended, self.scorer, cfg), parts)
+
+    def generate_rows(self, policy, rows: list[list[int]], seeds: list[int]):
+        """One response to each row of prompt token ids, row i's noise seeded by seeds[i]: a
+        `Rollout`. Here the policy's own KV-cache `generate`; an engine's sampler overrides it
+        (`rlhf.rollout.vllm_sampler`) and keeps the scoring and shaping around it."""
+        device = next(policy.parameters()).device
+        with autocast(self.cfg.precision, device):
+            return generate(policy, rows, self.sampling, stop_token_ids(self.tokenizer, policy),
+                            self.tokenizer.pad_token_id, row_seeds=seeds)
 
     def extra_prompts(self, step: int, round_: int) -> list[Prompt]:
         """This rank's share of dynamic sampling's prompts for another round: `cfg.batch_size`

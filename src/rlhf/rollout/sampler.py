@@ -10,8 +10,10 @@ and masks, its own log-probs, the raw and shaped rewards, the decoded responses 
 prompt, plus its own figures for metrics.jsonl. The trainer adds the log-probs of its own
 forward, the reference's and the critic's values, and never asks which sampler it has.
 
-Implementations: the built-in KV cache with a reward scorer (`rlhf.rollout.kv_sampler`),
-multi-turn episodes against an environment (`rlhf.rollout.multiturn.MultiTurnSampler`). A
+Implementations: the built-in KV cache with a reward scorer (`rlhf.rollout.kv_sampler`), the same
+scoring around an in-process vLLM engine synced to the policy each step
+(`rlhf.rollout.vllm_sampler`, `--rollout-engine vllm`), multi-turn episodes against an environment
+(`rlhf.rollout.multiturn.MultiTurnSampler`). A
 sampler that keeps state across steps (an engine's weight version, an asynchronous queue) returns
 it from `state_dict` so that a resumed run continues where it stopped.
 """

