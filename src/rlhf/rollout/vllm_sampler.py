@@ -16,7 +16,7 @@ softmax(logits / temperature), the trainer's definition (`rlhf.rollout.generate`
 and top-k 0; with a nucleus they are renormalised over it (the probability the token was really
 drawn with), which the trainer's are not. TIS (`--tis-cap`) corrects whatever gap remains.
 The engine computes in fp32 (on CPU bf16 is emulated where the chip lacks it, and fp32 keeps
-its log-probs within about 1e-3 of the trainer's fp32 ones; docs/vllm.md has the figures).
+its log-probs within 1e-5 of the trainer's fp32 ones as measured; docs/vllm.md has the figures).
 """
 
 from __future__ import annotations
