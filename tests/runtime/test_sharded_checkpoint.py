@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,28 +17,9 @@ import torch.distributed as dist
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs gloo")
 
+sys.path.insert(0, str(Path(__file__).parent))  # for `import tiny_fsdp` under --import-mode=importlib
 
-@pytest.fixture
-def group(tmp_path):
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-
-
-def tiny_llama(seed: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
-    return LlamaForCausalLM(config)
-
-
-def train_step(model, optimizer):
-    ids = torch.arange(12).view(2, 6) % 50
-    model(input_ids=ids, labels=ids).loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
+from tiny_fsdp import group, tiny_llama, train_step  # noqa: E402,F401  (group: a fixture)
 
 
 def test_sharded_save_loads_into_an_unsharded_model(group, tmp_path):

@@ -6,6 +6,8 @@ either sharding. The two-process equality is tests/dist/test_fsdp2.py."""
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,28 +15,9 @@ import torch.distributed as dist
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs gloo")
 
+sys.path.insert(0, str(Path(__file__).parent))  # for `import tiny_fsdp` under --import-mode=importlib
 
-@pytest.fixture
-def group(tmp_path):
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-
-
-def tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
-    return LlamaForCausalLM(config)
-
-
-def step(model, optimizer):
-    ids = torch.arange(12).view(2, 6) % 50
-    model(input_ids=ids, labels=ids).loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
+from tiny_fsdp import group, tiny_llama, train_step  # noqa: E402,F401  (group: a fixture)
 
 
 def test_decoder_layers_are_the_units():
@@ -55,8 +38,8 @@ def test_gathered_state_is_the_unsharded_state(group):
     opt_plain = torch.optim.AdamW(plain.parameters(), lr=1e-2)
     opt_sharded = torch.optim.AdamW(sharded.parameters(), lr=1e-2)  # built after sharding
     for _ in range(2):
-        step(plain, opt_plain)
-        step(sharded, opt_sharded)
+        train_step(plain, opt_plain)
+        train_step(sharded, opt_sharded)
 
     state, expected = sharding.full_model_state(sharded), plain.state_dict()
     assert state.keys() == expected.keys()
@@ -78,8 +61,8 @@ def test_gathered_state_is_the_unsharded_state(group):
     # copies, as a checkpoint read from disk is (in one process the loaded model may share storage with them)
     sharding.load_full_model_state(resumed, copy.deepcopy(plain.state_dict()))
     sharding.load_full_optimizer_state(resumed, opt_resumed, copy.deepcopy(opt_plain.state_dict()))
-    step(plain, opt_plain)
-    step(resumed, opt_resumed)
+    train_step(plain, opt_plain)
+    train_step(resumed, opt_resumed)
     for name, value in sharding.full_model_state(resumed).items():
         torch.testing.assert_close(value, plain.state_dict()[name], rtol=0, atol=1e-6)
 
