@@ -50,9 +50,9 @@ def main() -> None:
     rows = [encode_prompt(tokenizer, p) for p in openings[: args.prompts]]
     seeds = list(range(len(rows)))
     samplers = {"rlhf": KVCacheSampler(tokenizer, None, cfg, 1), "vllm": VLLMSampler(tokenizer, None, cfg, 1)}
-    samplers["vllm"].sync(policy, step=0)
+    samplers["vllm"].engine.sync(policy, version=0)
     figures: dict = {"prompts": len(rows), "max_new_tokens": args.tokens, "threads": torch.get_num_threads(),
-                     "sync_s": round(samplers["vllm"].sync_s, 3), "load_before": os.getloadavg()[0]}
+                     "sync_s": round(samplers["vllm"].engine.sync_s, 3), "load_before": os.getloadavg()[0]}
     rollouts, speeds = {}, {name: [] for name in samplers}
     for sampler in samplers.values():
         sampler.sampling = SamplingConfig(args.tokens, 1.0)

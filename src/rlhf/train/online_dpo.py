@@ -120,18 +120,25 @@ def round_prompts(prompts: list[PromptText], cfg: DPOConfig, r: int) -> list[Pro
 
 
 def sample_round(rt: runtime.Runtime, model, tokenizer, prompts: list[PromptText], sampling,
-                 round_seed: int) -> list[list[str]]:
+                 round_seed: int, engine=None) -> list[list[str]]:
     """cfg.samples_per_prompt responses to each prompt, as `rollout.generate.sample_responses`
-    gives them. With several processes prompt j is sampled on rank j mod N and the responses are
-    gathered in prompt order on every rank; each row's noise is seeded by (round seed, its index in
-    the round), so the responses do not depend on the process count."""
+    gives them (or, with `engine`, a `rlhf.rollout.vllm_sampler.PolicyEngine` holding the
+    model's weights, as that engine samples them). With several processes prompt j is sampled on
+    rank j mod N and the responses are gathered in prompt order on every rank; each row's noise is
+    seeded by (round seed, its index in the round), so the responses do not depend on the process
+    count."""
     generate = importlib.import_module("rlhf.rollout.generate")  # the module (tests replace its sample_responses)
 
     k, world, rank = rt.cfg.samples_per_prompt, rt.world_size, rt.rank
     mine = list(range(rank, len(prompts), world))
     seeds = generate.hashed_row_seeds((round_seed,), [j * k + s for j in mine for s in range(k)])
-    local = generate.sample_responses(model, tokenizer, [prompts[j] for j in mine], sampling, k=k, seed=round_seed,
-                                      batch_size=rt.cfg.sample_batch, autocast=rt.autocast, row_seeds=seeds)
+    if engine is not None:
+        local = engine.sample_texts(tokenizer, [prompts[j] for j in mine], sampling, k, seeds,
+                                    generate.stop_token_ids(tokenizer, model))
+    else:
+        local = generate.sample_responses(model, tokenizer, [prompts[j] for j in mine], sampling, k=k,
+                                          seed=round_seed, batch_size=rt.cfg.sample_batch, autocast=rt.autocast,
+                                          row_seeds=seeds)
     shares = rt.dist.gather_objects(local)
     return [shares[j % world][j // world] for j in range(len(prompts))]
 
@@ -165,10 +172,16 @@ def run(cfg: DPOConfig) -> Path:
     overopt = OverOptGuard(cfg.guard_window, cfg.guard_patience, cfg.guard_thresholds, cfg.stop_on_overoptimisation,
                            unit="round")  # over-optimisation guard on each round's samples; settings checked first
     check_batch(cfg.batch_size, cfg.batch_size, runtime.dist.world_size())  # it must divide among the processes
+    if cfg.rollout_engine == "vllm":  # imported here only: vllm is a separate install (docs/vllm.md)
+        from ..rollout.vllm_sampler import PolicyEngine, import_vllm
+
+        import_vllm()  # not installed: a one-line error with the install line, before the run directory exists
     rt = runtime.init(cfg)
     device = rt.device
     model, tokenizer = load_policy(cfg, device)
     use_fp32_attention(model)  # CPU only: bf16 attention kernels are slower there (rlhf.rollout.attention)
+    # the engine loads --model once; before each round's sampling it takes the policy's weights
+    engine = PolicyEngine(cfg.model, None, cfg.seed) if cfg.rollout_engine == "vllm" else None
     pad_id = tokenizer.pad_token_id
     prompts = list(dict.fromkeys(p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)))
     labeler = PairLabeler(cfg.labeler, cfg.oracle_temperature, device)
@@ -210,10 +223,13 @@ def run(cfg: DPOConfig) -> Path:
             these = round_prompts(prompts, cfg, r)
             t0 = time.perf_counter()
             round_seed = cfg.seed * 1000 + r
-            responses = sample_round(rt, model, tokenizer, these, sampling, round_seed)
+            if engine is not None:
+                engine.sync(model, version=r)  # the policy as this round starts (the sync's time is sampling's)
+            responses = sample_round(rt, model, tokenizer, these, sampling, round_seed, engine)
             sample_s = time.perf_counter() - t0
             rows, label_info, scores = label_on_main(rt, labeler, these, responses, round_seed)
-            label_info.update(round=r, pairs=len(rows), sample_s=sample_s, label_s=time.perf_counter() - t0 - sample_s)
+            label_info.update(round=r, pairs=len(rows), sample_s=sample_s, label_s=time.perf_counter() - t0 - sample_s,
+                              **(engine.stats() if engine is not None else {}))
             if not rows:
                 raise ValueError(f"round {r}: the labeler preferred no response over another (all ties)")
             if rt.is_main:
@@ -261,6 +277,7 @@ def run(cfg: DPOConfig) -> Path:
         "loss_type": cfg.loss,
         **cfg.loss_options,
         "labeler": cfg.labeler,
+        "rollout_engine": cfg.rollout_engine,
         "rounds": len(rounds),
         "labels": total("labels"),
         "pairs": total("pairs"),

@@ -128,9 +128,6 @@ def check_inputs(cfg: PPOConfig, sampler: Sampler | None) -> None:
     if sampler is not None and cfg.eval_data and sampler.scorer is None and not cfg.gold:
         raise ValueError("--eval-data needs a judge: --gold, or a sampler that scores with a reward")
     if cfg.rollout_engine == "vllm" and sampler is None:
-        if cfg.lora_r > 0:
-            raise ValueError("--rollout-engine vllm does not sync LoRA policies yet: drop --lora-r, or use "
-                             "--rollout-engine rlhf")
         from ..rollout.vllm_sampler import import_vllm
 
         import_vllm()  # not installed: a one-line error with the install line, before the run directory exists
