@@ -249,7 +249,8 @@ def test_a_process_holds_one_engine_a_new_one_closes_the_one_before(engine_sampl
     from rlhf.resources import BASE_MODEL
     from rlhf.rollout.generate import SamplingConfig
 
-    first, rows, greedy = engine_sampler.engine, encoded(engine_sampler), SamplingConfig(max_new_tokens=8, temperature=0)
+    first, rows = engine_sampler.engine, encoded(engine_sampler)
+    greedy = SamplingConfig(max_new_tokens=8, temperature=0)
     second = vllm_sampler.PolicyEngine(str(BASE_MODEL), 64, 0)
     assert first.closed and not second.closed
     with pytest.raises(RuntimeError, match="engine was shut down"):
