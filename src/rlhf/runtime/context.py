@@ -105,7 +105,9 @@ class Runtime:
     def part(self, cfg) -> "Runtime":
         """The runtime of a run inside this one (an online DPO round): its own run directory in
         `cfg.out`, under this run's lock; the same device, clock and random stream (not re-seeded)."""
-        return Runtime(cfg, RunDir(cfg, part_of=self.run_dir), self.device, self.t_start)
+        part = Runtime(cfg, RunDir(cfg, part_of=self.run_dir), self.device, self.t_start)
+        part._sharded = self._sharded  # the same models: one sharded by a part stays sharded for the run
+        return part
 
     # ------------------------------------------------------------ models and gradients
 
@@ -117,7 +119,10 @@ class Runtime:
         bf16 gathers and compute, fp32 gradient reduction and shards). Returns the model (or the
         tuple of models) to train."""
         for model in models:
-            if model is None or any(model is m for m in self._sharded):
+            if model is not None and any(model is m for m in self._sharded):
+                sharding.reshard(model)  # sharded before (an online round): its parameters named as its shards again
+                continue
+            if model is None:
                 continue
             if getattr(self.cfg, "gradient_checkpointing", False) and not enable_activation_checkpointing(model):
                 raise ValueError(f"--gradient-checkpointing: {type(model).__name__} holds no transformers model")
@@ -351,11 +356,8 @@ def _check_sharding(cfg) -> None:
     """Refuse `--sharding fsdp2` where it is not wired in yet, before the run directory exists."""
     if _sharding_of(cfg) != "fsdp2":
         return
-    from ..config import DPOConfig, PPOConfig
+    from ..config import PPOConfig
 
-    if isinstance(cfg, DPOConfig) and cfg.online:
-        raise ValueError("--sharding fsdp2 covers pretrain, sft, rm, offline dpo and ppo so far; online dpo runs "
-                         "data-parallel: use --sharding none")
     if isinstance(cfg, PPOConfig) and cfg.rollout_engine == "vllm":
         raise ValueError("--rollout-engine vllm under --sharding fsdp2 is not supported yet (the engine loads the "
                          "whole policy from each rank): use --rollout-engine rlhf or --sharding none")

@@ -125,6 +125,17 @@ def _set_reshard_after_forward(unit, reshard: bool) -> None:
     setattr(unit, _RESHARDS, reshard)
 
 
+def reshard(model) -> None:
+    """Every unit of a sharded `model` back to its shard: a forward without gradients leaves the
+    root unit gathered (its backward would free it), and `model.parameters()` then names the
+    gathered copies, not the shards an optimiser must be built on."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for unit in model.modules():
+        if isinstance(unit, FSDPModule):
+            unit.reshard()
+
+
 @contextlib.contextmanager
 def gathered(*models):
     """Every sharded unit of `models` all-gathered once, on entry, and kept gathered until the
