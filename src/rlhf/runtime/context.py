@@ -156,6 +156,14 @@ class Runtime:
         forwards then cost no collective. Nothing happens to a model that is not sharded."""
         return sharding.gathered(*[m for m in models if any(m is s for s in self._sharded)])
 
+    def trainable(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The parameters of `model` that train, in its order; for a sharded model its shards (the
+        ones its optimiser steps and whose gradients to clip), after putting back to its shard a
+        unit that a forward without gradients left gathered."""
+        if any(model is m for m in self._sharded):
+            sharding.reshard(model)
+        return [p for p in model.parameters() if p.requires_grad]
+
     def reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """The gradients of `params` summed over the ranks (each rank's loss is already divided by
         the global count): the update one process makes. A sharded parameter's gradient was

@@ -159,13 +159,11 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
     world_batch = batch * dist.world_size()  # the global batch: every rank holds as many rows
     totals: dict[str, float] = {}
     count, ratio_first = 0, None
-    # the parameters each optimiser steps: a sharded model's own (its shards), even where a forward
-    # without grad has left a unit gathered and `model.parameters()` would name the gathered copies
-    trainable = [p for group in actor_opt.param_groups for p in group["params"]]
-    critic_params = [p for group in critic_opt.param_groups for p in group["params"]] if critic is not None else []
-    optimized = [(actor_opt, trainable, ""), (critic_opt, critic_params, "critic_")]
     gradients = rt if rt is not None else Replicated
-    lockstep = getattr(gradients, "lockstep", False)  # sharded: every rank runs as many forwards
+    trainable = gradients.trainable(actor)  # a sharded model's shards, as its optimiser holds them
+    critic_params = gradients.trainable(critic) if critic is not None else []
+    optimized = [(actor_opt, trainable, ""), (critic_opt, critic_params, "critic_")]
+    lockstep = gradients.lockstep  # sharded: every rank runs as many forwards
     guard = guard if guard is not None else NonFiniteGuard(opts.max_bad_steps, "optimiser step")
     fill_old = exp.old_logp is None  # a single optimiser step: its forward is pi_old itself
     if fill_old:
@@ -247,6 +245,10 @@ class Replicated:
     (`dist.sum_gradients`) and clipped by torch; for callers without a runtime (rlhf doctor)."""
 
     lockstep = False
+
+    @staticmethod
+    def trainable(model) -> list:
+        return [p for p in model.parameters() if p.requires_grad]
 
     @staticmethod
     def reduce_gradients(params: list) -> None:
