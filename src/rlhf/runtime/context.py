@@ -20,7 +20,9 @@ summed them in the backward), `clip_gradients` takes the norm over every rank's 
 `checkpoint` has every rank write its shard of a sharded model and optimiser in parallel
 (`torch.distributed.checkpoint`, rlhf.runtime.sharded_checkpoint), which `resume` reshards to any
 process count or reads whole into an unsharded run; `finish` gathers the full model on rank 0,
-which writes `model/` as an unsharded run would.
+which writes `model/` as an unsharded run would. For the online stages: `prepare_frozen` shards a
+frozen reference, `gathered` holds a sharded policy whole for a decode, `trainable` names a
+sharded model's shards, and `lockstep` says that every rank must run as many forwards.
 """
 
 from __future__ import annotations
