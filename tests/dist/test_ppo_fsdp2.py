@@ -3,7 +3,7 @@ computes at the same global batch, for PPO (policy and critic sharded, the refer
 its forwards) and GRPO (no critic): the same samples, the same first 4 losses and the same final
 weights (1e-4). The policy is gathered once per rollout for the decode (rlhf.runtime.sharding.gathered),
 and a rank whose share of a minibatch is empty runs an idle micro-batch so that its collectives
-meet the other rank's (PPO's minibatches of 2 of 4 rows sometimes lie on one rank only).
+meet the other rank's (PPO's minibatches of 2 of 4 rows: 8 of the 32 here lie on one rank only).
 
 A sharded PPO run's checkpoint (every rank its shard, torch.distributed.checkpoint) resumes to the
 weights of an uninterrupted run.

@@ -132,22 +132,42 @@ def test_bf16_mixed_precision_gathers_bf16_and_keeps_fp32_shards(group):
     assert {p.dtype for p in model.parameters()} == {p.grad.dtype for p in model.parameters()} == {torch.float32}
 
 
+def _fsdp2_runtime(monkeypatch, **cfg):
+    """A runtime that believes it runs under a launcher with --sharding fsdp2 (one gloo process)."""
+    from types import SimpleNamespace
+
+    from rlhf import runtime
+
+    monkeypatch.setattr(runtime.context, "_sharding_of", lambda cfg: "fsdp2")
+    monkeypatch.setattr(runtime.dist, "launched", lambda: True)
+    return runtime.init(SimpleNamespace(**{"precision": "fp32", "seed": 0, "device": "cpu", "sharding": "fsdp2",
+                                           "lora_r": 0, **cfg}), run_dir=False)
+
+
+@pytest.mark.parametrize("shard_frozen", [True, False])
+def test_the_frozen_reference_is_sharded_unless_told_not_to(group, monkeypatch, shard_frozen):
+    from rlhf.runtime import sharding
+
+    rt = _fsdp2_runtime(monkeypatch, shard_frozen=shard_frozen)
+    reference = tiny_llama().requires_grad_(False)
+    rt.prepare_frozen(reference)
+    assert sharding.is_sharded(reference.model) == shard_frozen
+    assert rt.lockstep == shard_frozen
+    with rt.gathered(reference):  # whole either way inside
+        assert not any(hasattr(p, "full_tensor") for p in reference.parameters())
+
+
 def test_no_mixed_precision_where_bf16_is_emulated(group, monkeypatch):
     # on a CPU without avx512_bf16 or AMX `--precision bf16` computes in fp32 (rlhf.runtime.device):
     # the runtime shards without a mixed precision policy there
     import rlhf.runtime.device as device_module
-    from rlhf import runtime
+    from rlhf.runtime import sharding
 
-    monkeypatch.setattr(device_module, "_cpu_has_bf16", lambda: False)
     calls = []
-    monkeypatch.setattr(runtime.sharding, "shard", lambda model, world, bf16=False: calls.append(bf16) or model)
-    monkeypatch.setattr(runtime.context, "_sharding_of", lambda cfg: "fsdp2")
-    monkeypatch.setattr(runtime.dist, "launched", lambda: True)
-    from types import SimpleNamespace
-
-    cfg = SimpleNamespace(precision="bf16", seed=0, device="cpu", sharding="fsdp2", lora_r=0)
-    rt = runtime.init(cfg, run_dir=False)
-    rt.prepare(tiny_llama())
+    monkeypatch.setattr(sharding, "shard", lambda model, world, bf16=False: calls.append(bf16) or model)
+    monkeypatch.setattr(device_module, "_cpu_has_bf16", lambda: False)
+    emulated = _fsdp2_runtime(monkeypatch, precision="bf16")
+    emulated.prepare(tiny_llama())
     monkeypatch.setattr(device_module, "_cpu_has_bf16", lambda: True)
-    runtime.init(cfg, run_dir=False).prepare(tiny_llama())
-    assert rt.precision == "fp32" and calls == [False, True]
+    _fsdp2_runtime(monkeypatch, precision="bf16").prepare(tiny_llama())
+    assert emulated.precision == "fp32" and calls == [False, True]
