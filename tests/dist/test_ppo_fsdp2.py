@@ -6,7 +6,7 @@ and a rank whose share of a minibatch is empty runs an idle micro-batch so that 
 meet the other rank's (PPO's minibatches of 2 of 4 rows: 8 of the 32 here lie on one rank only).
 
 A sharded PPO run's checkpoint (every rank its shard, torch.distributed.checkpoint) resumes to the
-weights of an uninterrupted run.
+weights of an uninterrupted run, sharded on two processes or whole on one.
 """
 
 from __future__ import annotations
@@ -62,11 +62,13 @@ def test_fsdp2_ppo_run_killed_resumes_to_the_uninterrupted_weights(tiny_model_di
     kill_two_process_run(args(killed, "--sharding", "fsdp2"), killed, at_step=3)
     shards = killed / "checkpoints" / "step-3" / "sharded"
     assert {"__0_0.distcp", "__1_0.distcp"} <= {p.name for p in shards.iterdir()}  # each rank wrote its shard
-    copy = tmp_path / "killed-copy"
+    copy, alone = tmp_path / "killed-copy", tmp_path / "killed-alone"
     shutil.copytree(killed, copy)
+    shutil.copytree(killed, alone)
 
     run(args(killed, "--resume", "--sharding", "fsdp2"), nproc=2)
     run(args(copy, "--resume", "--sharding", "fsdp2", "--no-shard-frozen"), nproc=2)  # the reference whole on each rank
-    for resumed in (killed, copy):
+    run(args(alone, "--resume"), nproc=1)  # the shards read whole by one unsharded process
+    for resumed in (killed, copy, alone):
         assert_same_weights(straight, resumed)
         assert [m["step"] for m in metrics(resumed)] == list(range(1, 7))  # no line lost or written twice
