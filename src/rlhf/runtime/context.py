@@ -20,7 +20,9 @@ summed them in the backward), `clip_gradients` takes the norm over every rank's 
 `checkpoint` has every rank write its shard of a sharded model and optimiser in parallel
 (`torch.distributed.checkpoint`, rlhf.runtime.sharded_checkpoint), which `resume` reshards to any
 process count or reads whole into an unsharded run; `finish` gathers the full model on rank 0,
-which writes `model/` as an unsharded run would.
+which writes `model/` as an unsharded run would. For the online stages: `prepare_frozen` shards a
+frozen reference, `gathered` holds a sharded policy whole for a decode, `trainable` names a
+sharded model's shards, and `lockstep` says that every rank must run as many forwards.
 """
 
 from __future__ import annotations
@@ -105,7 +107,9 @@ class Runtime:
     def part(self, cfg) -> "Runtime":
         """The runtime of a run inside this one (an online DPO round): its own run directory in
         `cfg.out`, under this run's lock; the same device, clock and random stream (not re-seeded)."""
-        return Runtime(cfg, RunDir(cfg, part_of=self.run_dir), self.device, self.t_start)
+        part = Runtime(cfg, RunDir(cfg, part_of=self.run_dir), self.device, self.t_start)
+        part._sharded = self._sharded  # the same models: one sharded by a part stays sharded for the run
+        return part
 
     # ------------------------------------------------------------ models and gradients
 
@@ -113,16 +117,54 @@ class Runtime:
         """Every replica of each model starts from rank 0's weights (whatever drew their random
         parts: a LoRA init, a fresh head), with gradient checkpointing where the config asks; under
         `--sharding fsdp2` each is then sharded over the ranks (in place: build the optimiser
-        after). Returns the model (or the tuple of models) to train."""
+        after; with `--precision bf16` where the device has it natively, FSDP2's mixed precision:
+        bf16 gathers and compute, fp32 gradient reduction and shards). Returns the model (or the
+        tuple of models) to train."""
         for model in models:
-            if model is None or any(model is m for m in self._sharded):
+            if model is not None and any(model is m for m in self._sharded):
+                sharding.reshard(model)  # sharded before (an online round): its parameters named as its shards again
+                continue
+            if model is None:
                 continue
             if getattr(self.cfg, "gradient_checkpointing", False) and not enable_activation_checkpointing(model):
                 raise ValueError(f"--gradient-checkpointing: {type(model).__name__} holds no transformers model")
             dist.broadcast_parameters(model)
             if self.sharding == "fsdp2":
-                self._sharded.append(sharding.shard(model, self.world_size))
+                self._sharded.append(sharding.shard(model, self.world_size, bf16=self.precision == "bf16"))
         return models[0] if len(models) == 1 else models
+
+    def prepare_frozen(self, *models: torch.nn.Module | None) -> None:
+        """The frozen models that take part in training (PPO's reference), sharded like the trained
+        ones under `--sharding fsdp2` unless the config says `shard_frozen: false` (then each rank
+        keeps a whole copy: more memory, no gather in their forwards). No broadcast: every rank
+        loaded them from the same files. Their root unit (embeddings, final norm, head) stays
+        gathered after a forward, as a trained model's does until its backward."""
+        if self.sharding != "fsdp2" or not getattr(self.cfg, "shard_frozen", True):
+            return
+        for model in models:
+            if model is not None and not any(model is m for m in self._sharded):
+                self._sharded.append(sharding.shard(model, self.world_size, bf16=self.precision == "bf16"))
+
+    @property
+    def lockstep(self) -> bool:
+        """Whether every forward and backward of a model is a collective (a sharded model gathers
+        each layer in it): then every rank must run as many, a rank without rows of its own
+        running one that changes nothing (rlhf.train.ppo_update)."""
+        return bool(self._sharded)
+
+    def gathered(self, *models):
+        """A context in which each sharded model of `models` holds its whole parameters, gathered
+        once on entry and resharded on exit (rlhf.runtime.sharding.gathered): for a decode, whose
+        forwards then cost no collective. Nothing happens to a model that is not sharded."""
+        return sharding.gathered(*[m for m in models if any(m is s for s in self._sharded)])
+
+    def trainable(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The parameters of `model` that train, in its order; for a sharded model its shards (the
+        ones its optimiser steps and whose gradients to clip), after putting back to its shard a
+        unit that a forward without gradients left gathered."""
+        if any(model is m for m in self._sharded):
+            sharding.reshard(model)
+        return [p for p in model.parameters() if p.requires_grad]
 
     def reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """The gradients of `params` summed over the ranks (each rank's loss is already divided by
@@ -264,16 +306,22 @@ class Runtime:
         return model_dir
 
 
-    def _save_model(self, model, tokenizer) -> Path:
+    def save_model(self, model, tokenizer, directory: Path | None = None) -> Path:
+        """`model` as a Hugging Face directory (default: the run's model/), atomic, finite weights
+        only, written by rank 0; a sharded model is gathered to rank 0 first. Every rank calls it."""
+        return self._save_model(model, tokenizer, directory)
+
+    def _save_model(self, model, tokenizer, directory: Path | None = None) -> Path:
+        directory = self.run_dir.model_dir if directory is None else directory
         if not any(model is m for m in self._sharded):
-            return save_pretrained(model, tokenizer, self.run_dir.model_dir)
+            return save_pretrained(model, tokenizer, directory)
         state = sharding.without_tied_copies(model, sharding.full_model_state(model))  # on rank 0; every rank takes part
         bad = dist.broadcast_object(non_finite_entries(state) if dist.is_main() else None)
         if bad:  # every rank stops, not rank 0 alone (the others would wait for it at the barrier)
-            raise NonFiniteError(f"refusing to save the model for {self.run_dir.model_dir}: non-finite values in "
+            raise NonFiniteError(f"refusing to save the model for {directory}: non-finite values in "
                                  f"{', '.join(bad[:5])}. Nothing was written")
         with sharding.unsharded_class(model):
-            return save_pretrained(model, tokenizer, self.run_dir.model_dir, state_dict=state)
+            return save_pretrained(model, tokenizer, directory, state_dict=state)
 
 
 def enable_activation_checkpointing(model) -> int:
@@ -318,10 +366,10 @@ def _check_sharding(cfg) -> None:
     """Refuse `--sharding fsdp2` where it is not wired in yet, before the run directory exists."""
     if _sharding_of(cfg) != "fsdp2":
         return
-    from ..config import DPOConfig, PPOConfig
+    from ..config import PPOConfig
 
-    if isinstance(cfg, PPOConfig) or (isinstance(cfg, DPOConfig) and cfg.online):
-        raise ValueError("--sharding fsdp2 covers the supervised stages (pretrain, sft, rm, offline dpo) so far; "
-                         "ppo and online dpo run data-parallel: use --sharding none")
+    if isinstance(cfg, PPOConfig) and cfg.rollout_engine == "vllm":
+        raise ValueError("--rollout-engine vllm under --sharding fsdp2 is not supported yet (the engine loads the "
+                         "whole policy from each rank): use --rollout-engine rlhf or --sharding none")
     if getattr(cfg, "lora_r", 0) > 0:
         raise ValueError("LoRA under FSDP2 sharding is not supported yet: launch data-parallel (--sharding none)")

@@ -63,44 +63,102 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 _ATTACHED = "_rlhf_fsdp_head_"  # the name a head has under the body while fully_shard runs
 
 
-def _shard_root(model: torch.nn.Module, mesh) -> None:
+def _shard_root(model: torch.nn.Module, **options) -> None:
     """The root unit on the body of a transformers model, managing the heads beside it too."""
     from torch.distributed.fsdp import fully_shard
 
     body = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if body is None:
-        fully_shard(model, mesh=mesh)
+        fully_shard(model, **options)
         return
     heads = [(name, child) for name, child in model.named_children()
              if child is not body and any(True for _ in child.parameters())]
     for name, head in heads:
         body.add_module(_ATTACHED + name, head)
     try:
-        fully_shard(body, mesh=mesh)
+        fully_shard(body, **options)
     finally:
         for name, _ in heads:
             delattr(body, _ATTACHED + name)
 
 
-def shard(model: torch.nn.Module, world: int) -> torch.nn.Module:
+def shard(model: torch.nn.Module, world: int, bf16: bool = False) -> torch.nn.Module:
     """`fully_shard` on every decoder layer of `model`, then on its body, over one mesh of `world`
-    CPU processes or GPUs, with gradients summed over the ranks. In place; returns `model`."""
+    CPU processes or GPUs, with gradients summed over the ranks. In place; returns `model`.
+
+    `bf16`: FSDP2's mixed precision (the parameters gathered, and computed with, in bf16; the
+    gradients reduced in fp32 into the fp32 shards the optimiser steps), for a device with native
+    bf16 (the runtime asks for it only there: rlhf.runtime.device.effective_precision).
+
+    Each unit is told whether it reshards after its forward (a decoder layer does; the root keeps
+    its parameters gathered for the head and the backward, as FSDP2 decides for a root by itself),
+    so that `gathered` can turn it off for a decode and set it back."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     device_type = next(model.parameters()).device.type
-    mesh = init_device_mesh(device_type, (world,))
+    options = {"mesh": init_device_mesh(device_type, (world,))}
+    if bf16:
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     layers = decoder_layers(model)
     if not layers:
         raise ValueError(f"--sharding fsdp2: {type(model).__name__} names no decoder layers (_no_split_modules)")
     for layer in layers:
-        fully_shard(layer, mesh=mesh)
-    _shard_root(model, mesh)
+        fully_shard(layer, **options)
+    _shard_root(model, **options)
+    layer_ids = {id(layer) for layer in layers}
     for module in model.modules():
         if isinstance(module, FSDPModule):
+            _set_reshard_after_forward(module, id(module) in layer_ids)
             module.set_gradient_divide_factor(1.0)  # summed, not averaged: the loss is already / global count
             module.set_force_sum_reduction_for_comms(True)  # SUM, which gloo (and every backend) reduces
     return model
+
+
+_RESHARDS = "_rlhf_reshards_after_forward"  # what `shard` chose for a unit, restored after `gathered`
+
+
+def _set_reshard_after_forward(unit, reshard: bool) -> None:
+    unit.set_reshard_after_forward(reshard, recurse=False)
+    setattr(unit, _RESHARDS, reshard)
+
+
+def reshard(model) -> None:
+    """Every unit of a sharded `model` back to its shard: a forward without gradients leaves the
+    root unit gathered (its backward would free it), and `model.parameters()` then names the
+    gathered copies, not the shards an optimiser must be built on."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for unit in model.modules():
+        if isinstance(unit, FSDPModule):
+            unit.reshard()
+
+
+@contextlib.contextmanager
+def gathered(*models):
+    """Every sharded unit of `models` all-gathered once, on entry, and kept gathered until the
+    exit, where each goes back to its shard: a decode runs its hundreds of forwards (one per new
+    token) on whole parameters without a collective among them, where the units alone would
+    gather each layer again in every forward. It also lets ranks whose rows stop at different
+    lengths run different numbers of forwards. Memory: the whole model on every rank while it
+    lasts, as a decode needs it anyway. Models that are not sharded (or None) pass through."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for model in models if model is not None for m in model.modules() if isinstance(m, FSDPModule)]
+    if not units:
+        yield
+        return
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)  # a forward inside leaves its unit gathered
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.set_reshard_after_forward(getattr(unit, _RESHARDS, False), recurse=False)
+            unit.reshard()
 
 
 def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:

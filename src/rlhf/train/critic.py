@@ -33,7 +33,9 @@ class ValueModel(nn.Module):
         """input_ids, attention_mask, position_ids: (B, L) -> values (B, L) in fp32."""
         hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                            use_cache=False).last_hidden_state
-        return self.head(hidden).squeeze(-1).float()
+        # a tensor of its own, not a view of the head's output: FSDP2 hooks a unit's output for its
+        # backward, and warns (an in-place op on a view would drop the hook) when it is a view
+        return self.head(hidden).squeeze(-1).float().clone()
 
 
 def same_vocabulary(tokenizer_a, tokenizer_b) -> bool:

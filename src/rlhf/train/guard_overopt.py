@@ -130,14 +130,15 @@ def _sample(fields: dict) -> StepSample:
     return StepSample(**tuples)
 
 
-def save_best(model, tokenizer, run_path: Path) -> Path:
+def save_best(model, tokenizer, run_path: Path, save=None) -> Path:
     """The policy as it is now, to RUN/best_guard/, with the stage's own save (atomic, finite
-    weights only). A LoRA policy is copied first: saving merges the adapter, which must not
-    happen to the model still training."""
+    weights only; `save(model, tokenizer, directory)`, default `save_pretrained`; the runtime's
+    gathers a sharded model first). A LoRA policy is copied first: saving merges the adapter,
+    which must not happen to the model still training."""
     from ..models.load import save_pretrained
 
     to_save = copy.deepcopy(model) if hasattr(model, "merge_and_unload") else model
-    return save_pretrained(to_save, tokenizer, Path(run_path) / BEST_DIR)
+    return (save or save_pretrained)(to_save, tokenizer, Path(run_path) / BEST_DIR)
 
 
 # ---------------------------------------------------------------- online DPO: one sample per round

@@ -132,13 +132,14 @@ def sample_round(rt: runtime.Runtime, model, tokenizer, prompts: list[PromptText
     k, world, rank = rt.cfg.samples_per_prompt, rt.world_size, rt.rank
     mine = list(range(rank, len(prompts), world))
     seeds = generate.hashed_row_seeds((round_seed,), [j * k + s for j in mine for s in range(k)])
-    if engine is not None:
+    if engine is not None:  # the engine holds its own synced copy; vllm under fsdp2 is refused
         local = engine.sample_texts(tokenizer, [prompts[j] for j in mine], sampling, k, seeds,
                                     generate.stop_token_ids(tokenizer, model))
     else:
-        local = generate.sample_responses(model, tokenizer, [prompts[j] for j in mine], sampling, k=k,
-                                          seed=round_seed, batch_size=rt.cfg.sample_batch, autocast=rt.autocast,
-                                          row_seeds=seeds)
+        with rt.gathered(model):  # a sharded policy gathered once for the whole decode
+            local = generate.sample_responses(model, tokenizer, [prompts[j] for j in mine], sampling, k=k,
+                                              seed=round_seed, batch_size=rt.cfg.sample_batch,
+                                              autocast=rt.autocast, row_seeds=seeds)
     shares = rt.dist.gather_objects(local)
     return [shares[j % world][j // world] for j in range(len(prompts))]
 
@@ -241,7 +242,7 @@ def run(cfg: DPOConfig) -> Path:
             rt.dist.barrier()  # every rank reads the pairs rank 0 wrote
         guard_metrics, best = observe_round(overopt, r + 1, round_dir)
         if best and cfg.guard_save_best:  # the policy that sampled this round
-            save_best(model, tokenizer, rt.path)
+            save_best(model, tokenizer, rt.path, save=rt.save_model)
         pairs = read_comparisons(pairs_path)
         data = PairData([tokenize_pair(tokenizer, c.prompt, c.chosen, c.rejected, cfg.max_length) for c in pairs])
         if cfg.update_reference:  # the policy as it starts this round is the reference
@@ -253,7 +254,8 @@ def run(cfg: DPOConfig) -> Path:
         batch = min(cfg.batch_size, len(data) // rt.world_size * rt.world_size) or cfg.batch_size
         plan = loop.BatchPlan(len(data), batch, cfg.seed + r,
                               lengths=data.lengths() if cfg.group_by_length else None)
-        evaluate = make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)
+        evaluate = gathered_for(rt, model, make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference,
+                                                         device))
         result = loop.fit(round_rt, model, lambda i: data.batch(plan.micro_batch(i), pad_id), plan, loss_fn,
                           evaluate=evaluate, desc=f"online {cfg.loss} round {r + 1}/{cfg.rounds}")
         info = {**label_info, "steps": result.steps, "train_tokens": result.tokens, "train_s": result.wall_s,
@@ -282,7 +284,7 @@ def run(cfg: DPOConfig) -> Path:
         "labels": total("labels"),
         "pairs": total("pairs"),
         "steps": total("steps"),
-        **make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device)(),
+        **gathered_for(rt, model, make_evaluate(cfg, model, tokenizer, loss_fn, None, kl_prompts, reference, device))(),
         "train_tokens": total("train_tokens"),
         "tokens_per_s": total("train_tokens") / max(total("train_s"), 1e-9),
         "train_wall_s": total("train_s"),
@@ -291,6 +293,15 @@ def run(cfg: DPOConfig) -> Path:
         "stopped_early": overopt.stop_reason,
         "guard": overopt.summary(),
     })
+
+
+def gathered_for(rt: runtime.Runtime, model, evaluate):
+    """`evaluate` run with a sharded `model` gathered once (its KL samples are a decode)."""
+    def run_gathered() -> dict:
+        with rt.gathered(model):
+            return evaluate()
+
+    return run_gathered
 
 
 def write_metrics(run_dir: runtime.RunDir, rounds: list[dict]) -> None:

@@ -81,9 +81,8 @@ def run(cfg: PPOConfig, sampler: Sampler | None = None) -> Path:
     actor, tokenizer, reference = build_policy(cfg, rt.device)
     sampler = sampler or build_sampler(cfg, opts, tokenizer, prompts, rt.device)
     gold = load_scorer(cfg.gold, rt.device, cfg.precision) if cfg.gold else None  # measured, never optimised
-    learner = build_learner(cfg, opts, actor, tokenizer, reference, sampler.scorer, total_steps, overopt)
+    learner = build_learner(cfg, opts, actor, tokenizer, reference, sampler.scorer, total_steps, overopt, rt)
     resumed = rt.resume(**learner.holders(), sampler=sampler)  # config checked, logs cut back to its step
-    rt.prepare(learner.actor, learner.critic)  # replicas start equal, whatever drew their random parts
     start = resumed.step if resumed else 0
     tokens = resumed.get("tokens", 0) if resumed else 0
     t0 = time.perf_counter() - (resumed.get("wall_s", 0.0) if resumed else 0.0)
@@ -158,7 +157,8 @@ def ppo_step(rt, cfg: PPOConfig, opts: Options, learner: Learner, sampler: Sampl
     """One step: the rollout phase (the sampler, then the trainer's forwards), then the update.
     None when the rollout's reward is not finite: no update, the schedule still moves on."""
     t = time.perf_counter()
-    sampled = sampler.sample(learner.actor, prompts, step)
+    with rt.gathered(learner.actor):  # a sharded policy gathered once for the whole decode
+        sampled = sampler.sample(learner.actor, prompts, step)
     exp = experience_of(sampled, learner, cfg, opts, rt.autocast)
     rewards = {**reward_stats(sampled, gold), **sampled.stats}
     rollout_s, kl_coef, done = time.perf_counter() - t, learner.kl_ctl.value, step + 1
@@ -171,8 +171,8 @@ def ppo_step(rt, cfg: PPOConfig, opts: Options, learner: Learner, sampler: Sampl
     if learner.overopt.enabled:
         guard_metrics, best = learner.overopt.observe(done, global_step_sample(sampled.responses, exp, rewards, opts.k))
     if best and cfg.guard_save_best:  # the weights that sampled this step's responses
-        save_best(learner.actor, learner.tokenizer, rt.path)
-    stats, advantages, returns = update_phase(learner, exp, cfg, opts, kl_coef, step, rt.autocast)
+        save_best(learner.actor, learner.tokenizer, rt.path, save=rt.save_model)
+    stats, advantages, returns = update_phase(learner, exp, cfg, opts, kl_coef, step, rt.autocast, rt)
     kl_by_kind = {kind: kl_estimate(exp.old_logp, exp.ref_logp, kind) for kind in ("k1", "k2", "k3")}
     sequence_kl = global_mean((kl_by_kind[opts.kl_estimator] * exp.mask).sum(1))
     rows = exp.score.shape[0] * dist.world_size()  # the global batch (every rank holds as many rows)
@@ -214,10 +214,10 @@ def reward_stats(sampled: Sampled, gold) -> dict:
 
 
 def update_phase(learner: Learner, exp: Experience, cfg: PPOConfig, opts: Options, kl_coef: float, step: int,
-                 autocast) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+                 autocast, rt=None) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
     """The algorithm's advantages, then its epochs of minibatch steps (ppo_update.update). A KL in
     the reward needs log pi_old first; without it yet, the update's single forward supplies it and
-    then the advantages. Returns (stats, advantages (B, T), returns (B, T) or None)."""
+    then the advantages. `rt`: the runtime, where gradients are summed and clipped. Returns (stats, advantages (B, T), returns (B, T) or None)."""
 
     def advantages_of(exp: Experience) -> tuple:
         kl = kl_estimate(exp.old_logp, exp.ref_logp, opts.kl_estimator) if opts.kl_in_reward else None
@@ -227,7 +227,8 @@ def update_phase(learner: Learner, exp: Experience, cfg: PPOConfig, opts: Option
     advantages, returns = (None, None) if deferred else advantages_of(exp)
     return update(learner.actor, learner.critic, exp, advantages_of if deferred else advantages, returns, kl_coef,
                   learner.actor_opt, learner.critic_opt, learner.schedulers, opts, autocast,
-                  torch.Generator().manual_seed(cfg.seed * 1_000_003 + step), guard=learner.update_guard, step=step + 1)
+                  torch.Generator().manual_seed(cfg.seed * 1_000_003 + step), guard=learner.update_guard, step=step + 1,
+                  rt=rt)
 
 
 def progress_bar(cfg: PPOConfig, total_steps: int, start: int):
@@ -278,8 +279,9 @@ def evaluate(cfg: PPOConfig, learner: Learner, judge, rt, write_samples: bool = 
         ref = frozen(load_causal_lm(cfg.model).to(rt.device))
         use_fp32_attention(ref)
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
-    report = evaluate_policy(learner.actor, ref, learner.tokenizer, prompts, judge, sampling, seed=cfg.seed + 1,
-                             autocast=rt.autocast, max_prompt_tokens=cfg.max_length - cfg.max_new_tokens)
+    with rt.gathered(learner.actor, ref):
+        report = evaluate_policy(learner.actor, ref, learner.tokenizer, prompts, judge, sampling, seed=cfg.seed + 1,
+                                 autocast=rt.autocast, max_prompt_tokens=cfg.max_length - cfg.max_new_tokens)
     samples = report.pop("samples")
     if write_samples and dist.is_main():  # every rank evaluates alike (same weights, same seed); one writes
         with open(rt.path / "eval_samples.jsonl", "w", encoding="utf-8") as f:

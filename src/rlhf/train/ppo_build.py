@@ -69,14 +69,19 @@ def build_policy(cfg: PPOConfig, device) -> tuple:
 
 
 def build_learner(cfg: PPOConfig, opts: Options, actor, tokenizer, reference, scorer, total_steps: int,
-                  overopt: OverOptGuard | None) -> Learner:
+                  overopt: OverOptGuard | None, rt=None) -> Learner:
     """The critic (for PPO: from `critic_init_dir`), AdamW for each trained model with warm-up and
-    cosine decay over every optimiser step of the run, the KL controller and the guards."""
+    cosine decay over every optimiser step of the run, the KL controller and the guards. With a
+    runtime `rt`, the models are prepared by it (replicas equal, sharded where it shards) before
+    the optimisers are built on their parameters."""
     device = next(actor.parameters()).device
     critic = critic_opt = None
     if ALGORITHMS[cfg.algo].uses_critic:
         critic = build_critic(critic_init_dir(cfg, scorer, tokenizer), tokenizer, cfg.trust_remote_code,
                               normalize=cfg.normalize_reward).to(device)
+    if rt is not None:  # sharding replaces the parameters: before any optimiser holds them
+        rt.prepare(actor, critic)
+        rt.prepare_frozen(reference)
     updates_per_step = opts.epochs * math.ceil(cfg.batch_size * opts.k / opts.minibatch_size)
     schedule = lambda opt: loop.make_scheduler(opt, cfg.warmup_steps, total_steps * updates_per_step,  # noqa: E731
                                                cfg.min_lr_ratio)

@@ -32,6 +32,15 @@ def local_rows(global_index: Tensor, k: int) -> Tensor:
     return (group[mine] // world) * k + global_index[mine] % k
 
 
+def most_micro_batches(global_index: Tensor, k: int, grad_accum: int) -> int:
+    """The most micro-batches any rank splits its rows among `global_index` (1-D long, global
+    rows) into, `grad_accum` at most each: what every rank runs when each forward is a collective
+    (a sharded model). Known to every rank without a message: row r lives on rank r // k % world."""
+    world = dist.world_size()
+    held = torch.bincount(global_index // k % world, minlength=world).tolist()
+    return max(-(-n // -(-n // grad_accum)) if n else 0 for n in held)
+
+
 def global_masked_mean(x: Tensor, mask: Tensor) -> float:
     """The mean of `x` (B, T) over the entries where `mask` is 1, on every rank."""
     keep = mask.bool()

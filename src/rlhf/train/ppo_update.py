@@ -12,7 +12,10 @@ responses masked out, entropy bonus), all read here by name. Everything else is 
 Under a launcher every rank holds its share of the batch (rlhf.train.ppo_dist): the batch-wide
 statistics (whitening, REINFORCE's baseline, REINFORCE++'s normalisation, the logged figures)
 are summed over the ranks (`dist.sum_tensor`, passed to the estimators as their `sum_across`),
-and so are the gradients and the token counts each loss is divided by.
+and so are the gradients (the runtime's `reduce_gradients`, a no-op for a sharded model, whose
+backward has summed them) and the token counts each loss is divided by. Under sharding every
+forward is a collective, so each rank runs as many micro-batches as the busiest rank, an idle
+one on one of its rows with weight 0.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from ..rollout.logprobs import response_logits, response_logprobs
 from ..runtime import dist
 from ..runtime.guard import NonFiniteGuard, advance_schedulers
 from .critic import response_values
-from .ppo_dist import global_masked_mean, global_mean, local_rows
+from .ppo_dist import global_masked_mean, global_mean, local_rows, most_micro_batches
 
 
 # ---------------------------------------------------------------- forward passes
@@ -131,7 +134,7 @@ def loss_mask_of(exp: Experience, opts) -> Tensor:
 
 def update(actor, critic, exp: Experience, advantages: Tensor | Callable, returns: Tensor | None, kl_coef: float,
            actor_opt, critic_opt, schedulers: list, opts, autocast, generator: torch.Generator,
-           guard: NonFiniteGuard | None = None, step: int = 0) -> tuple:
+           guard: NonFiniteGuard | None = None, step: int = 0, rt=None) -> tuple:
     """K epochs of minibatch steps over one experience; returns (mean stats as floats, advantages,
     returns).
 
@@ -145,7 +148,8 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
     the whole minibatch. A step whose loss or gradient
     norm is non-finite is skipped and counted by `guard` (one per run, so that bad steps in a row
     are counted across rollouts; a fresh one when None); `step` names the rollout step in its
-    messages.
+    messages. `rt`: the runtime whose `reduce_gradients` and `clip_gradients` the update calls
+    (rlhf.runtime.Runtime; None: data-parallel sums and torch's clipping, as an unsharded run has).
     stats: policy_loss, kl_loss (KL as a loss term), entropy_bonus, value_loss, clipfrac, dual_clipfrac, approx_kl,
     ratio_mean, vf_clipfrac, grad_norm, critic_grad_norm, and ratio_first: the mean ratio of the
     very first minibatch (1 up to rounding: old log-probs come from the same forward as the new
@@ -155,10 +159,11 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
     world_batch = batch * dist.world_size()  # the global batch: every rank holds as many rows
     totals: dict[str, float] = {}
     count, ratio_first = 0, None
-    trainable = [p for p in actor.parameters() if p.requires_grad]
-    critic_params = [p for p in critic.parameters() if p.requires_grad] if critic is not None else []
+    gradients = rt if rt is not None else Replicated
+    trainable = gradients.trainable(actor)  # a sharded model's shards, as its optimiser holds them
+    critic_params = gradients.trainable(critic) if critic is not None else []
     optimized = [(actor_opt, trainable, ""), (critic_opt, critic_params, "critic_")]
-    clip_norm = opts.max_grad_norm if opts.max_grad_norm > 0 else float("inf")
+    lockstep = gradients.lockstep  # sharded: every rank runs as many forwards
     guard = guard if guard is not None else NonFiniteGuard(opts.max_bad_steps, "optimiser step")
     fill_old = exp.old_logp is None  # a single optimiser step: its forward is pi_old itself
     if fill_old:
@@ -172,12 +177,17 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
                 float(exp.mask[minibatch].sum()),
                 float(aggregation_units(loss_mask_of(exp.rows(minibatch), opts), opts.loss_agg))]))
             stats: dict[str, float] = {}
-            for micro in _chunks(minibatch, max(1, -(-len(minibatch) // opts.grad_accum))):
+            micros: list = _chunks(minibatch, max(1, -(-len(minibatch) // opts.grad_accum)))
+            if lockstep:  # None: an idle micro-batch, whose forward and backward meet the others' collectives
+                micros += [None] * (most_micro_batches(global_minibatch, opts.k, opts.grad_accum) - len(micros))
+            for micro in micros:
+                idle = micro is None
+                micro = exp.score.new_zeros(1, dtype=torch.long) if idle else micro  # row 0, weighted 0
                 part = exp.rows(micro)
                 loss_mask = loss_mask_of(part, opts)
                 # each micro-batch's share of the minibatch: its aggregate, so weighted, sums to the minibatch's
-                weight = aggregation_units(loss_mask, opts.loss_agg) / mb_units
-                value_weight = part.mask.sum() / mb_tokens  # the critic's loss is a token mean
+                weight = aggregation_units(loss_mask, opts.loss_agg) / mb_units * (0.0 if idle else 1.0)
+                value_weight = part.mask.sum() / mb_tokens * (0.0 if idle else 1.0)  # the critic's loss is a token mean
                 with autocast():
                     if opts.entropy_coef:  # the bonus needs the entropy with its gradient
                         logp, entropy = logprobs_and_entropy(actor, part.rollout, opts.temperature)
@@ -185,7 +195,7 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
                         logp, entropy = response_logprobs(actor, part.rollout, opts.temperature, with_entropy=True)
                     else:
                         logp = response_logprobs(actor, part.rollout, opts.temperature)
-                    if fill_old:
+                    if fill_old and not idle:
                         exp.old_logp[micro], exp.entropy[micro] = logp.detach(), entropy.detach()
                         part.old_logp = logp.detach()
                         if callable(advantages):
@@ -217,10 +227,11 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
                 for key, value in pstats.items():
                     stats[key] = stats.get(key, 0.0) + float(value) * float(weight)
             stats = dist.sum_stats(stats)  # each rank's figures are weighted by its share: their sums are the minibatch's
-            dist.sum_gradients(trainable + critic_params)
+            gradients.reduce_gradients(trainable + critic_params)
             if ratio_first is None:
                 ratio_first = stats.get("ratio_mean", 1.0)
-            optimizer_step(guard, f"{count + 1} of step {step}", stats, optimized, clip_norm, schedulers)
+            optimizer_step(guard, f"{count + 1} of step {step}", stats, optimized, opts.max_grad_norm, schedulers,
+                           gradients.clip_gradients)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             count += 1
@@ -229,17 +240,37 @@ def update(actor, critic, exp: Experience, advantages: Tensor | Callable, return
     return out, advantages, returns
 
 
-def optimizer_step(guard: NonFiniteGuard, label: str, stats: dict, models: list, clip_norm: float,
-                   schedulers: list) -> None:
+class Replicated:
+    """Gradients of whole replicas, as a Runtime treats them unsharded: summed over the ranks
+    (`dist.sum_gradients`) and clipped by torch; for callers without a runtime (rlhf doctor)."""
+
+    lockstep = False
+
+    @staticmethod
+    def trainable(model) -> list:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    @staticmethod
+    def reduce_gradients(params: list) -> None:
+        dist.sum_gradients(params)
+
+    @staticmethod
+    def clip_gradients(params: list, max_norm: float) -> Tensor:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+
+
+def optimizer_step(guard: NonFiniteGuard, label: str, stats: dict, models: list, max_norm: float,
+                   schedulers: list, clip: Callable = Replicated.clip_gradients) -> None:
     """Clip each model's gradients and step its optimiser and the schedulers, unless a loss in
     `stats` or a gradient norm is NaN or inf: then no weight moves (the guard counts the step,
     or stops the run after too many in a row) and the schedulers still advance.
 
     models: (optimiser, its trainable parameters, stats prefix) for the actor and the critic; an
-    optimiser of None (no critic) is left out. Adds `{prefix}grad_norm` to `stats`."""
+    optimiser of None (no critic) is left out. `clip(params, max_norm)` clips to a global norm
+    (0: no clipping) and returns the norm before. Adds `{prefix}grad_norm` to `stats`."""
     models = [(opt, params, prefix) for opt, params, prefix in models if opt is not None]
     for _, params, prefix in models:
-        stats[f"{prefix}grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip_norm))
+        stats[f"{prefix}grad_norm"] = float(clip(params, max_norm))
     checked = {key: stats[key] for key in ("policy_loss", "kl_loss", "value_loss") if key in stats}
     checked.update({f"{prefix}grad_norm": stats[f"{prefix}grad_norm"] for _, _, prefix in models})
     if guard.check(label, **checked):

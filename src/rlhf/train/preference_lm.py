@@ -113,9 +113,12 @@ def cached_reference_logps(path: Path, name: str, key: str, compute: Callable[[]
 @torch.no_grad()
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """A short hash of a model's weights (every state_dict entry's name, dtype, shape and bytes):
-    what identifies a reference, whatever path it was loaded from. About a second per GB."""
+    what identifies a reference, whatever path it was loaded from. About a second per GB. A
+    sharded entry (FSDP2's DTensor) is gathered whole first, one at a time, so that every rank
+    computes the same hash (collective then: every rank calls it)."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
         h.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
         h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
