@@ -184,3 +184,34 @@ def test_ctrl_c_ends_the_run_and_its_worker_without_a_traceback(tiny_model_dir, 
     while any(running(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.1)
     assert workers and not any(running(pid) for pid in workers)
+
+
+@pytest.mark.parametrize("shift, weight", [(0.0, 1.0), (-10.0, 2.0)])
+def test_the_single_forward_update_weights_by_the_behaviour_policy(shift, weight, tiny_model_dir):
+    """GRPO's one update step takes pi_old from its own forward (the proximal policy, decoupled
+    PPO) and still weights each token by min(pi_old / pi_behaviour, C): behaviour log-probs equal
+    to the learner's give weight 1 and a policy loss of -mean(A) = -1; behaviour log-probs 10 nats
+    lower give e^10 capped at C = 2, twice the loss."""
+    import contextlib
+
+    from rlhf.models.load import load_causal_lm
+    from rlhf.rollout.experience import Experience
+    from rlhf.rollout.logprobs import response_logprobs
+    from rlhf.data.records import Rollout
+    from rlhf.train.ppo_options import resolve_options
+    from rlhf.train.ppo_update import update
+
+    actor = load_causal_lm(str(tiny_model_dir))
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
+    ones = torch.ones(2, 3, dtype=torch.long)
+    rollout = Rollout(ids[:, :3], ones, ids[:, 3:], ones, torch.zeros(2, 3), torch.ones(2, dtype=torch.bool))
+    with torch.no_grad():
+        behaviour = response_logprobs(actor, rollout) + shift
+    rollout.logprobs = behaviour
+    opts = resolve_options(PPOConfig(algo="grpo", kl_coef=0.0, minibatch_size=2, batch_size=1, tis_cap=2.0))
+    exp = Experience(rollout, None, torch.zeros(2, 3), None, torch.zeros(2), None)  # old_logp None: the update's forward
+    optimiser = torch.optim.SGD(actor.parameters(), lr=0.0)
+    stats, _, _ = update(actor, None, exp, torch.ones(2, 3), None, 0.0, optimiser, None, [], opts,
+                         contextlib.nullcontext, torch.Generator().manual_seed(0))
+    assert stats["policy_loss"] == pytest.approx(-weight, abs=1e-5)
+    assert stats["ratio_first"] == pytest.approx(1.0, abs=1e-6)  # pi_old is the learner's own forward
