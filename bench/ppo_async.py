@@ -5,11 +5,14 @@ update; 48 new tokens, the reward model, the gold oracle logged), same seed, sam
     python bench/ppo_async.py [--model runs/sft/model] [--reward-model runs/rm/model] [--algos grpo,ppo]
                               [--staleness 1] [--steps 8] [--warmup-steps 2] [--repeats 1] [--out runs/bench-ppo-async]
 
-Each run is `python -m rlhf.cli ppo` in a fresh process with the machine's default thread count
-(the async run splits it between learner and sampler, summary.json's async_threads), sync and
-async alternating per repeat so that both see the same load. Step time = wall time from the end
+Each run is `python -m rlhf.cli ppo` in a fresh process, the sides alternating per repeat so
+that all see the same load: sync with the machine's default thread count, sync with one thread
+(on a machine other processes load, two OpenMP threads can lose more to waiting for each other
+than they gain), and async, which splits the default count between learner and sampler
+(summary.json's async_threads). Step time = wall time from the end
 of step W (--warmup-steps: the async worker's start-up and the first, synchronous, step are in
-it) to the end of step N, over N - W; medians over repeats. TRL's AsyncGRPOTrainer is not
+it) to the end of step N - 1, over N - 1 - W (the last step is left out: with nothing left to
+sample, an async run's last update has the machine to itself); medians over repeats. TRL's AsyncGRPOTrainer is not
 compared (TRL is not installed in the project's environment).
 """
 
@@ -43,15 +46,16 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup-steps", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--no-one-thread", action="store_true", help="leave out the one-thread sync side")
     p.add_argument("--out", default="runs/bench-ppo-async")
     args = p.parse_args(argv)
     args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
-    if set(args.algos) - set(SETTINGS) or args.steps <= args.warmup_steps or args.staleness < 1:
-        p.error("--algos among ppo, grpo; --steps > --warmup-steps; --staleness >= 1")
+    if set(args.algos) - set(SETTINGS) or args.steps <= args.warmup_steps + 1 or args.staleness < 1:
+        p.error("--algos among ppo, grpo; --steps > --warmup-steps + 1; --staleness >= 1")
     return args
 
 
-def run_once(args, algo: str, staleness: int, out: Path, prompts: Path) -> dict:
+def run_once(args, algo: str, staleness: int, out: Path, prompts: Path, env: dict) -> dict:
     command = [sys.executable, "-m", "rlhf.cli", "ppo", "--model", args.model, "--data", str(prompts),
                "--reward", args.reward_model, "--gold", "rlhf.demo.oracle:gold_reward", "--algo", algo,
                "--kl-coef", "0.05", "--max-new-tokens", "48", "--max-length", "128", "--lr", "5e-5",
@@ -59,14 +63,15 @@ def run_once(args, algo: str, staleness: int, out: Path, prompts: Path) -> dict:
                "--max-steps", str(args.steps), "--async-staleness", str(staleness), "--overwrite",
                "--out", str(out), *SETTINGS[algo]]
     t = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
     whole = time.perf_counter() - t
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     at = {line["step"]: line["elapsed_s"] for line in lines}
     summary = json.loads((out / "summary.json").read_text())
-    return {"step_s": (at[args.steps] - at[args.warmup_steps]) / (args.steps - args.warmup_steps),
+    last = args.steps - 1  # the last step is left out: the async worker has nothing left to sample during it
+    return {"step_s": (at[last] - at[args.warmup_steps]) / (last - args.warmup_steps),
             "whole_s": whole, "reward": [line["reward"] for line in lines],
             "staleness": [line.get("async/staleness", 0.0) for line in lines],
             "threads": summary.get("async_threads"), "response_length": summary.get("response_length")}
@@ -79,25 +84,29 @@ def main(argv=None) -> int:
     prompts = Path(args.prompts) if args.prompts else default_prompts(out)
     print(cpu(), flush=True)
     load_before = os.getloadavg()
+    sides = [("sync", 0, {}), ("sync-1-thread", 0, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}),
+             ("async", args.staleness, {})]
+    sides = [side for side in sides if not (args.no_one_thread and side[0] == "sync-1-thread")]
     results, rows = {}, []
     for algo in args.algos:
-        runs = {"sync": [], "async": []}
+        runs = {name: [] for name, _, _ in sides}
         for repeat in range(args.repeats):
-            for side, k in (("sync", 0), ("async", args.staleness)):
-                print(f"  {algo} {side} (K={k}) run {repeat + 1} ...", flush=True)
-                runs[side].append(run_once(args, algo, k, out / f"{algo}-{side}-{repeat}", prompts))
-        med = {side: {key: statistics.median(r[key] for r in runs[side]) for key in ("step_s", "whole_s")}
-               for side in runs}
-        ratio = med["async"]["step_s"] / med["sync"]["step_s"]
-        results[algo] = {"runs": runs, "median": med, "step_ratio": ratio}
-        rows.append([algo, med["sync"]["step_s"], med["async"]["step_s"], ratio, med["sync"]["whole_s"],
-                     med["async"]["whole_s"], str(runs["async"][0]["threads"])])
+            for name, k, env in sides:
+                print(f"  {algo} {name} (K={k}) run {repeat + 1} ...", flush=True)
+                runs[name].append(run_once(args, algo, k, out / f"{algo}-{name}-{repeat}", prompts, env))
+        med = {name: {key: statistics.median(r[key] for r in runs[name]) for key in ("step_s", "whole_s")}
+               for name in runs}
+        ratios = {name: med["async"]["step_s"] / med[name]["step_s"] for name in runs if name != "async"}
+        results[algo] = {"runs": runs, "median": med, "async_step_ratio": ratios}
+        for name in runs:
+            rows.append([algo, name, med[name]["step_s"], ratios.get(name, 1.0), med[name]["whole_s"],
+                         str(runs[name][0]["threads"] or "")])
     load = (f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, after "
             f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print("\n" + cpu() + "\n")
-    print(format_table(["algo", "sync s/step", f"async K={args.staleness} s/step", "async/sync x", "sync whole s",
-                        "async whole s", "async threads"], rows))
-    print(f"\nsteps {args.warmup_steps + 1}..{args.steps} timed, medians of {args.repeats} run(s) per side; {load}")
+    print(format_table(["algo", "side", "s/step", f"async K={args.staleness} / side x", "whole s",
+                        "async threads"], rows))
+    print(f"\nsteps {args.warmup_steps + 1}..{args.steps - 1} timed, medians of {args.repeats} run(s) per side; {load}")
     (out / "results.json").write_text(json.dumps({"config": vars(args), "machine": machine(), "load": load,
                                                   "results": results}, indent=2, default=str) + "\n")
     print(f"wrote {out / 'results.json'}")

@@ -149,12 +149,12 @@ class AsyncSampler(Sampler):
             return message
 
     def close(self) -> None:
-        """Stop the worker (kill it if it does not stop within a few seconds) and give the
-        learner its threads back. Safe to call twice."""
+        """Stop the worker (kill it if it is sampling, or does not stop within a few seconds)
+        and give the learner its threads back. Safe to call twice."""
         process, self.process = self.process, None
         if process is None:
             return
-        if process.is_alive():
+        if process.is_alive() and not self.in_flight:  # idle: it stops at once; busy: its samples are not wanted
             try:
                 self.jobs.put(("stop",))
             except (OSError, ValueError):
