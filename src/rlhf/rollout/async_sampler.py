@@ -136,8 +136,11 @@ class AsyncSampler(Sampler):
                 if not self.process.is_alive():
                     code = self.process.exitcode
                     self.close()
+                    hint = ("; its stderr says why (a Python script that starts a run with an async sampler "
+                            "needs the `if __name__ == \"__main__\":` guard: the worker is spawned and imports "
+                            "the script)") if what == "its start" else ""
                     raise RuntimeError(f"the async sampler's worker died (exit code {code}) while waiting for "
-                                       f"{what}") from None
+                                       f"{what}{hint}") from None
                 if time.monotonic() > deadline:
                     self.close()
                     raise RuntimeError(f"the async sampler's worker sent nothing for {timeout_s:.0f} s while "
