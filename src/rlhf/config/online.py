@@ -60,6 +60,7 @@ class PPOConfig(SamplingFields, TrainConfig):
     tis_cap: float = 2.0  # truncated importance sampling: each token's policy-gradient term weighted by min(pi_old/pi_sampler, C) (Yao et al. 2025); 0 = off
     tis_level: Literal["token", "sequence"] = "token"  # token: the capped per-token weight; sequence: drop the sequences whose ratio leaves [1/C, C]
     rollout_engine: Literal["rlhf", "vllm"] = "rlhf"  # who samples the rollouts: rlhf's own KV-cache sampler, or an in-process vLLM engine synced to the policy before each step (a separate install: docs/vllm.md)
+    async_staleness: int = 0  # asynchronous RL: a worker process samples up to K steps ahead while the learner updates, so step t trains on samples of the weights of step t-K (decoupled PPO with the --tis-cap correction; docs/async.md); 0 = sample, then update
     value_clip: float = 0.2  # ppo: value clip range around the rollout's values
     whiten_advantages: bool = True  # ppo: normalise advantages to zero mean, unit variance over each rollout
     grpo_scale_by_std: bool = True  # grpo: divide by the group's reward std (off = Dr. GRPO)
@@ -103,7 +104,7 @@ class PPOConfig(SamplingFields, TrainConfig):
             "clip_low": self.clip_low is None or 0 < self.clip_low < 1,
             "clip_high": self.clip_high is None or self.clip_high > 0,
             "entropy_coef": self.entropy_coef >= 0, "tis_cap": self.tis_cap == 0 or self.tis_cap >= 1,
-            "max_sampling_rounds": self.max_sampling_rounds >= 1,
+            "max_sampling_rounds": self.max_sampling_rounds >= 1, "async_staleness": self.async_staleness >= 0,
             "overlong_buffer": 0 <= self.overlong_buffer <= self.max_new_tokens,
             "overlong_penalty": self.overlong_penalty >= 0,
         }

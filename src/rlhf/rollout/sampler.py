@@ -13,7 +13,8 @@ forward, the reference's and the critic's values, and never asks which sampler i
 Implementations: the built-in KV cache with a reward scorer (`rlhf.rollout.kv_sampler`), the same
 scoring around an in-process vLLM engine synced to the policy each step
 (`rlhf.rollout.vllm_sampler`, `--rollout-engine vllm`), multi-turn episodes against an environment
-(`rlhf.rollout.multiturn.MultiTurnSampler`). A
+(`rlhf.rollout.multiturn.MultiTurnSampler`), and a sampler run ahead of the learner in a worker
+process (`rlhf.rollout.async_sampler`, `--async-staleness K`). A
 sampler that keeps state across steps (an engine's weight version, an asynchronous queue) returns
 it from `state_dict` so that a resumed run continues where it stopped.
 """

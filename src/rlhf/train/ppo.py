@@ -17,6 +17,9 @@ everything a resumed run needs to continue bit for bit: weights, optimisers, sch
 adaptive KL state, the guards, the sampler's state and the step (the prompt order and every
 row's sampling noise are functions of the step).
 
+With --async-staleness K the sampler runs in a worker process K steps ahead of the update
+(rlhf.train.ppo_async): the loop is the same, its samples come from weights up to K updates old.
+
 Under `torchrun` / `accelerate launch` each process samples and trains on its share of every
 step's prompts and the statistics and gradients are summed over all (rlhf.train.ppo_dist): the
 same seed gives the same run whatever the process count, and rank 0 alone writes.
@@ -24,6 +27,7 @@ same seed gives the same run whatever the process count, and rank 0 alone writes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -62,6 +66,7 @@ from .ppo_build import (  # noqa: F401  (build_reference, critic_init_dir: calle
     single_forward_update,
     single_update_step,
 )
+from .ppo_async import async_sampler, check_async
 from .ppo_dist import gather_rows, global_mean, global_step_sample
 from .ppo_options import Options, resolve_options
 from .ppo_update import ALGORITHMS, rollout_stats, update, values_of
@@ -70,6 +75,12 @@ from .ppo_update import ALGORITHMS, rollout_stats, update, values_of
 def run(cfg: PPOConfig, sampler: Sampler | None = None) -> Path:
     """Train cfg.model on cfg.data's prompts; `sampler` samples and rewards (default: the KV-cache
     sampler scored by cfg.reward). Writes the run directory; returns its model/."""
+    with contextlib.ExitStack() as workers:  # an --async-staleness worker process ends with the run, however it ends
+        return train(cfg, sampler, workers)
+
+
+def train(cfg: PPOConfig, sampler: Sampler | None, workers: contextlib.ExitStack) -> Path:
+    """`run`'s loop; `workers` closes what it starts."""
     check_inputs(cfg, sampler)
     overopt = OverOptGuard(cfg.guard_window, cfg.guard_patience, cfg.guard_thresholds, cfg.stop_on_overoptimisation)
     prompts = read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)  # with their reference answers, if any
@@ -80,6 +91,9 @@ def run(cfg: PPOConfig, sampler: Sampler | None = None) -> Path:
     total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * plan.per_epoch))
     actor, tokenizer, reference = build_policy(cfg, rt.device)
     sampler = sampler or build_sampler(cfg, opts, tokenizer, prompts, rt.device)
+    if cfg.async_staleness:  # the same sampler, in a worker process running ahead (rlhf.train.ppo_async)
+        sampler = workers.enter_context(async_sampler(cfg, sampler, build_sampler, prompts, plan, total_steps,
+                                                      rt.device))
     gold = load_scorer(cfg.gold, rt.device, cfg.precision) if cfg.gold else None  # measured, never optimised
     learner = build_learner(cfg, opts, actor, tokenizer, reference, sampler.scorer, total_steps, overopt, rt)
     resumed = rt.resume(**learner.holders(), sampler=sampler)  # config checked, logs cut back to its step
@@ -126,6 +140,7 @@ def check_inputs(cfg: PPOConfig, sampler: Sampler | None) -> None:
                          f"build it with k={k}")
     if sampler is not None and cfg.eval_data and sampler.scorer is None and not cfg.gold:
         raise ValueError("--eval-data needs a judge: --gold, or a sampler that scores with a reward")
+    check_async(cfg, sampler)
     if cfg.rollout_engine == "vllm" and sampler is None:
         from ..rollout.vllm_sampler import import_vllm
 
@@ -258,7 +273,8 @@ def finish(rt, cfg: PPOConfig, opts: Options, learner: Learner, sampler: Sampler
     overopt = learner.overopt
     final_eval = evaluate(cfg, learner, gold or sampler.scorer, rt) if cfg.eval_data else {}
     return rt.finish(learner.actor, learner.tokenizer, {
-        "stage": "ppo", "algo": cfg.algo, **sampler.summary(), "samples_per_prompt": opts.k,
+        "stage": "ppo", "algo": cfg.algo, "async_staleness": cfg.async_staleness, **sampler.summary(),
+        "samples_per_prompt": opts.k,
         "steps": overopt.stop_reason["step"] if overopt.stop_reason else total_steps,
         "stopped_early": overopt.stop_reason, "guard": overopt.summary(),
         "update_epochs": opts.epochs, "kl_in": "reward" if opts.kl_in_reward else "loss",
