@@ -90,9 +90,21 @@ def test_async_run_trains_on_stale_samples(algo, staleness, logged, tiny_model_d
     assert not multiprocessing.active_children()  # the worker ended with the run
 
 
+def test_tis_cap_0_trains_on_stale_samples_uncorrected_and_says_so(tiny_model_dir, prompts_file, rule_dir, tmp_path,
+                                                                     capsys):
+    """The ablation: the same async run with and without the truncated weight ends at other
+    weights (the stale samples' ratios are not 1), and the uncorrected one says so on stderr."""
+    corrected = ppo.run(config(tiny_model_dir, prompts_file, tmp_path / "tis", algo="grpo", async_staleness=1))
+    assert "no importance correction" not in capsys.readouterr().err
+    plain = ppo.run(config(tiny_model_dir, prompts_file, tmp_path / "plain", algo="grpo", async_staleness=1,
+                           tis_cap=0.0))
+    assert "no importance correction" in capsys.readouterr().err
+    a, b = load_file(str(corrected / "model.safetensors")), load_file(str(plain / "model.safetensors"))
+    assert any(not torch.equal(a[name], b[name]) for name in a)
+
+
 @pytest.mark.parametrize("overrides, env, message", [
     (dict(rollout_engine="vllm"), {}, "--rollout-engine vllm is synchronous"),
-    (dict(tis_cap=0.0), {}, "needs the truncated importance weight"),
     ({}, {"WORLD_SIZE": "2"}, "launch rlhf ppo without torchrun"),
 ])
 def test_what_async_does_not_cover_is_refused_before_the_run_directory(overrides, env, message, tiny_model_dir,

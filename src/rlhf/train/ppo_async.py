@@ -20,6 +20,7 @@ from ..rollout.async_sampler import AsyncSampler
 from ..rollout.attention import use_fp32_attention
 from ..rollout.sampler import Sampler
 from ..runtime import dist
+from ..runtime.files import notice
 from . import loop
 
 
@@ -36,9 +37,9 @@ def check_async(cfg: PPOConfig, sampler: Sampler | None) -> None:
     if sampler is not None:
         raise ValueError("--async-staleness builds the built-in sampler in its worker process; a sampler passed to "
                          "ppo.run samples in this one: drop one of them")
-    if cfg.tis_cap == 0:
-        raise ValueError("--async-staleness trains on samples of older weights: it needs the truncated importance "
-                         "weight of decoupled PPO, --tis-cap > 0 (default 2)")
+    if cfg.tis_cap == 0:  # allowed, as an ablation and as some one-step-off-policy trainers run: said, not hidden
+        notice("rlhf ppo: --async-staleness with --tis-cap 0 trains on samples of older weights as if they were the "
+             "current policy's (no importance correction); --tis-cap 2 is decoupled PPO's truncated weight")
 
 
 def async_sampler(cfg: PPOConfig, local: Sampler, build_sampler: Callable, prompts: list, plan: loop.BatchPlan,
