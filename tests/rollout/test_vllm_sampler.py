@@ -12,6 +12,7 @@ trains. LoRA: the engine synced from a LoRA policy samples greedily what the pol
 log-probs within 1e-3, also after each update of a LoRA GRPO run. A process holds one engine: a
 new one closes the one before, which then refuses to sample."""
 
+import contextlib
 import json
 import math
 import sys
@@ -269,7 +270,7 @@ def test_online_dpo_rounds_greedy_samples_equal_the_builtin_samplers(engine_samp
     from rlhf.train.online_dpo import sample_round
 
     one_process = SimpleNamespace(cfg=SimpleNamespace(samples_per_prompt=2, sample_batch=64), world_size=1, rank=0,
-                                  dist=runtime.dist, autocast=None)
+                                  dist=runtime.dist, autocast=None, gathered=lambda model: contextlib.nullcontext())
     greedy = SamplingConfig(max_new_tokens=24, temperature=0.0)
     engine = engine_sampler.engine
     engine.sync(moved_policy, version=100)
