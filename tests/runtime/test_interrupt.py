@@ -35,7 +35,7 @@ def test_ctrl_c_during_training_prints_the_step_and_no_traceback(tiny_model_dir,
         time.sleep(0.01)
     assert proc.poll() is None and (out / "checkpoints" / "step-2").exists(), "the run never reached its step-2 checkpoint"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=600)  # a hang still fails; 120 s ran out once on CI at load 6 on 2 cores
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     last = err.strip().splitlines()[-1]
