@@ -61,9 +61,12 @@ def test_dpo_two_processes_match_one(tiny_model_dir, pairs_file, tmp_path):
     assert (tmp_path / "two" / "reference_logps.pt").exists()  # written once, by rank 0
 
 
-def test_online_dpo_two_processes_match_one(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("sharding", ["none", "fsdp2"])
+def test_online_dpo_two_processes_match_one(sharding, tiny_model_dir, tmp_path):
     # each rank samples every other prompt of a round (row noise seeded by the row's index in the
-    # round), rank 0 labels the gathered responses, and every rank trains on its half of the pairs
+    # round), rank 0 labels the gathered responses, and every rank trains on its half of the pairs;
+    # fsdp2: round 1 samples from the policy sharded in round 0 (gathered once for the decode), its
+    # fresh optimiser is built on the shards again, and the KL samples at the end are a decode too
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Story {i}: Once upon a time"}) + "\n" for i in range(8)))
     args = lambda out: ["dpo", "--online", "--model", str(tiny_model_dir), "--data", str(prompts), "--out", str(out),  # noqa: E731
@@ -72,7 +75,7 @@ def test_online_dpo_two_processes_match_one(tiny_model_dir, tmp_path):
                         "--warmup-steps", "0", "--log-every", "1", "--save-every", "0", "--kl-prompts", "2",
                         "--precision", "fp32", "--seed", "5", "--no-progress"]
     run(args(tmp_path / "one"))
-    run(args(tmp_path / "two"), nproc=2)
+    run([*args(tmp_path / "two"), "--sharding", sharding], nproc=2)
     first, second = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert len(first) == len(second) and [m["round"] for m in first] == [m["round"] for m in second]
     for a, b in zip(first, second):
@@ -84,3 +87,6 @@ def test_online_dpo_two_processes_match_one(tiny_model_dir, tmp_path):
     wb = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=1e-4)
+    one, two = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
+    assert two["kl"] == pytest.approx(one["kl"], abs=1e-4)
+    assert (two["processes"], two["sharding"]) == (2, sharding)
