@@ -59,6 +59,7 @@ class PPOConfig(SamplingFields, TrainConfig):
     mask_truncated: bool = False  # responses that never reached EOS count in the baselines but are masked out of the loss
     tis_cap: float = 2.0  # truncated importance sampling: each token's policy-gradient term weighted by min(pi_old/pi_sampler, C) (Yao et al. 2025); 0 = off
     tis_level: Literal["token", "sequence"] = "token"  # token: the capped per-token weight; sequence: drop the sequences whose ratio leaves [1/C, C]
+    rollout_precision: Literal["auto", "fp32", "bf16"] = "auto"  # what the sampler computes in: bf16 decodes in bf16 beside the trainer's --precision (faster where bf16 is native; the log-prob gap it opens is what --tis-cap corrects); auto: the built-in sampler as --precision, the vLLM engine fp32
     rollout_engine: Literal["rlhf", "vllm"] = "rlhf"  # who samples the rollouts: rlhf's own KV-cache sampler, or an in-process vLLM engine synced to the policy before each step (a separate install: docs/vllm.md)
     async_staleness: int = 0  # asynchronous RL: a worker process samples up to K steps ahead while the learner updates, so step t trains on samples of the weights of step t-K (decoupled PPO with the --tis-cap correction; docs/async.md); 0 = sample, then update
     value_clip: float = 0.2  # ppo: value clip range around the rollout's values

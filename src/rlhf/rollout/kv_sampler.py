@@ -45,6 +45,7 @@ class KVCacheSampler(Sampler):
         self.tokenizer, self.scorer, self.cfg, self.k = tokenizer, scorer, cfg, k
         self.pool, self.dynamic_sampling, self.max_rounds = list(pool), dynamic_sampling, max_rounds
         self.sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+        self.precision = rollout_precision(cfg, engine="rlhf")
 
     @torch.no_grad()
     def sample(self, policy, prompts: list[Prompt], step: int) -> Sampled:
@@ -84,7 +85,7 @@ class KVCacheSampler(Sampler):
         `Rollout`. Here the policy's own KV-cache `generate`; an engine's sampler overrides it
         (`rlhf.rollout.vllm_sampler`) and keeps the scoring and shaping around it."""
         device = next(policy.parameters()).device
-        with autocast(self.cfg.precision, device):
+        with autocast(self.precision, device):
             return generate(policy, rows, self.sampling, stop_token_ids(self.tokenizer, policy),
                             self.tokenizer.pad_token_id, row_seeds=seeds)
 
@@ -98,6 +99,16 @@ class KVCacheSampler(Sampler):
 
     def summary(self) -> dict:
         return {"sampler": "kv-cache", "reward": self.scorer.name}
+
+
+def rollout_precision(cfg: PPOConfig, engine: str) -> str:
+    """The precision the sampler is asked to compute in ("fp32" or "bf16"; bf16 runs only where
+    the device has it natively: rlhf.runtime.effective_precision): --rollout-precision, or for
+    "auto" the trainer's --precision in the built-in sampler and fp32 in an engine (whose fp32
+    log-probs match the trainer's within 1e-5: docs/vllm.md)."""
+    if cfg.rollout_precision != "auto":
+        return cfg.rollout_precision
+    return cfg.precision if engine == "rlhf" else "fp32"
 
 
 def shape_score(raw: Tensor, response_mask: Tensor, ended: Tensor, scorer: Scorer, cfg: PPOConfig) -> Tensor:

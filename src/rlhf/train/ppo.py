@@ -47,7 +47,7 @@ from ..models.load import load_causal_lm
 from ..rollout.attention import use_fp32_attention
 from ..rollout.experience import Experience, Sampled
 from ..rollout.generate import SamplingConfig
-from ..rollout.kv_sampler import KVCacheSampler
+from ..rollout.kv_sampler import KVCacheSampler, rollout_precision
 from ..rollout.logprobs import response_logprobs
 from ..rollout.sampler import Sampler
 from ..rollout.scorers import load_scorer
@@ -273,7 +273,9 @@ def finish(rt, cfg: PPOConfig, opts: Options, learner: Learner, sampler: Sampler
     overopt = learner.overopt
     final_eval = evaluate(cfg, learner, gold or sampler.scorer, rt) if cfg.eval_data else {}
     return rt.finish(learner.actor, learner.tokenizer, {
-        "stage": "ppo", "algo": cfg.algo, "async_staleness": cfg.async_staleness, **sampler.summary(),
+        "stage": "ppo", "algo": cfg.algo, "async_staleness": cfg.async_staleness,
+        "rollout_precision": runtime.effective_precision(rollout_precision(cfg, cfg.rollout_engine), rt.device),
+        **sampler.summary(),
         "samples_per_prompt": opts.k,
         "steps": overopt.stop_reason["step"] if overopt.stop_reason else total_steps,
         "stopped_early": overopt.stop_reason, "guard": overopt.summary(),
