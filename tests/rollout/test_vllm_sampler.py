@@ -10,7 +10,8 @@ trainer's within 1e-4 after each update), and moves the weights. Online DPO: a r
 samples through the engine are the built-in sampler's, a 2-round run syncs before each round and
 trains. LoRA: the engine synced from a LoRA policy samples greedily what the policy samples, its
 log-probs within 1e-3, also after each update of a LoRA GRPO run. A process holds one engine: a
-new one closes the one before, which then refuses to sample."""
+new one closes the one before, which then refuses to sample. `--rollout-precision bf16` loads the
+engine in bf16 beside an fp32 trainer (where the CPU has bf16 natively) and the gap shows it."""
 
 import contextlib
 import json
@@ -361,3 +362,31 @@ def test_a_lora_grpo_run_keeps_the_engine_on_the_trainers_policy(tmp_path, monke
     before = load_file(str(BASE_MODEL / "model.safetensors"))
     after = load_file(str(out / "model" / "model.safetensors"))  # saved with the adapter merged
     assert any(not torch.equal(before[name].float(), after[name].float()) for name in before)
+
+
+def test_a_bf16_engine_beside_fp32_training_opens_the_gap_tis_corrects(tmp_path, monkeypatch):
+    """`--rollout-precision bf16`: the engine loads in bf16 (where the CPU has it natively), the
+    trainer stays fp32; the gap is bf16's (measured on a 2-core EPYC with avx512_bf16: mean about
+    1e-2, max about 5e-2 per token on the base model), far above fp32's 1e-5, and still finite."""
+    vllm_or_skip()
+    from rlhf import cli
+    from rlhf.resources import BASE_MODEL
+    from rlhf.runtime import bf16_supported
+
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("the CPU has no avx512_bf16 / amx_bf16: a bf16 engine would be emulated, and rlhf keeps it fp32")
+    (tmp_path / "vllm_test_rewards.py").write_text(LENGTH_SOURCE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:4]), encoding="utf-8")
+    out = tmp_path / "run"
+    assert cli.main(["ppo", "--model", str(BASE_MODEL), "--data", str(prompts), "--reward", LENGTH_REWARD,
+                     "--rollout-engine", "vllm", "--rollout-precision", "bf16", "--algo", "grpo", "--max-steps", "2",
+                     "--batch-size", "2", "--minibatch-size", "4", "--max-new-tokens", "12", "--max-length", "64",
+                     "--lr", "1e-3", "--precision", "fp32", "--save-every", "0", "--samples-every", "0",
+                     "--no-progress", "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(line["loss"]) for line in lines)
+    assert all(1e-3 < line["logprob_gap"] < 0.2 and line["tis/gap_max"] > 1e-2 for line in lines)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rollout_precision"] == "bf16" and summary["sampler"] == "vllm"
