@@ -2,7 +2,7 @@
 trainer reads them, a failed or stuck weight sync ending in an error, a missing vllm named with its
 install line; and, where vllm is installed (its own venv: docs/vllm.md), on the shipped base model
 (the tiny test preset's head_dim 16 is unsupported by vLLM's CPU attention): after a sync the
-engine's greedy samples equal the built-in sampler's from the same weights (and differed before),
+engine's greedy samples (32 prompts) equal the built-in sampler's from the same weights (and differed before),
 its log-probs equal the trainer's within 1e-4 (fp32 both; measured about 1e-5 at most), `rlhf generate
 --rollout-engine vllm` writes the built-in sampler's greedy responses, and a short
 GRPO run through the CLI samples with the engine, syncs every step (its log-probs still the
@@ -162,17 +162,25 @@ def moved_policy():
     return model
 
 
-def encoded(sampler):
+def encoded(sampler, prompts=PROMPTS):
     from rlhf.data.tokenize import encode_prompt
 
-    return [encode_prompt(sampler.tokenizer, p) for p in PROMPTS]
+    return [encode_prompt(sampler.tokenizer, p) for p in prompts]
+
+
+def story_openings(n: int) -> list[str]:
+    """n held-out TinyStories openings (the demo's evaluation prompts' kind)."""
+    from rlhf.demo.tasks import story_prompts
+
+    return [p.prompt for p in story_prompts("test", n, seed=0)]
 
 
 def test_after_a_sync_greedy_samples_equal_the_builtin_samplers(engine_sampler, moved_policy):
     from rlhf.rollout.generate import SamplingConfig, generate, stop_token_ids
 
     engine_sampler.sampling = SamplingConfig(max_new_tokens=24, temperature=0.0)
-    rows, seeds = encoded(engine_sampler), list(range(len(PROMPTS)))
+    rows = encoded(engine_sampler, PROMPTS + story_openings(32 - len(PROMPTS)))  # 32 prompts
+    seeds = list(range(len(rows)))
     ours = generate(moved_policy, rows, engine_sampler.sampling, stop_token_ids(engine_sampler.tokenizer, moved_policy),
                     engine_sampler.tokenizer.pad_token_id)
     engine_sampler.engine.version = None
