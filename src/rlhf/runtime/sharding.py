@@ -117,6 +117,14 @@ def shard(model: torch.nn.Module, world: int, bf16: bool = False) -> torch.nn.Mo
     return model
 
 
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(parameters of `model`, the ones this rank holds): equal for a whole model; for a sharded
+    one this rank's shards (counted before a forward leaves its root unit gathered)."""
+    params = list(model.parameters())
+    held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+    return sum(p.numel() for p in params), held
+
+
 _RESHARDS = "_rlhf_reshards_after_forward"  # what `shard` chose for a unit, restored after `gathered`
 
 
