@@ -23,6 +23,7 @@ import pytest
 
 from dist_launch import kill_two_process_run, metrics, needs_gloo, run
 from test_ppo_data_parallel import assert_same_weights, ppo_args, ppo_inputs  # noqa: F401  (a fixture)
+from test_stages_data_parallel import assert_halved
 
 pytestmark = needs_gloo
 
@@ -101,6 +102,5 @@ def test_fsdp2_shards_the_reward_model_unless_told_not_to(tiny_model_dir, reward
     n = held(one)["reward"]["parameters"]
     assert held(one)["reward"]["per_rank"] == [n]
     for name in ("reward", "reference"):
-        total, per_rank = held(sharded)[name]["parameters"], held(sharded)[name]["per_rank"]
-        assert sum(per_rank) == total and all(0.4 * total < p < 0.6 * total for p in per_rank), (name, per_rank)
-        assert held(whole)[name]["per_rank"] == [total, total]
+        assert_halved(held(sharded), name)
+        assert held(whole)[name]["per_rank"] == [held(whole)[name]["parameters"]] * 2

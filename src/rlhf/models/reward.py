@@ -40,7 +40,7 @@ from ..data.tokenize import REWARD_INPUT_FORMATS, RewardExample, tokenize_for_re
 from ..logs import quieted
 from ..runtime import dist
 from ..runtime.device import autocast as runtime_autocast
-from ..runtime.sharding import is_sharded
+from ..runtime.sharding import holds_shards
 from .ensemble import EnsembleRewardModel, is_ensemble_dir, member_dirs
 from .load import ModelNotFound, load_tokenizer, no_file_bars, resolve_model_dir
 
@@ -215,7 +215,7 @@ class RewardModel:
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
         out = torch.empty(len(examples))
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        if is_sharded(self.model):
+        if holds_shards(self.model):
             idle = [examples[order[0]]] if examples else [self.tokenize("", "")]
             chunks += [None] * (max(dist.gather_objects(len(chunks))) - len(chunks))
         for chunk in chunks:

@@ -41,9 +41,16 @@ def _options(**kw):
 
 
 def is_sharded(model) -> bool:
+    """Whether `model` itself is a unit of FSDP2 (`holds_shards`: whether any module in it is)."""
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
+
+
+def holds_shards(model: torch.nn.Module) -> bool:
+    """Whether any module of `model` is sharded (`shard` puts its units on the decoder layers and
+    the body, not on the model): then every forward of it is a collective."""
+    return any(is_sharded(module) for module in model.modules())
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
