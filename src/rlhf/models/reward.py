@@ -40,7 +40,7 @@ from ..data.tokenize import REWARD_INPUT_FORMATS, RewardExample, tokenize_for_re
 from ..logs import quieted
 from ..runtime import dist
 from ..runtime.device import autocast as runtime_autocast
-from ..runtime.sharding import holds_shards
+from ..runtime.sharding import holds_shards, reshard
 from .ensemble import EnsembleRewardModel, is_ensemble_dir, member_dirs
 from .load import ModelNotFound, load_tokenizer, no_file_bars, resolve_model_dir
 
@@ -211,11 +211,15 @@ class RewardModel:
 
         A model sharded over the ranks (`--sharding fsdp2`: every forward gathers each layer, a
         collective) runs as many batches on every rank, the most any rank needs: a rank with
-        fewer rows runs one-row batches whose score it drops, so that no rank waits forever."""
+        fewer rows runs one-row batches whose score it drops, so that no rank waits forever.
+        Its root unit (embeddings, final norm, head), which stays gathered after a forward for the
+        head read after the body, goes back to its shard at the end: a frozen model has no
+        backward to free it."""
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
         out = torch.empty(len(examples))
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        if holds_shards(self.model):
+        sharded = holds_shards(self.model)
+        if sharded:
             idle = [examples[order[0]]] if examples else [self.tokenize("", "")]
             chunks += [None] * (max(dist.gather_objects(len(chunks))) - len(chunks))
         for chunk in chunks:
@@ -224,6 +228,8 @@ class RewardModel:
                 rewards = sequence_rewards(self.model, {k: v.to(self.device) for k, v in batch.items()})
             if chunk is not None:
                 out[chunk] = rewards.cpu()
+        if sharded:
+            reshard(self.model)
         return out
 
     def score(self, prompts: Sequence[PromptText], responses: Sequence[str], normalize: bool = False,
