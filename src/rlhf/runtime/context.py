@@ -20,9 +20,10 @@ summed them in the backward), `clip_gradients` takes the norm over every rank's 
 `checkpoint` has every rank write its shard of a sharded model and optimiser in parallel
 (`torch.distributed.checkpoint`, rlhf.runtime.sharded_checkpoint), which `resume` reshards to any
 process count or reads whole into an unsharded run; `finish` gathers the full model on rank 0,
-which writes `model/` as an unsharded run would. For the online stages: `prepare_frozen` shards a
-frozen reference or reward model, `gathered` holds a sharded policy whole for a decode, `trainable` names a
-sharded model's shards, and `lockstep` says that every rank must run as many forwards.
+which writes `model/` as an unsharded run would. For the online stages: `prepare_frozen` shards
+the frozen models (a reference, a reward model), `gathered` holds a sharded policy whole for a
+decode, `trainable` names a sharded model's shards, and `lockstep` says that every rank must run
+as many forwards.
 """
 
 from __future__ import annotations
@@ -140,9 +141,10 @@ class Runtime:
         under `--sharding fsdp2` unless the config says `shard_frozen: false` (then each rank
         keeps a whole copy: more memory, no gather in their forwards). No broadcast: every rank
         loaded them from the same files. Their root unit (embeddings, final norm, head) stays
-        gathered after a forward, as a trained model's does until its backward. A sharded model's
-        every forward is a collective: each rank must run as many (see `lockstep`). What each
-        rank holds of each is recorded for summary.json (`frozen_models`)."""
+        gathered after a forward, as a trained model's does until its backward, unless the caller
+        puts it back (`sharding.reshard`, as reward scoring does after each call). Every forward
+        of a sharded model is a collective: each rank must run as many (see `lockstep`). What
+        each rank holds of each is recorded for summary.json (`frozen_models`)."""
         shard = self.sharding == "fsdp2" and getattr(self.cfg, "shard_frozen", True)
         for name, model in models.items():
             if model is None:
