@@ -6,7 +6,13 @@ fsdp2`. Each setting runs under torchrun (one process alone), through rlhf's run
 
 Run: `python bench/fsdp_memory.py [--steps 3] [--seq-len 128]`. It prints the table, writes
 docs/fsdp-memory-measured.json, and `python bench/scaling.py` quotes it in docs/scaling.md beside
-what the memory model there predicts for the same setting.
+what the memory model there predicts for the same setting. Two more comparisons print their
+figures and write nothing (docs/distributed.md quotes them):
+`--precision-pair`: 2 processes under fsdp2 training in fp32 and in bf16 (FSDP2's mixed
+precision; bf16 only where the CPU has it natively, else the run says it computed in fp32);
+`--frozen-pair`: a frozen reward model (the same Llama body with a one-label head) on 2 processes,
+whole on each rank (`--no-shard-frozen`) and sharded (`rt.prepare_frozen`), running no-grad
+forwards as PPO's scoring does.
 
 Per rank it records:
 - state: the bytes of this rank's parameters, gradients and AdamW state, counted from the live
@@ -73,10 +79,13 @@ def worker(args) -> None:
 
     torch.set_num_threads(1)
     cfg = SimpleNamespace(sharding=args.sharding, gradient_checkpointing=args.gradient_checkpointing, seed=0,
-                          device="cpu", dist_timeout=1800.0, lora_r=0)
+                          device="cpu", dist_timeout=1800.0, lora_r=0, precision=args.precision,
+                          shard_frozen=not args.whole_frozen)
     rt = runtime.init(cfg, run_dir=False)
     dist.state()  # the process group and its buffers belong to the baseline
     dist.barrier()
+    if args.frozen:
+        return frozen_worker(rt, args)
     from transformers import LlamaForCausalLM
 
     baseline_kb = _status_kb("VmRSS")
@@ -94,7 +103,8 @@ def worker(args) -> None:
     for _ in range(args.steps):
         ids = torch.randint(32000, (args.batch, args.seq_len), generator=generator)
         start = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids).loss / rt.world_size  # summed over ranks: the global mean
+        with rt.autocast():  # as every stage runs its forward: bf16 where asked and native
+            loss = model(input_ids=ids, labels=ids).loss / rt.world_size  # summed over ranks: the global mean
         loss.backward()
         rt.reduce_gradients(params)
         rt.clip_gradients(params, 1.0)
@@ -110,14 +120,59 @@ def worker(args) -> None:
     mine["state_mb"] = mine["params_mb"] + mine["grads_mb"] + mine["optimizer_mb"]
     ranks = dist.gather_objects(mine)
     if rt.is_main:
-        print("RESULT " + json.dumps({"processes": rt.world_size, "sharding": rt.sharding,
+        print("RESULT " + json.dumps({"processes": rt.world_size, "sharding": rt.sharding, "precision": rt.precision,
+                                      "param_count": sum(p.numel() for p in model.parameters()), "ranks": ranks}))
+    dist.shutdown()
+
+
+def frozen_worker(rt, args) -> None:
+    """One rank holding a frozen reward model (whole, or sharded by `rt.prepare_frozen`) through
+    `args.steps` no-grad forwards, each followed by a reshard as `RewardModel.score_examples` does
+    (a sharded model's root unit, the embeddings, stays gathered after a forward otherwise): the
+    bytes of its parameters this rank holds, the resident set before and after the forwards and
+    the peak during them, above the baseline."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from rlhf.runtime import dist, sharding
+
+    baseline_kb = _status_kb("VmRSS")
+    _reset_peak()
+    config = llama_config()
+    config.num_labels, config.pad_token_id = 1, 0
+    model = LlamaForSequenceClassification(config).eval().requires_grad_(False)
+    rt.prepare_frozen(reward=model)
+    held_mb = _local_bytes(model.parameters()) / MB
+    build_kb = _status_kb("VmHWM") - baseline_kb
+    prepared_kb = _status_kb("VmRSS") - baseline_kb
+    generator = torch.Generator().manual_seed(rt.rank)
+    dist.barrier()
+    _reset_peak()
+    times = []
+    with torch.no_grad():
+        for _ in range(args.steps):
+            ids = torch.randint(1, 32000, (args.batch, args.seq_len), generator=generator)
+            start = time.perf_counter()
+            with rt.autocast():
+                model(input_ids=ids)
+            sharding.reshard(model)  # the root unit back to its shard, as rlhf's reward scoring leaves it
+            times.append(time.perf_counter() - start)
+    mine = {"rank": rt.rank, "params_mb": held_mb, "peak_mb": (_status_kb("VmHWM") - baseline_kb) * 1024 / MB,
+            "after_mb": (_status_kb("VmRSS") - baseline_kb) * 1024 / MB, "build_mb": build_kb * 1024 / MB,
+            "prepared_mb": prepared_kb * 1024 / MB,
+            "forward_s": statistics.median(times[1:] or times)}
+    ranks = dist.gather_objects(mine)
+    if rt.is_main:
+        print("RESULT " + json.dumps({"processes": rt.world_size, "sharded": rt.lockstep, "precision": rt.precision,
                                       "param_count": sum(p.numel() for p in model.parameters()), "ranks": ranks}))
     dist.shutdown()
 
 
 def run_setting(processes: int, sharding: str, args) -> dict:
     flags = ["--worker", "--sharding", sharding, "--steps", str(args.steps), "--batch", str(args.batch),
-             "--seq-len", str(args.seq_len)] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+             "--seq-len", str(args.seq_len), "--precision", args.precision]
+    flags += [f"--{name.replace('_', '-')}" for name in ("gradient_checkpointing", "frozen", "whole_frozen")
+              if getattr(args, name)]
     if processes == 1:
         command = [sys.executable, __file__, *flags]
     else:
@@ -221,6 +276,32 @@ def checkpointing_pair(args) -> None:
               f"which {rank['peak_mb'] - rank['state_mb']:,.0f} MB above the state; {rank['step_s']:.2f} s/step")
 
 
+def precision_pair(args) -> None:
+    """2 processes under fsdp2 training in fp32 and in bf16: per-rank state, peak and step time."""
+    for precision in ("fp32", "bf16"):
+        args.precision = precision
+        row = run_setting(2, "fsdp2", args)
+        for rank in row["ranks"]:
+            print(f"asked {precision}, ran {row['precision']}, rank {rank['rank']}: state {rank['state_mb']:,.0f} MB "
+                  f"(params {rank['params_mb']:,.0f}), peak {rank['peak_mb']:,.0f} MB above baseline, "
+                  f"{rank['step_s']:.2f} s/step")
+
+
+def frozen_pair(args) -> None:
+    """A frozen reward model on 2 processes, whole on each rank and sharded: per-rank figures."""
+    args.frozen = True
+    for whole in (True, False):
+        args.whole_frozen = whole
+        row = run_setting(2, "fsdp2", args)
+        for rank in row["ranks"]:
+            kind = "whole  " if whole else "sharded"
+            print(f"{kind} rank {rank['rank']}: parameters held {rank['params_mb']:,.0f} MB"
+                  f" of {row['param_count'] * 4 / MB:,.0f}, {rank['prepared_mb']:,.0f} MB before the forwards, "
+                  f"peak {rank['peak_mb']:,.0f} MB above baseline, "
+                  f"{rank['after_mb']:,.0f} MB after the forwards, build {rank['build_mb']:,.0f} MB, "
+                  f"{rank['forward_s']:.2f} s/forward")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -229,13 +310,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1, help="sequences per rank and step")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="(with --worker)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="(with --worker)")
+    parser.add_argument("--frozen", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--whole-frozen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing-pair", action="store_true",
                         help="instead: one process with and without --gradient-checkpointing, printed, nothing written")
+    parser.add_argument("--precision-pair", action="store_true",
+                        help="instead: 2 processes under fsdp2 in fp32 and in bf16, printed, nothing written")
+    parser.add_argument("--frozen-pair", action="store_true",
+                        help="instead: a frozen reward model on 2 processes, whole and sharded; printed only")
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
     if args.checkpointing_pair:
         return checkpointing_pair(args)
+    if args.precision_pair or args.frozen_pair:
+        sys.path.insert(0, str(ROOT / "src"))
+        from rlhf.runtime.device import machine_facts
+
+        print(f"{machine_facts()['cpu']}, load average {os.getloadavg()[0]:.1f} before", flush=True)
+        precision_pair(args) if args.precision_pair else frozen_pair(args)
+        print(f"load average {os.getloadavg()[0]:.1f} after, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        return None
     import torch
 
     sys.path.insert(0, str(ROOT / "src"))

@@ -71,11 +71,19 @@ def test_sft_under_accelerate_fsdp2_cpu_config_matches_one(tiny_model_dir, demon
 
 
 def test_dpo_fsdp2_two_processes_match_one(tiny_model_dir, pairs_file, tmp_path):
+    # a separate --reference (a copy of the model): frozen, sharded for its forwards (the pairs'
+    # log-probs before training, the KL samples after it), every rank scoring the same rows
+    reference = tmp_path / "reference"
+    shutil.copytree(tiny_model_dir, reference)
     args = lambda out: ["dpo", *equality_args(tiny_model_dir, pairs_file, out), "--batch-size", "4",  # noqa: E731
-                        "--kl-prompts", "0"]
+                        "--reference", str(reference), "--kl-prompts", "2", "--max-new-tokens", "8"]
     run(args(tmp_path / "one"))
     run([*args(tmp_path / "two"), "--sharding", "fsdp2"], nproc=2)
     assert_same_run(tmp_path / "one", tmp_path / "two")
+    one, two = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
+    assert two["kl"] == pytest.approx(one["kl"], abs=1e-4) and one["kl"] > 0
+    held = two["frozen_models"]["reference"]
+    assert sum(held["per_rank"]) == held["parameters"] and max(held["per_rank"]) < 0.6 * held["parameters"]
 
 
 def test_fsdp2_run_killed_resumes_with_one_two_and_four_processes(tiny_model_dir, demonstrations_file, tmp_path):

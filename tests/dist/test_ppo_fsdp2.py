@@ -5,6 +5,11 @@ weights (1e-4). The policy is gathered once per rollout for the decode (rlhf.run
 and a rank whose share of a minibatch is empty runs an idle micro-batch so that its collectives
 meet the other rank's (PPO's minibatches of 2 of 4 rows: 8 of the 32 here lie on one rank only).
 
+With a reward model for --reward, it is sharded for its forwards as the reference is (each rank
+holds about half of its parameters, as summary.json's `frozen_models` records), every rank scoring
+as many batches; --no-shard-frozen keeps it whole on each rank. Either way the run is the one
+process's.
+
 A sharded PPO run's checkpoint (every rank its shard, torch.distributed.checkpoint) resumes to the
 weights of an uninterrupted run, sharded on two processes or whole on one.
 """
@@ -18,6 +23,7 @@ import pytest
 
 from dist_launch import kill_two_process_run, metrics, needs_gloo, run
 from test_ppo_data_parallel import assert_same_weights, ppo_args, ppo_inputs  # noqa: F401  (a fixture)
+from test_stages_data_parallel import assert_halved
 
 pytestmark = needs_gloo
 
@@ -72,3 +78,29 @@ def test_fsdp2_ppo_run_killed_resumes_to_the_uninterrupted_weights(tiny_model_di
     for resumed in (killed, copy, alone):
         assert_same_weights(straight, resumed)
         assert [m["step"] for m in metrics(resumed)] == list(range(1, 7))  # no line lost or written twice
+
+
+def test_fsdp2_shards_the_reward_model_unless_told_not_to(tiny_model_dir, reward_model_dir, ppo_inputs,  # noqa: F811
+                                                          tmp_path):
+    def args(out, *more):  # PPO: the critic starts from the reward model (it reads the policy's tokens)
+        return args_of(tiny_model_dir, ppo_inputs, out, "ppo", "--reward", str(reward_model_dir), *more)
+
+    one, sharded, whole = tmp_path / "one", tmp_path / "sharded", tmp_path / "whole"
+    run(args(one))
+    run(args(sharded, "--sharding", "fsdp2"), nproc=2)
+    run(args(whole, "--sharding", "fsdp2", "--no-shard-frozen"), nproc=2)
+    first = metrics(one)
+    for two in (sharded, whole):
+        for a, b in zip(first, metrics(two), strict=True):
+            assert b["tokens"] == a["tokens"]  # the same samples
+            for key in ("loss", "policy_loss", "value_loss", "reward", "reward_normalized", "kl", "grad_norm"):
+                assert b[key] == pytest.approx(a[key], abs=1e-4), (two.name, key, a, b)
+        assert_same_weights(one, two)
+    assert len({m["reward"] for m in first}) > 1  # the reward model scores responses apart
+
+    held = lambda out: json.loads((out / "summary.json").read_text())["frozen_models"]  # noqa: E731
+    n = held(one)["reward"]["parameters"]
+    assert held(one)["reward"]["per_rank"] == [n]
+    for name in ("reward", "reference"):
+        assert_halved(held(sharded), name)
+        assert held(whole)[name]["per_rank"] == [held(whole)[name]["parameters"]] * 2

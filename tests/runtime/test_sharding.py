@@ -150,7 +150,7 @@ def test_the_frozen_reference_is_sharded_unless_told_not_to(group, monkeypatch, 
 
     rt = _fsdp2_runtime(monkeypatch, shard_frozen=shard_frozen)
     reference = tiny_llama().requires_grad_(False)
-    rt.prepare_frozen(reference)
+    rt.prepare_frozen(reference=reference)
     assert sharding.is_sharded(reference.model) == shard_frozen
     assert rt.lockstep == shard_frozen
     with rt.gathered(reference):  # whole either way inside

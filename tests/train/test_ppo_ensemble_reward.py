@@ -78,3 +78,36 @@ def test_ppo_against_a_conservative_ensemble_logs_reward_std(tiny_model_dir, ens
     for line in lines:
         assert line["reward_std"] > 0 and line["reward_std"] == pytest.approx(line["reward/ensemble_std"])
         assert line["reward"] <= line["reward/ensemble_mean"]  # the worst member never exceeds the mean
+
+
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="needs gloo")
+def test_a_sharded_ensemble_scores_as_the_whole_one(ensemble_dir, tmp_path, monkeypatch):
+    # --sharding fsdp2 shards each member for inference (Runtime.prepare_frozen, in a gloo group of
+    # one here); a rank with fewer batches than another runs idle one-row batches, so that every
+    # rank runs as many forwards: here the other rank is said to need two batches more
+    from types import SimpleNamespace
+
+    from rlhf import runtime
+
+    responses = [" a happy day", " rain and mud", " the end"]
+    whole = load_scorer(str(ensemble_dir), aggregate="min")(PROMPTS[:3], responses)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(runtime.context, "_sharding_of", lambda cfg: "fsdp2")
+        monkeypatch.setattr(runtime.dist, "launched", lambda: True)
+        rt = runtime.init(SimpleNamespace(precision="fp32", seed=0, device="cpu", sharding="fsdp2", lora_r=0),
+                          run_dir=False)
+        scorer = load_scorer(str(ensemble_dir), aggregate="min")
+        members = scorer.named_models("reward")
+        rt.prepare_frozen(**members)
+        assert sorted(members) == ["reward/0", "reward/1"] and all(rt.is_sharded(m) for m in members.values())
+        forwards = []
+        for i, member in enumerate(scorer.models):
+            member.register_forward_hook(lambda module, args, out, i=i: forwards.append(i))
+        monkeypatch.setattr(runtime.dist, "gather_objects", lambda n: [n, n + 2])
+        sharded = scorer(PROMPTS[:3], responses)
+        assert forwards == [0, 0, 0, 1, 1, 1]  # one batch of the 3 rows and two idle ones, per member
+        torch.testing.assert_close(sharded, whole, rtol=0, atol=1e-5)
+    finally:
+        torch.distributed.destroy_process_group()

@@ -66,7 +66,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     dist_timeout: float = 600.0  # with several processes: seconds a collective waits for the others before the run fails
     sharding: Literal["none", "fsdp2"] = "none"  # with several processes: none = every rank holds the whole model (data parallel); fsdp2 = parameters, gradients and optimiser state split over the ranks (torch FSDP2); the same result
-    shard_frozen: bool = True  # with --sharding fsdp2: shard the frozen reference of ppo like the trained models; --no-shard-frozen keeps a whole copy on every rank (more memory, no gathers in its forwards)
+    shard_frozen: bool = True  # with --sharding fsdp2: shard the frozen models (the reference and reward models of ppo and online dpo) like the trained ones; --no-shard-frozen keeps a whole copy on every rank (more memory, no gathers in their forwards)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (transformers' own, non-reentrant): less memory, about a third more compute
     log_every: int = 10  # log metrics every N optimiser steps
     eval_every: int = 0  # evaluate every N optimiser steps (0 = only at the end)

@@ -38,7 +38,9 @@ from ..data.collate import collate_rewards
 from ..data.records import PromptText
 from ..data.tokenize import REWARD_INPUT_FORMATS, RewardExample, tokenize_for_reward
 from ..logs import quieted
+from ..runtime import dist
 from ..runtime.device import autocast as runtime_autocast
+from ..runtime.sharding import holds_shards, reshard
 from .ensemble import EnsembleRewardModel, is_ensemble_dir, member_dirs
 from .load import ModelNotFound, load_tokenizer, no_file_bars, resolve_model_dir
 
@@ -205,16 +207,29 @@ class RewardModel:
 
     @torch.no_grad()
     def score_examples(self, examples: Sequence[RewardExample], batch_size: int = 32) -> torch.Tensor:
-        """(N,) rewards of tokenised examples, in their order."""
+        """(N,) rewards of tokenised examples, in their order.
+
+        A model sharded over the ranks (`--sharding fsdp2`: every forward gathers each layer, a
+        collective) runs as many batches on every rank, the most any rank needs: a rank with
+        fewer rows runs one-row batches whose score it drops, so that no rank waits forever.
+        Its root unit (embeddings, final norm, head), which stays gathered after a forward for the
+        head read after the body, goes back to its shard at the end: a frozen model has no
+        backward to free it."""
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
         out = torch.empty(len(examples))
-        autocast = runtime_autocast(self.precision, self.device)  # fp32 where the CPU would emulate bf16
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = collate_rewards([examples[i] for i in chunk], self.tokenizer.pad_token_id)
-            with autocast:
+        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        sharded = holds_shards(self.model)
+        if sharded:
+            idle = [examples[order[0]]] if examples else [self.tokenize("", "")]
+            chunks += [None] * (max(dist.gather_objects(len(chunks))) - len(chunks))
+        for chunk in chunks:
+            batch = collate_rewards(idle if chunk is None else [examples[i] for i in chunk], self.tokenizer.pad_token_id)
+            with runtime_autocast(self.precision, self.device):  # fp32 where the CPU would emulate bf16
                 rewards = sequence_rewards(self.model, {k: v.to(self.device) for k, v in batch.items()})
-            out[chunk] = rewards.cpu()
+            if chunk is not None:
+                out[chunk] = rewards.cpu()
+        if sharded:
+            reshard(self.model)
         return out
 
     def score(self, prompts: Sequence[PromptText], responses: Sequence[str], normalize: bool = False,

@@ -41,14 +41,25 @@ class Scorer:
 
     `mean` and `std` normalise raw scores (`normalize`); `model_dir` is the reward model's
     directory when the scorer is one (a critic can then start from its weights), else None.
+    `models`: the transformers models it runs (a reward model, each member of an ensemble; none
+    for a callable), which a sharded run shards for inference (`named_models`).
     """
 
     def __init__(self, name: str, fn: Callable[[Sequence[PromptText], Sequence[str]], Sequence[float]],
-                 mean: float = 0.0, std: float = 1.0, model_dir: Path | None = None):
+                 mean: float = 0.0, std: float = 1.0, model_dir: Path | None = None,
+                 models: Sequence[torch.nn.Module] = ()):
         if not std > 0:
             raise ValueError(f"scorer {name}: std must be > 0, got {std}")
         self.name, self._fn, self.mean, self.std, self.model_dir = name, fn, float(mean), float(std), model_dir
+        self.models = tuple(models)
         self.takes_answers = _takes_answers(fn)
+
+    def named_models(self, role: str) -> dict[str, torch.nn.Module]:
+        """The models it runs by name: {role: model} for a reward model, {role/i: member i} for an
+        ensemble, {} for a callable (`rlhf.runtime.Runtime.prepare_frozen` takes them so)."""
+        if len(self.models) == 1:
+            return {role: self.models[0]}
+        return {f"{role}/{i}": model for i, model in enumerate(self.models)}
 
     def __call__(self, prompts: Sequence[PromptText], responses: Sequence[str],
                  allow_non_finite: bool = False, answers: Sequence[str | None] | None = None) -> torch.Tensor:
@@ -160,11 +171,13 @@ def load_scorer(spec: str, device: str | torch.device = "cpu", precision: str = 
         for member in rm.members:
             use_fp32_attention(member.model)  # CPU only: see rlhf.rollout.attention
         return Scorer(str(spec), lambda p, r: ensemble_scores(rm.score_members(p, r, batch_size), aggregate,
-                                                              uncertainty_coef), 0.0, 1.0, member_dirs(spec)[0])
+                                                              uncertainty_coef), 0.0, 1.0, member_dirs(spec)[0],
+                      [member.model for member in rm.members])
     _refuse_aggregate(spec, aggregate)
     use_fp32_attention(rm.model)  # CPU only: see rlhf.rollout.attention
     std = rm.std if rm.std > 0 else 1.0
-    return Scorer(str(spec), lambda p, r: rm.score(p, r, batch_size=batch_size), rm.mean, std, resolve_model_dir(spec))
+    return Scorer(str(spec), lambda p, r: rm.score(p, r, batch_size=batch_size), rm.mean, std, resolve_model_dir(spec),
+                  [rm.model])
 
 
 ENSEMBLE_MEAN, ENSEMBLE_STD = "ensemble_mean", "ensemble_std"  # parts of an ensemble's score

@@ -44,7 +44,7 @@ RUN_ONLY_FIELDS = frozenset({
     "max_bad_steps", "dist_timeout",  # when a run gives up, not what it computes
     "gradient_checkpointing",  # recomputes what the forward kept: the same gradients, less memory
     "sharding",  # where the parameters live (whole on every rank or split): the same update (tests/dist/test_fsdp2.py)
-    "shard_frozen",  # whether the frozen reference is split too: the same forwards (tests/dist/test_ppo_fsdp2.py)
+    "shard_frozen",  # whether the frozen models are split too: the same forwards (tests/dist/test_ppo_fsdp2.py)
     "report_to",  # where the metrics are mirrored, not what they are
 })
 

@@ -20,9 +20,10 @@ summed them in the backward), `clip_gradients` takes the norm over every rank's 
 `checkpoint` has every rank write its shard of a sharded model and optimiser in parallel
 (`torch.distributed.checkpoint`, rlhf.runtime.sharded_checkpoint), which `resume` reshards to any
 process count or reads whole into an unsharded run; `finish` gathers the full model on rank 0,
-which writes `model/` as an unsharded run would. For the online stages: `prepare_frozen` shards a
-frozen reference, `gathered` holds a sharded policy whole for a decode, `trainable` names a
-sharded model's shards, and `lockstep` says that every rank must run as many forwards.
+which writes `model/` as an unsharded run would. For the online stages: `prepare_frozen` shards
+the frozen models (a reference, a reward model), `gathered` holds a sharded policy whole for a
+decode, `trainable` names a sharded model's shards, and `lockstep` says that every rank must run
+as many forwards.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Runtime:
         self.precision = effective_precision(getattr(cfg, "precision", "fp32"), device)
         self.dist = dist  # the collectives (sum_all, gather_objects, ...): one process or several
         self._sharded: list[torch.nn.Module] = []  # the models `prepare` sharded (FSDP2)
+        self._frozen: dict[str, tuple[int, int]] = {}  # prepare_frozen's models: (parameters, this rank's)
 
     # ------------------------------------------------------------ who and where
 
@@ -133,17 +135,27 @@ class Runtime:
                 self._sharded.append(sharding.shard(model, self.world_size, bf16=self.precision == "bf16"))
         return models[0] if len(models) == 1 else models
 
-    def prepare_frozen(self, *models: torch.nn.Module | None) -> None:
-        """The frozen models that take part in training (PPO's reference), sharded like the trained
-        ones under `--sharding fsdp2` unless the config says `shard_frozen: false` (then each rank
+    def prepare_frozen(self, **models: torch.nn.Module | None) -> None:
+        """The frozen models that take part in training, by name (PPO's reference and reward
+        model, online DPO's reference and labelling reward model), sharded like the trained ones
+        under `--sharding fsdp2` unless the config says `shard_frozen: false` (then each rank
         keeps a whole copy: more memory, no gather in their forwards). No broadcast: every rank
         loaded them from the same files. Their root unit (embeddings, final norm, head) stays
-        gathered after a forward, as a trained model's does until its backward."""
-        if self.sharding != "fsdp2" or not getattr(self.cfg, "shard_frozen", True):
-            return
-        for model in models:
-            if model is not None and not any(model is m for m in self._sharded):
+        gathered after a forward, as a trained model's does until its backward, unless the caller
+        puts it back (`sharding.reshard`, as reward scoring does after each call). Every forward
+        of a sharded model is a collective: each rank must run as many (see `lockstep`). What
+        each rank holds of each is recorded for summary.json (`frozen_models`)."""
+        shard = self.sharding == "fsdp2" and getattr(self.cfg, "shard_frozen", True)
+        for name, model in models.items():
+            if model is None:
+                continue
+            if shard and not any(model is m for m in self._sharded):
                 self._sharded.append(sharding.shard(model, self.world_size, bf16=self.precision == "bf16"))
+            self._frozen[name] = sharding.parameter_counts(model)
+
+    def is_sharded(self, model: torch.nn.Module) -> bool:
+        """Whether `prepare` or `prepare_frozen` sharded `model` (its forwards are collectives)."""
+        return any(model is m for m in self._sharded)
 
     @property
     def lockstep(self) -> bool:
@@ -288,9 +300,17 @@ class Runtime:
     # ------------------------------------------------------------ the end
 
     def summary_figures(self) -> dict:
-        """The figures every summary.json carries: wall time, peak memory, processes, sharding."""
-        return {"wall_s": self.elapsed(), "peak_memory_mb": peak_memory_mb(self.device),
-                "processes": self.world_size, "sharding": self.sharding, "precision": self.precision}
+        """The figures every summary.json carries: wall time, peak memory, processes, sharding;
+        and, for a stage with frozen models (`prepare_frozen`), `frozen_models`: each one's
+        parameter count and the count each rank holds (half of it on each of 2 ranks when sharded,
+        all of it when whole). Every rank calls it (the counts are gathered)."""
+        figures = {"wall_s": self.elapsed(), "peak_memory_mb": peak_memory_mb(self.device),
+                   "processes": self.world_size, "sharding": self.sharding, "precision": self.precision}
+        if self._frozen:
+            held = dist.gather_objects({name: local for name, (_, local) in self._frozen.items()})
+            figures["frozen_models"] = {name: {"parameters": total, "per_rank": [rank[name] for rank in held]}
+                                        for name, (total, _) in self._frozen.items()}
+        return figures
 
     def finish(self, model, tokenizer, summary: dict, figures: dict | None = None) -> Path | None:
         """model/ (a Hugging Face directory, atomic, finite weights only; rank 0 writes), then

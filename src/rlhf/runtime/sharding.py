@@ -41,9 +41,16 @@ def _options(**kw):
 
 
 def is_sharded(model) -> bool:
+    """Whether `model` itself is a unit of FSDP2 (`holds_shards`: whether any module in it is)."""
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
+
+
+def holds_shards(model: torch.nn.Module) -> bool:
+    """Whether any module of `model` is sharded (`shard` puts its units on the decoder layers and
+    the body, not on the model): then every forward of it is a collective."""
+    return any(is_sharded(module) for module in model.modules())
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -115,6 +122,14 @@ def shard(model: torch.nn.Module, world: int, bf16: bool = False) -> torch.nn.Mo
             module.set_gradient_divide_factor(1.0)  # summed, not averaged: the loss is already / global count
             module.set_force_sum_reduction_for_comms(True)  # SUM, which gloo (and every backend) reduces
     return model
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(parameters of `model`, the ones this rank holds): equal for a whole model; for a sharded
+    one this rank's shards (counted before a forward leaves its root unit gathered)."""
+    params = list(model.parameters())
+    held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+    return sum(p.numel() for p in params), held
 
 
 _RESHARDS = "_rlhf_reshards_after_forward"  # what `shard` chose for a unit, restored after `gathered`

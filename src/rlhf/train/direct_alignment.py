@@ -183,10 +183,13 @@ def separate_reference(cfg: DPOConfig) -> bool:
 class Reference:
     """The reference policy, loaded only when something needs it: the starting policy itself
     before training (no copy), else a frozen model loaded once on first use (or, with LoRA, the
-    policy with its adapter disabled)."""
+    policy with its adapter disabled). `prepare_frozen`: what the frozen model goes through once
+    loaded (online DPO's `Runtime.prepare_frozen`, which shards it under `--sharding fsdp2`:
+    every rank then scores the same rows with it, as `attach_reference` and `sampled_kl` do)."""
 
-    def __init__(self, cfg: DPOConfig, model, device):
+    def __init__(self, cfg: DPOConfig, model, device, prepare_frozen=None):
         self.cfg, self.model, self.device, self.frozen = cfg, model, device, None
+        self.prepare_frozen = prepare_frozen
         compat.check_shared_tokenizer(cfg.model, cfg.reference, "--reference", cfg.trust_remote_code)
 
     def context(self, before_training: bool = False):
@@ -194,6 +197,8 @@ class Reference:
             self.frozen = load_causal_lm(reference_dir(self.cfg), self.cfg.trust_remote_code).to(self.device).eval()
             self.frozen.requires_grad_(False)
             use_fp32_attention(self.frozen)  # CPU only: see rlhf.rollout.attention
+            if self.prepare_frozen is not None:
+                self.prepare_frozen(reference=self.frozen)
         return reference_context(self.model, self.frozen)
 
 

@@ -48,7 +48,7 @@ def run(cfg: DPOConfig) -> Path:
     model, tokenizer = load_policy(cfg, device, tokenizer)
     use_fp32_attention(model)  # CPU only: bf16 attention kernels are slower there (rlhf.rollout.attention)
     pad_id = tokenizer.pad_token_id
-    reference = Reference(cfg, model, device)
+    reference = Reference(cfg, model, device, rt.prepare_frozen)  # a separate --reference: sharded under fsdp2
     ref_ctx = lambda: reference.context(before_training=True)  # noqa: E731  (fit has not started)
     reference_s, cached = attach_reference(data, "train", cfg, ref_ctx, rt.run_dir, pad_id, device)
     if eval_data is not None:

@@ -147,9 +147,12 @@ def sample_round(rt: runtime.Runtime, model, tokenizer, prompts: list[PromptText
 def label_on_main(rt: runtime.Runtime, labeler: PairLabeler, prompts: list[PromptText], responses: list[list[str]],
                   seed: int) -> tuple[list[dict], dict, list[float] | None]:
     """(comparison rows, labelling figures, the scorer's scores or None): rank 0 labels (a judge's
-    requests are made once) and every rank gets its result, or raises its error."""
+    requests are made once) and every rank gets its result, or raises its error. A reward model
+    sharded over the ranks labels on every rank, since each of its forwards is a collective: all
+    score the same responses alike, and rank 0's result is the one kept."""
     result = None
-    if rt.is_main:
+    everyone = labeler.scorer is not None and any(rt.is_sharded(m) for m in labeler.scorer.models)
+    if rt.is_main or everyone:
         try:
             rows, info = labeler(prompts, responses, seed)
             result = (rows, info, labeler.scores)
@@ -186,8 +189,10 @@ def run(cfg: DPOConfig) -> Path:
     pad_id = tokenizer.pad_token_id
     prompts = list(dict.fromkeys(p.prompt for p in read_prompts(cfg.data, skip_bad_rows=cfg.skip_bad_rows)))
     labeler = PairLabeler(cfg.labeler, cfg.oracle_temperature, device)
+    if labeler.scorer is not None:  # a reward model: sharded for inference like the reference
+        rt.prepare_frozen(**labeler.scorer.named_models("reward"))
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
-    reference = Reference(cfg, model, device)
+    reference = Reference(cfg, model, device, rt.prepare_frozen)
     loss_fn = make_loss(cfg)
     kl_prompts = prompts[: cfg.kl_prompts] if cfg.eval_data is None else \
         list(dict.fromkeys(p.prompt for p in read_prompts(cfg.eval_data)))[: cfg.kl_prompts]

@@ -96,6 +96,8 @@ def train(cfg: PPOConfig, sampler: Sampler | None, workers: contextlib.ExitStack
                                                       rt.device))
     gold = load_scorer(cfg.gold, rt.device, cfg.precision) if cfg.gold else None  # measured, never optimised
     learner = build_learner(cfg, opts, actor, tokenizer, reference, sampler.scorer, total_steps, overopt, rt)
+    if gold is not None:  # every rank scores its own rows with it, in lockstep when sharded
+        rt.prepare_frozen(**gold.named_models("gold"))
     resumed = rt.resume(**learner.holders(), sampler=sampler)  # config checked, logs cut back to its step
     start = resumed.step if resumed else 0
     tokens = resumed.get("tokens", 0) if resumed else 0

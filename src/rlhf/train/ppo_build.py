@@ -4,8 +4,8 @@ optimisers and schedules, the KL controller and the guards, held in one `Learner
 
 Four models take part in PPO: the actor (trained, from --model), the reference (frozen: a copy
 of --model, or the actor with its LoRA adapter disabled), the reward (frozen scorer, the
-sampler's) and the critic (trained, initialised from the reward model where it reads the
-policy's tokens). The critic-free algorithms have no critic.
+sampler's; its reward models sharded like the reference) and the critic (trained, initialised
+from the reward model where it reads the policy's tokens). The critic-free algorithms have no critic.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def build_learner(cfg: PPOConfig, opts: Options, actor, tokenizer, reference, sc
     """The critic (for PPO: from `critic_init_dir`), AdamW for each trained model with warm-up and
     cosine decay over every optimiser step of the run, the KL controller and the guards. With a
     runtime `rt`, the models are prepared by it (replicas equal, sharded where it shards) before
-    the optimisers are built on their parameters."""
+    the optimisers are built on their parameters, and the frozen ones (the reference, the
+    scorer's reward models) sharded for inference where it shards them."""
     device = next(actor.parameters()).device
     critic = critic_opt = None
     if ALGORITHMS[cfg.algo].uses_critic:
@@ -81,7 +82,7 @@ def build_learner(cfg: PPOConfig, opts: Options, actor, tokenizer, reference, sc
                               normalize=cfg.normalize_reward).to(device)
     if rt is not None:  # sharding replaces the parameters: before any optimiser holds them
         rt.prepare(actor, critic)
-        rt.prepare_frozen(reference)
+        rt.prepare_frozen(reference=reference, **(scorer.named_models("reward") if scorer is not None else {}))
     updates_per_step = opts.epochs * math.ceil(cfg.batch_size * opts.k / opts.minibatch_size)
     schedule = lambda opt: loop.make_scheduler(opt, cfg.warmup_steps, total_steps * updates_per_step,  # noqa: E731
                                                cfg.min_lr_ratio)
