@@ -21,8 +21,16 @@ pytestmark = needs_gloo
 STEPS = EQUALITY_STEPS
 
 
-def assert_same_run(one, two):
-    """Losses of the first steps to 1e-4, one metrics line per step (rank 0 alone logs), same weights."""
+def assert_same_run(one, two, stray_share: float = 0.0):
+    """Losses of the first steps to 1e-4, one metrics line per step (rank 0 alone logs), same weights
+    to 1e-4, except at most `stray_share` of each tensor's elements, which must still lie within 1e-3.
+
+    Why a stray share at all (the reward model only): AdamW divides each element's step by that
+    element's own gradient scale, so an element whose gradient sits at the rounding floor (a unit
+    whose SiLU gate is shut for every input) steps by up to the learning rate in a direction that
+    the order of the floating-point sums decides. Measured on a 2-core EPYC: 2 of the 12,288
+    elements of layer 0's gate_proj 3.2e-4 apart after 4 steps at lr 1e-3, every other element of
+    the model within 6.5e-5. A rank whose gradients were not summed moves most elements apart."""
     first, second = metrics(one), metrics(two)
     assert [m["step"] for m in second] == list(range(1, STEPS + 1))
     for a, b in zip(first, second):
@@ -31,7 +39,9 @@ def assert_same_run(one, two):
     wa, wb = load_file(str(one / "model" / "model.safetensors")), load_file(str(two / "model" / "model.safetensors"))
     assert wa.keys() == wb.keys()
     for name in wa:
-        torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=1e-4)
+        apart = (wb[name] - wa[name]).abs()
+        assert (apart > 1e-4).float().mean() <= stray_share, (name, apart.max())
+        assert apart.max() <= 1e-3, (name, apart.max())
     assert first[-1]["loss"] != first[0]["loss"]  # it trained
 
 
@@ -49,7 +59,7 @@ def test_rm_two_processes_match_one_under_accelerate_launch(tiny_model_dir, pair
     args = lambda out: ["rm", *equality_args(tiny_model_dir, pairs_file, out), "--batch-size", "4"]  # noqa: E731
     run(args(tmp_path / "one"))
     run(args(tmp_path / "two"), nproc=2, launcher="accelerate")
-    assert_same_run(tmp_path / "one", tmp_path / "two")
+    assert_same_run(tmp_path / "one", tmp_path / "two", stray_share=1e-3)
 
 
 def test_dpo_two_processes_match_one(tiny_model_dir, pairs_file, tmp_path):
