@@ -20,6 +20,10 @@ worker process, its requests to the server, the queue, the loss, the optimiser) 
   queries being that path's last tokens;
 - its MFU metric reads the GPU's name from torch.cuda: it gets "peak unknown" (None), and logs no MFU.
 
+One more part is replaced because the bench's task is not a chat: TRL's rollout loop renders
+each prompt through the chat template and parses replies as chat messages; `TextPromptLoop`
+continues the text prompts as the other sides do (see its docstring).
+
 TRL's AsyncGRPO has no reference model (no KL term) and trains with its own loss; `max_staleness`
 = --async-staleness K bounds how many weight versions a sample may lag (older ones are dropped),
 and the rollout worker keeps K steps' samples in flight.
