@@ -116,6 +116,7 @@ class FileWeightTransfer:
     def destroy(self) -> None:
         for path in self.directory.glob("model.safetensors*"):
             path.unlink()
+        self.directory.rmdir()  # /dev/shm is memory: nothing of the run stays there
 
 
 class SafetensorsReload:
