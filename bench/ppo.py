@@ -143,7 +143,8 @@ def worker_ours(spec: dict) -> dict:
         max_steps=spec["steps"], batch_size=spec["samples"] // k, num_samples=k, minibatch_size=spec["samples"],
         update_epochs=4 if spec["algo"] == "ppo" else 1, max_new_tokens=spec["max_new_tokens"], lr=spec["lr"],
         critic_lr=spec["lr"], kl_coef=KL[spec["algo"]], precision=spec["precision"], seed=spec["seed"],
-        async_staleness=spec.get("async_staleness", 0), save_every=0, samples_every=0, log_every=1, progress=False, reward_clip=0.0, normalize_reward=False,
+        async_staleness=spec.get("async_staleness", 0), save_every=0, samples_every=0, log_every=1, progress=False,
+        reward_clip=0.0, normalize_reward=False,
     )
     peak = PhasePeak()
     peak.start()
@@ -228,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             for side in runs:
                 worker = async_sides.worker_name(side, algo)
                 name = f"{algo}-{side}-{args.precision}-{repeat}"
-                spec = {"algo": algo, "async_staleness": args.async_staleness if "async" in side else 0, "model": args.model, "reward_model": args.reward_model, "reward": args.reward, "kl": KL[algo],
+                spec = {"algo": algo, "async_staleness": args.async_staleness if "async" in side else 0,
+                        "model": args.model, "reward_model": args.reward_model, "reward": args.reward, "kl": KL[algo],
                         "task": args.task, "prompts": str(prompts),
                         "out": str(out / "runs" / name), "steps": args.steps, "samples": args.samples, "k": args.k,
                         "max_new_tokens": args.max_new_tokens, "lr": args.lr, "seed": args.seed,

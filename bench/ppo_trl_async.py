@@ -94,7 +94,8 @@ class FileWeightTransfer:
         from safetensors.torch import save_file
 
         start = time.perf_counter()
-        weights = {name: tensor.detach().cpu().clone() for name, tensor in iterator}  # clone: safetensors refuses shared storage
+        # cloned: safetensors refuses tensors that share storage
+        weights = {name: tensor.detach().cpu().clone() for name, tensor in iterator}
         if self.tied_head and "lm_head.weight" not in weights:
             # TRL sends named_parameters(), which lists a tied head once, as the embedding; vLLM's CPU build
             # keeps the head's weight apart (packed for its matmul kernel), so without it the head keeps the
@@ -104,9 +105,11 @@ class FileWeightTransfer:
         save_file(weights, str(partial))
         partial.replace(self.directory / "model.safetensors")  # the server never reads a half-written file
         response = requests.post(f"{self.client.server_url}/collective_rpc", timeout=self.timeout_s,
-                                 json={"method": "reload_safetensors", "args": [str(self.directory / "model.safetensors")]})
+                                 json={"method": "reload_safetensors",
+                                       "args": [str(self.directory / "model.safetensors")]})
         if response.status_code != 200:
-            raise RuntimeError(f"reload_safetensors on the vLLM server failed: {response.status_code} {response.text[:500]}")
+            raise RuntimeError(f"reload_safetensors on the vLLM server failed: {response.status_code} "
+                               f"{response.text[:500]}")
         self.syncs += 1
         self.seconds += time.perf_counter() - start
 
@@ -282,7 +285,8 @@ def worker_trl_async(spec: dict) -> dict:
         rows = [json.loads(line) for line in Path(spec["prompts"]).read_text().splitlines()]
         k = spec["k"]
         args = AsyncGRPOConfig(
-            output_dir=str(out), seed=spec["seed"], max_steps=spec["steps"], per_device_train_batch_size=spec["samples"],
+            output_dir=str(out), seed=spec["seed"], max_steps=spec["steps"],
+            per_device_train_batch_size=spec["samples"],
             gradient_accumulation_steps=1, num_generations=k, max_completion_length=spec["max_new_tokens"],
             temperature=1.0, top_k=0, top_p=1.0, epsilon=0.2, learning_rate=spec["lr"], lr_scheduler_type="constant",
             warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0,
@@ -293,7 +297,8 @@ def worker_trl_async(spec: dict) -> dict:
         peak.start()
         tied = bool(AutoConfig.from_pretrained(spec["model"], local_files_only=True).tie_word_embeddings)
         transfer = FileWeightTransfer(client, (SYNC_DIR or out) / f"rlhf-bench-weights-{os.getpid()}", tied)
-        trainer = CountingTrainer(model=spec["model"], reward_funcs=RewardModelScore(spec["reward_model"], 1), args=args,
+        trainer = CountingTrainer(model=spec["model"], reward_funcs=RewardModelScore(spec["reward_model"], 1),
+                                  args=args,
                                   train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                                   callbacks=[StepClock()], weight_transfer=transfer)
         trainer.train()
