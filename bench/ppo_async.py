@@ -8,12 +8,12 @@ update; 48 new tokens, the reward model, the gold oracle logged), same seed, sam
 Each run is `python -m rlhf.cli ppo` in a fresh process, the sides alternating per repeat so
 that all see the same load: sync with the machine's default thread count, sync with one thread
 (on a machine other processes load, two OpenMP threads can lose more to waiting for each other
-than they gain), and async, which splits the default count between learner and sampler
+than they gain), and async, whose learner keeps the default count and whose sampler takes half
 (summary.json's async_threads). Step time = wall time from the end
 of step W (--warmup-steps: the async worker's start-up and the first, synchronous, step are in
 it) to the end of step N - 1, over N - 1 - W (the last step is left out: with nothing left to
-sample, an async run's last update has the machine to itself); medians over repeats. TRL's AsyncGRPOTrainer is not
-compared (TRL is not installed in the project's environment).
+sample, an async run's last update has the machine to itself); medians over repeats. TRL's AsyncGRPOTrainer is
+compared in bench/ppo.py (`--async-staleness K --trl-async-python VENV/bin/python`).
 """
 
 from __future__ import annotations

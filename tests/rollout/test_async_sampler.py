@@ -170,7 +170,7 @@ def test_sampled_as_plain_values_round_trip(tmp_path):
     assert torch.equal(back.parts["format"], torch.tensor([1.0])) and torch.equal(back.raw, s.raw)
 
 
-def test_threads_are_split_between_learner_and_worker():
+def test_the_learner_keeps_its_threads_and_the_worker_takes_half():
     assert split_threads(1) == (1, 1)  # one core: they share it
-    assert split_threads(2) == (1, 1)
-    assert split_threads(5) == (3, 2)
+    assert split_threads(2) == (2, 1)
+    assert split_threads(5) == (5, 2)
