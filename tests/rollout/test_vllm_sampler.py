@@ -211,8 +211,10 @@ def test_engine_logprobs_equal_the_trainers_within_1e_4(engine_sampler, moved_po
 LENGTH_SOURCE = "def length(prompts, responses):\n    return [len(r) / 10 for r in responses]\n"
 
 
-def test_a_short_grpo_run_samples_with_the_engine_and_trains(tmp_path, monkeypatch):
-    vllm_or_skip()  # the run starts its own engine (closing any other: a process holds one)
+def engine_grpo_run(tmp_path, monkeypatch, *flags: str) -> tuple:
+    """A short `rlhf ppo --rollout-engine vllm --algo grpo` on the base model with a length reward:
+    (its run directory, its metrics lines). The run starts its own engine (closing any other: a
+    process holds one)."""
     from rlhf import cli
     from rlhf.resources import BASE_MODEL
 
@@ -222,11 +224,17 @@ def test_a_short_grpo_run_samples_with_the_engine_and_trains(tmp_path, monkeypat
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:4]), encoding="utf-8")
     out = tmp_path / "run"
     assert cli.main(["ppo", "--model", str(BASE_MODEL), "--data", str(prompts), "--reward", LENGTH_REWARD,
-                     "--rollout-engine", "vllm", "--algo", "grpo", "--max-steps", "3", "--batch-size", "2",
-                     "--minibatch-size", "4", "--update-epochs", "2", "--max-new-tokens", "12", "--max-length", "64",
-                     "--lr", "1e-3", "--precision", "fp32", "--save-every", "0", "--samples-every", "0",
-                     "--no-progress", "--out", str(out)]) == 0
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+                     "--rollout-engine", "vllm", "--algo", "grpo", "--batch-size", "2", "--minibatch-size", "4",
+                     "--max-new-tokens", "12", "--max-length", "64", "--lr", "1e-3", "--precision", "fp32",
+                     "--save-every", "0", "--samples-every", "0", "--no-progress", "--out", str(out), *flags]) == 0
+    return out, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_short_grpo_run_samples_with_the_engine_and_trains(tmp_path, monkeypatch):
+    vllm_or_skip()
+    from rlhf.resources import BASE_MODEL
+
+    out, lines = engine_grpo_run(tmp_path, monkeypatch, "--max-steps", "3", "--update-epochs", "2")
     assert len(lines) == 3 and all(math.isfinite(line["loss"]) for line in lines)
     assert [line["engine/syncs"] for line in lines] == [1, 2, 3]  # the updated policy pushed before each step
     # after each update and sync, the engine's log-probs of its samples are the trainer's pi_old's (TIS's gap)
@@ -377,23 +385,11 @@ def test_a_bf16_engine_beside_fp32_training_opens_the_gap_tis_corrects(tmp_path,
     trainer stays fp32; the gap is bf16's (measured on a 2-core EPYC with avx512_bf16: mean about
     1e-2, max about 5e-2 per token on the base model), far above fp32's 1e-5, and still finite."""
     vllm_or_skip()
-    from rlhf import cli
-    from rlhf.resources import BASE_MODEL
     from rlhf.runtime import bf16_supported
 
     if not bf16_supported(torch.device("cpu")):
         pytest.skip("the CPU has no avx512_bf16 / amx_bf16: a bf16 engine would be emulated, and rlhf keeps it fp32")
-    (tmp_path / "vllm_test_rewards.py").write_text(LENGTH_SOURCE, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:4]), encoding="utf-8")
-    out = tmp_path / "run"
-    assert cli.main(["ppo", "--model", str(BASE_MODEL), "--data", str(prompts), "--reward", LENGTH_REWARD,
-                     "--rollout-engine", "vllm", "--rollout-precision", "bf16", "--algo", "grpo", "--max-steps", "2",
-                     "--batch-size", "2", "--minibatch-size", "4", "--max-new-tokens", "12", "--max-length", "64",
-                     "--lr", "1e-3", "--precision", "fp32", "--save-every", "0", "--samples-every", "0",
-                     "--no-progress", "--out", str(out)]) == 0
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    out, lines = engine_grpo_run(tmp_path, monkeypatch, "--max-steps", "2", "--rollout-precision", "bf16")
     assert all(math.isfinite(line["loss"]) for line in lines)
     assert all(1e-3 < line["logprob_gap"] < 0.2 and line["tis/gap_max"] > 1e-2 for line in lines)
     summary = json.loads((out / "summary.json").read_text())

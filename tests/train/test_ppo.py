@@ -40,23 +40,6 @@ def prompts_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def reward_model_dir(tiny_model_dir, tmp_path_factory):
-    """A reward-model directory as `rlhf rm` saves it: a sequence classifier with stored mean/std."""
-    from rlhf.models.load import load_tokenizer
-    from rlhf.models.reward import load_reward_backbone, record_reward_stats
-
-    torch.manual_seed(0)
-    model, tokenizer, _ = load_reward_backbone(tiny_model_dir)
-    with torch.no_grad():
-        model.score.weight.normal_(0, 0.5)
-    record_reward_stats(model, mean=0.3, std=2.0, max_length=64)
-    out = tmp_path_factory.mktemp("rm")
-    model.save_pretrained(out, safe_serialization=True)
-    load_tokenizer(tiny_model_dir).save_pretrained(out)
-    return out
-
-
 def config(model, prompts, out, **overrides):
     base = dict(model=str(model), data=str(prompts), out=str(out), reward=RULE, max_steps=3, batch_size=4,
                 minibatch_size=4, max_new_tokens=8, max_length=64, lr=1e-3, critic_lr=1e-3, precision="fp32",
