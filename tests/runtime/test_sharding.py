@@ -171,3 +171,25 @@ def test_no_mixed_precision_where_bf16_is_emulated(group, monkeypatch):
     monkeypatch.setattr(device_module, "_cpu_has_bf16", lambda: True)
     _fsdp2_runtime(monkeypatch, precision="bf16").prepare(tiny_llama())
     assert emulated.precision == "fp32" and calls == [False, True]
+
+
+def test_the_sharded_reference_goes_back_to_its_shards_after_its_log_probs(group, monkeypatch):
+    """A frozen model has no backward to put its root unit back: reference_logprobs does, so the
+    embeddings and head are not held whole on every rank between steps."""
+    from rlhf.data.records import Rollout
+    from rlhf.train.ppo_build import reference_logprobs
+
+    rt = _fsdp2_runtime(monkeypatch, shard_frozen=True)
+    reference = tiny_llama().requires_grad_(False)
+    rt.prepare_frozen(reference=reference)
+    rollout = Rollout(prompt_ids=torch.tensor([[1, 2, 3]]), prompt_mask=torch.ones(1, 3, dtype=torch.long),
+                      response_ids=torch.tensor([[4, 5]]), response_mask=torch.ones(1, 2, dtype=torch.long),
+                      ended=torch.tensor([True]), logprobs=None)
+    root_weight = lambda: reference.model.embed_tokens.weight  # noqa: E731
+    with torch.no_grad():
+        reference.model(input_ids=torch.tensor([[1, 2, 3]]))
+    assert not hasattr(root_weight(), "full_tensor")  # a plain forward leaves the root unit gathered
+    with torch.no_grad():
+        logp = reference_logprobs(reference, None, rollout, temperature=1.0)
+    assert logp.shape == (1, 2) and torch.isfinite(logp).all()
+    assert hasattr(root_weight(), "full_tensor")  # back to its shard (a DTensor)

@@ -23,6 +23,7 @@ from ..models.load import load_causal_lm, load_policy
 from ..models.reward import disable_dropout
 from ..rollout.attention import use_fp32_attention
 from ..rollout.logprobs import response_logprobs
+from ..runtime.sharding import holds_shards, reshard
 from . import loop
 from .critic import build_critic, same_vocabulary
 from .guard_overopt import OverOptGuard
@@ -114,9 +115,14 @@ def build_reference(cfg: PPOConfig, device):
 
 
 def reference_logprobs(reference, actor, rollout, temperature: float) -> torch.Tensor:
-    """log pi_ref (B, T) of the rollout's response tokens."""
+    """log pi_ref (B, T) of the rollout's response tokens. A sharded reference (FSDP2) goes back to
+    its shards after the forward: a frozen model has no backward to free its root unit
+    (embeddings, final norm, head), which would otherwise stay whole on every rank between steps."""
     if reference is not None:
-        return response_logprobs(reference, rollout, temperature)
+        logp = response_logprobs(reference, rollout, temperature)
+        if holds_shards(reference):
+            reshard(reference)
+        return logp
     with actor.disable_adapter():
         return response_logprobs(actor, rollout, temperature)
 
