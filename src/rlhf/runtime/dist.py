@@ -223,8 +223,13 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
 
 
 def shutdown() -> None:
-    """Tear down the process group at the end of a multi-process run (no-op alone)."""
+    """Tear down the process group at the end of a multi-process run (no-op alone), once every
+    rank has got there: rank 0 finishes later (it writes model/ and summary.json), and a rank
+    that destroys its gloo pairs while another still holds them can abort the process (a rank of
+    a resumed 2-process FSDP2 run once ended with "terminate called without an active exception";
+    whether at this point is not known; a barrier first is the usual guard)."""
     if _STATE is not None:
+        torch.distributed.barrier()
         _STATE.destroy_process_group()
 
 
