@@ -123,7 +123,7 @@ class Runtime:
         bf16 gathers and compute, fp32 gradient reduction and shards). Returns the model (or the
         tuple of models) to train."""
         for model in models:
-            if model is not None and any(model is m for m in self._sharded):
+            if model is not None and self.is_sharded(model):
                 sharding.reshard(model)  # sharded before (an online round): its parameters named as its shards again
                 continue
             if model is None:
@@ -149,7 +149,7 @@ class Runtime:
         for name, model in models.items():
             if model is None:
                 continue
-            if shard and not any(model is m for m in self._sharded):
+            if shard and not self.is_sharded(model):
                 self._sharded.append(sharding.shard(model, self.world_size, bf16=self.precision == "bf16"))
             self._frozen[name] = sharding.parameter_counts(model)
 
@@ -168,13 +168,13 @@ class Runtime:
         """A context in which each sharded model of `models` holds its whole parameters, gathered
         once on entry and resharded on exit (rlhf.runtime.sharding.gathered): for a decode, whose
         forwards then cost no collective. Nothing happens to a model that is not sharded."""
-        return sharding.gathered(*[m for m in models if any(m is s for s in self._sharded)])
+        return sharding.gathered(*[m for m in models if self.is_sharded(m)])
 
     def trainable(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
         """The parameters of `model` that train, in its order; for a sharded model its shards (the
         ones its optimiser steps and whose gradients to clip), after putting back to its shard a
         unit that a forward without gradients left gathered."""
-        if any(model is m for m in self._sharded):
+        if self.is_sharded(model):
             sharding.reshard(model)
         return [p for p in model.parameters() if p.requires_grad]
 
@@ -333,7 +333,7 @@ class Runtime:
 
     def _save_model(self, model, tokenizer, directory: Path | None = None) -> Path:
         directory = self.run_dir.model_dir if directory is None else directory
-        if not any(model is m for m in self._sharded):
+        if not self.is_sharded(model):
             return save_pretrained(model, tokenizer, directory)
         state = sharding.without_tied_copies(model, sharding.full_model_state(model))  # on rank 0; every rank takes part
         bad = dist.broadcast_object(non_finite_entries(state) if dist.is_main() else None)
